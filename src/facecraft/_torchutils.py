@@ -1,0 +1,71 @@
+"""Small torch helpers shared by every layer: devices, eval mode, batching, seeding."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator, Optional, Union
+
+import torch
+from torch import nn
+
+__all__ = ["resolve_device", "eval_mode", "frozen", "batched_apply", "make_generator"]
+
+
+def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
+    """``"auto"`` -> CUDA if available, else MPS if available, else CPU; anything else as given."""
+    if str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+@contextlib.contextmanager
+def eval_mode(*modules: Optional[nn.Module]) -> Iterator[None]:
+    """Put modules in eval mode and restore each one's training flag afterwards."""
+    mods = [m for m in modules if m is not None]
+    flags = [m.training for m in mods]
+    try:
+        for m in mods:
+            m.eval()
+        yield
+    finally:
+        for m, f in zip(mods, flags):
+            m.train(f)
+
+
+@contextlib.contextmanager
+def frozen(*modules: Optional[nn.Module]) -> Iterator[None]:
+    """Eval mode plus ``requires_grad=False`` on all parameters, both restored afterwards.
+
+    Optimising an input through a frozen network then never touches the
+    network's ``.grad`` fields.
+    """
+    mods = [m for m in modules if m is not None]
+    saved = [[p.requires_grad for p in m.parameters()] for m in mods]
+    with eval_mode(*mods):
+        try:
+            for m in mods:
+                for p in m.parameters():
+                    p.requires_grad_(False)
+            yield
+        finally:
+            for m, flags in zip(mods, saved):
+                for p, f in zip(m.parameters(), flags):
+                    p.requires_grad_(f)
+
+
+def batched_apply(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Apply ``fn`` to ``x`` in chunks of ``batch_size`` rows and concatenate."""
+    if x.shape[0] == 0:
+        raise ValueError("batched_apply: empty input")
+    return torch.cat([fn(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+
+
+def make_generator(seed: int, device: Union[str, torch.device] = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with ``seed``."""
+    g = torch.Generator(device=torch.device(device))
+    g.manual_seed(seed)
+    return g

@@ -1,0 +1,1 @@
+"""Pipelines, configs, results and the report."""

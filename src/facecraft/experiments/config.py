@@ -1,0 +1,234 @@
+"""Frozen dataclass configs and the three profiles (STYLE.md rule 6).
+
+``tiny`` runs in seconds for tests, ``small`` is a real CPU study on the shared
+data, ``paper`` carries the paper's hyperparameters for a GPU (CRAFTER.md
+sections 2-4). Every config validates itself and round-trips through JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple, Type, TypeVar
+
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "TargetTrainConfig",
+    "PriorTrainConfig",
+    "AmortizerTrainConfig",
+    "RunConfig",
+    "PROFILES",
+    "profile_config",
+    "config_to_dict",
+    "config_from_dict",
+]
+
+T = TypeVar("T")
+
+DATASETS = ("celeba", "celeba-official", "lfw", "folder", "synthetic")
+
+
+def _positive(obj: Any, *names: str) -> None:
+    for n in names:
+        v = getattr(obj, n)
+        if v is not None and v <= 0:
+            raise ValueError(f"{type(obj).__name__}.{n} must be positive, got {v}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which faces, how they are split and at what size (CRAFTER.md section 1).
+
+    Attributes:
+        dataset: ``celeba`` (aligned chips, e.g. ``shared/data/celeba-chips``),
+            ``celeba-official`` (``img_align_celeba`` 178x218, centre crop),
+            ``lfw`` (``lfw-deepfunneled/<Name>/...``), ``folder`` (one folder per
+            identity) or ``synthetic`` (procedural faces for smoke tests).
+        root: the dataset folder (``None`` for synthetic, or resolved from
+            ``--data-root`` / ``FACECRAFT_DATA``).
+        image_size: side of the cached square images.
+        min_private_images: identities with at least this many images are private.
+        eval_test_fraction: share of each private identity's images in ``eval_test``.
+        max_public: cap on public images (``None`` = all).
+        max_private_identities: cap on private identities (``None`` = all).
+        seed: seed of the split.
+    """
+
+    dataset: str = "celeba"
+    root: Optional[str] = None
+    image_size: int = 64
+    min_private_images: int = 10
+    eval_test_fraction: float = 0.3
+    max_public: Optional[int] = None
+    max_private_identities: Optional[int] = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"DataConfig.dataset must be one of {DATASETS}, got {self.dataset!r}")
+        _positive(self, "image_size", "min_private_images", "max_public", "max_private_identities")
+        if not 0.0 < self.eval_test_fraction < 1.0:
+            raise ValueError(f"DataConfig.eval_test_fraction must be in (0, 1), got {self.eval_test_fraction}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architectures and widths (CRAFTER.md section 4)."""
+
+    target_arch: str = "resnet18"
+    target_width: float = 1.0
+    latent_dim: int = 500
+    generator_width: int = 64
+    critic_width: int = 64
+    decoder_width: int = 128
+    amortizer_width: int = 64
+
+    def __post_init__(self) -> None:
+        if self.target_arch not in ("resnet18", "vgg16"):
+            raise ValueError(f"ModelConfig.target_arch must be resnet18 or vgg16, got {self.target_arch!r}")
+        _positive(self, "target_width", "latent_dim", "generator_width", "critic_width", "decoder_width",
+                  "amortizer_width")
+
+
+@dataclass(frozen=True)
+class TargetTrainConfig:
+    """Attribute classifier on public images (BCE over the attributes)."""
+
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    augment_flip: bool = True
+
+    def __post_init__(self) -> None:
+        _positive(self, "epochs", "batch_size", "lr")
+
+
+@dataclass(frozen=True)
+class PriorTrainConfig:
+    """WGAN-GP on public images (Gulrajani et al. 2017; CRAFTER.md section 2)."""
+
+    steps: int = 50_000
+    batch_size: int = 64
+    n_critic: int = 5
+    gp_weight: float = 10.0
+    lr: float = 1e-4
+    betas: Tuple[float, float] = (0.5, 0.9)
+    sample_every: int = 1000
+
+    def __post_init__(self) -> None:
+        _positive(self, "steps", "batch_size", "n_critic", "lr", "sample_every")
+
+
+@dataclass(frozen=True)
+class AmortizerTrainConfig:
+    """``Amor(Enc(G(z))) -> z`` on random latents (CRAFTER.md section 2)."""
+
+    steps: int = 20_000
+    batch_size: int = 64
+    lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        _positive(self, "steps", "batch_size", "lr")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; written beside its outputs as ``config.json``.
+
+    ``attacks`` and ``defenses`` map registered names to constructor keyword
+    arguments, so a profile can set e.g. the white-box step count without the
+    algorithms knowing about profiles.
+    """
+
+    profile: str = "small"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    target: TargetTrainConfig = field(default_factory=TargetTrainConfig)
+    prior: PriorTrainConfig = field(default_factory=PriorTrainConfig)
+    amortizer: AmortizerTrainConfig = field(default_factory=AmortizerTrainConfig)
+    attacks: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    defenses: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    eval: Dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES and self.profile != "custom":
+            raise ValueError(f"RunConfig.profile must be one of {sorted(PROFILES)} or 'custom', got {self.profile!r}")
+
+
+def config_to_dict(cfg: Any) -> Dict[str, Any]:
+    """A JSON-able dict of a (nested) config dataclass."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def config_from_dict(cls: Type[T], d: Dict[str, Any]) -> T:
+    """Rebuild a (nested) config dataclass from :func:`config_to_dict` output; unknown keys raise."""
+    hints = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(d) - set(hints)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown keys {sorted(unknown)}")
+    kwargs: Dict[str, Any] = {}
+    for name, f in hints.items():
+        if name not in d:
+            continue
+        v = d[name]
+        sub = _DATACLASS_FIELDS.get((cls.__name__, name))
+        if sub is not None and isinstance(v, dict):
+            v = config_from_dict(sub, v)
+        elif isinstance(v, list) and name == "betas":
+            v = tuple(v)
+        kwargs[name] = v
+    return cls(**kwargs)
+
+
+_DATACLASS_FIELDS: Dict[Tuple[str, str], type] = {
+    ("RunConfig", "data"): DataConfig,
+    ("RunConfig", "model"): ModelConfig,
+    ("RunConfig", "target"): TargetTrainConfig,
+    ("RunConfig", "prior"): PriorTrainConfig,
+    ("RunConfig", "amortizer"): AmortizerTrainConfig,
+}
+
+
+def _tiny() -> RunConfig:
+    return RunConfig(
+        profile="tiny",
+        data=DataConfig(dataset="synthetic", image_size=32, min_private_images=6, eval_test_fraction=0.34),
+        model=ModelConfig(target_width=0.25, latent_dim=32, generator_width=16, critic_width=16,
+                          decoder_width=32, amortizer_width=8),
+        target=TargetTrainConfig(epochs=2, batch_size=64),
+        prior=PriorTrainConfig(steps=30, batch_size=32, n_critic=2, lr=2e-4, sample_every=15),
+        amortizer=AmortizerTrainConfig(steps=30, batch_size=32),
+        eval={"n_images": 24},
+    )
+
+
+def _small() -> RunConfig:
+    return RunConfig(
+        profile="small",
+        data=DataConfig(dataset="celeba", image_size=64),
+        model=ModelConfig(target_width=0.5, latent_dim=128, generator_width=32, critic_width=32,
+                          decoder_width=64, amortizer_width=16),
+        target=TargetTrainConfig(epochs=8, batch_size=128, lr=2e-3),
+        prior=PriorTrainConfig(steps=2500, batch_size=64, n_critic=4, lr=2e-4, sample_every=250),
+        amortizer=AmortizerTrainConfig(steps=1500, batch_size=64),
+        eval={"n_images": 256},
+    )
+
+
+def _paper() -> RunConfig:
+    return RunConfig(profile="paper", data=DataConfig(dataset="celeba", image_size=64), eval={"n_images": None})
+
+
+PROFILES = {"tiny": _tiny, "small": _small, "paper": _paper}
+
+
+def profile_config(name: str, **overrides: Any) -> RunConfig:
+    """The :class:`RunConfig` of profile ``name`` with top-level fields replaced by ``overrides``."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+    return dataclasses.replace(PROFILES[name](), **overrides)
