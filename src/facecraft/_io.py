@@ -105,7 +105,7 @@ def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
 
 def _paths(stem: PathLike) -> Tuple[Path, Path]:
     stem = Path(stem)
-    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    return stem.parent / (stem.name + ".safetensors"), stem.parent / (stem.name + ".json")
 
 
 def checkpoint_exists(stem: PathLike) -> bool:

@@ -8,11 +8,14 @@ JPEGs; identities are 0-based indices into ``identity_names``; attributes are
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 
-__all__ = ["FaceSet", "PreparedData"]
+__all__ = ["FaceSet", "PreparedData", "ProgressFn"]
+
+#: Progress callback ``progress(done, total, description)``; the CLI draws bars from it.
+ProgressFn = Callable[[int, int, str], None]
 
 
 @dataclass

@@ -19,7 +19,7 @@ Note:
 from __future__ import annotations
 
 import math
-from typing import List
+from typing import List, Optional
 
 import torch
 from torch import nn
@@ -90,7 +90,9 @@ class Critic(nn.Module):
         return self.net(x * 2.0 - 1.0).view(x.shape[0])
 
 
-def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator = None) -> torch.Tensor:
+def gradient_penalty(
+    critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, generator: Optional[torch.Generator] = None
+) -> torch.Tensor:
     """WGAN-GP penalty ``E[(||grad D(x_hat)||_2 - 1)^2]`` on random interpolates (Gulrajani et al., eq. 3).
 
     Args:
@@ -102,7 +104,10 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, 
     Returns:
         A scalar tensor, differentiable w.r.t. the critic's parameters.
     """
-    eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype, generator=generator)
+    if generator is None:
+        eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+    else:  # a CPU generator keeps runs reproducible on any device
+        eps = torch.rand(real.shape[0], 1, 1, 1, generator=generator).to(real)
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
     (g,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
     return ((g.flatten(1).norm(dim=1) - 1) ** 2).mean()

@@ -1,0 +1,194 @@
+"""The ``facecraft`` command: parse arguments into configs, call ``experiments``; no logic here."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from facecraft.experiments.config import DataConfig, RunConfig, profile_config
+
+app = typer.Typer(help="Protect face features against inversion (Crafter) and audit feature releases.",
+                  no_args_is_help=True, add_completion=False)
+data_app = typer.Typer(help="Prepare or fetch face data.", no_args_is_help=True)
+train_app = typer.Typer(help="Train the target network, the attacker's prior and amortizer.", no_args_is_help=True)
+list_app = typer.Typer(help="List registered attacks or defences.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
+app.add_typer(list_app, name="list")
+
+console = Console(stderr=True)
+
+ProfileOpt = typer.Option("small", "--profile", "-p", help="tiny (tests, synthetic data), small (CPU study) or paper (GPU).")
+DataRootOpt = typer.Option(None, "--data-root", help="Dataset folder or its parent (default: $FACECRAFT_DATA).")
+OutOpt = typer.Option(Path("runs/default"), "--out", "-o", help="Run directory (reused as a cache).")
+DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps ...")
+DatasetOpt = typer.Option(None, "--dataset", help="celeba, celeba-official, lfw, folder or synthetic (default: the profile's).")
+
+
+class _Bars:
+    """Turns ``progress(done, total, desc)`` callbacks into rich progress bars."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+        self.task = None
+        self.last = (0, 0)
+
+    def __enter__(self) -> "_Bars":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def __call__(self, done: int, total: int, desc: str) -> None:
+        if self.task is None or total != self.last[1] or done < self.last[0]:
+            if self.task is not None:
+                self.progress.update(self.task, visible=self.progress.tasks[-1].completed < self.last[1])
+            self.task = self.progress.add_task(desc, total=total)
+        self.progress.update(self.task, completed=done, description=desc)
+        self.last = (done, total)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_path=False)], force=True)
+
+
+def _config(profile: str, dataset: Optional[str], device: str) -> RunConfig:
+    cfg = profile_config(profile, device=device)
+    if dataset:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dataset=dataset))
+    return cfg
+
+
+def _study(profile: str, dataset: Optional[str], data_root: Optional[str], out: Path, device: str, bars):
+    from facecraft.experiments.study import Study
+
+    return Study(_config(profile, dataset, device), out, data_root=data_root, progress=bars)
+
+
+def _fail(e: Exception) -> None:
+    console.print(f"[red]error:[/red] {e}")
+    raise typer.Exit(2)
+
+
+@data_app.command("prepare")
+def data_prepare(profile: str = ProfileOpt, dataset: Optional[str] = DatasetOpt, data_root: Optional[str] = DataRootOpt,
+                 out: Path = OutOpt, verbose: bool = typer.Option(False, "-v")) -> None:
+    """Build the identity-disjoint public / eval_train / eval_test split and cache it as uint8 arrays."""
+    _setup_logging(verbose)
+    from facecraft.data import DataError
+
+    try:
+        with _Bars() as bars:
+            data = _study(profile, dataset, data_root, out, "cpu", bars).data
+    except (DataError, ValueError) as e:
+        _fail(e)
+    console.print_json(json.dumps(data.manifest.get("counts", {})))
+
+
+@data_app.command("fetch")
+def data_fetch(name: str = typer.Argument(..., help="Only 'lfw' is fetchable."),
+               data_root: Path = typer.Option(..., "--data-root", help="Where to unpack."),
+               url: Optional[str] = typer.Option(None, help="Override the download URL (file:// works)."),
+               sha256: Optional[str] = typer.Option(None, help="Expected SHA-256 of the archive.")) -> None:
+    """Download the official LFW archive (needs a network), verify its checksum and unpack it."""
+    from facecraft.data import DataError, fetch_lfw
+
+    if name != "lfw":
+        _fail(ValueError(f"cannot fetch {name!r}; only 'lfw' is public without a login (CelebA: see README)"))
+    kwargs = {k: v for k, v in {"url": url, "sha256": sha256}.items() if v}
+    try:
+        with _Bars() as bars:
+            path = fetch_lfw(data_root, progress=bars, **kwargs)
+    except (DataError, OSError) as e:
+        _fail(e)
+    console.print(f"LFW unpacked at {path}")
+
+
+def _train(which: str, profile: str, dataset: Optional[str], data_root: Optional[str], out: Path, device: str,
+           verbose: bool) -> None:
+    _setup_logging(verbose)
+    from facecraft.data import DataError
+
+    try:
+        with _Bars() as bars:
+            study = _study(profile, dataset, data_root, out, device, bars)
+            getattr(study, which)()
+    except (DataError, ValueError) as e:
+        _fail(e)
+    stages = json.loads((out / "stages.json").read_text())["stages"]
+    console.print_json(json.dumps(stages.get(which, {})))
+
+
+@train_app.command("target")
+def train_target_cmd(profile: str = ProfileOpt, dataset: Optional[str] = DatasetOpt,
+                     data_root: Optional[str] = DataRootOpt, out: Path = OutOpt, device: str = DeviceOpt,
+                     verbose: bool = typer.Option(False, "-v")) -> None:
+    """Train the split target network (attribute classifier) on public images; report mean AUC on eval_test."""
+    _train("target", profile, dataset, data_root, out, device, verbose)
+
+
+@train_app.command("prior")
+def train_prior_cmd(profile: str = ProfileOpt, dataset: Optional[str] = DatasetOpt,
+                    data_root: Optional[str] = DataRootOpt, out: Path = OutOpt, device: str = DeviceOpt,
+                    verbose: bool = typer.Option(False, "-v")) -> None:
+    """Train the attacker's WGAN-GP face prior on public images; writes a sample grid PNG."""
+    _train("prior", profile, dataset, data_root, out, device, verbose)
+
+
+@train_app.command("amortizer")
+def train_amortizer_cmd(profile: str = ProfileOpt, dataset: Optional[str] = DatasetOpt,
+                        data_root: Optional[str] = DataRootOpt, out: Path = OutOpt, device: str = DeviceOpt,
+                        verbose: bool = typer.Option(False, "-v")) -> None:
+    """Train the amortizer Amor(Enc(G(z))) -> z (trains target and prior first if needed)."""
+    _train("amortizer", profile, dataset, data_root, out, device, verbose)
+
+
+@list_app.command("attacks")
+def list_attacks() -> None:
+    """Registered attack names."""
+    from facecraft.attacks import available_attacks
+
+    for n in available_attacks():
+        typer.echo(n)
+
+
+@list_app.command("defenses")
+def list_defenses() -> None:
+    """Registered defence names."""
+    from facecraft.defenses import available_defenses
+
+    for n in available_defenses():
+        typer.echo(n)
+
+
+@app.command()
+def demo(profile: str = typer.Option("tiny", "--profile", "-p", help="tiny, small or paper."),
+         data_root: Optional[str] = DataRootOpt, out: Path = typer.Option(Path("runs/demo"), "--out", "-o"),
+         device: str = DeviceOpt, verbose: bool = typer.Option(False, "-v")) -> None:
+    """Run the whole study: data, models, defences x attacks, results.json and a report. Resumable."""
+    _setup_logging(verbose)
+    from facecraft.data import DataError
+    from facecraft.experiments.pipeline import run_demo
+
+    try:
+        with _Bars() as bars:
+            result = run_demo(_config(profile, None, device), out, data_root=data_root, progress=bars)
+    except (DataError, ValueError) as e:
+        _fail(e)
+    console.print(f"[green]done[/green]: {result}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
