@@ -52,7 +52,7 @@ def validate_tensors(
                 f"got {tuple(t.shape)}"
             )
         if data_range is not None and t.numel() > 0:
-            lo, hi = float(t.min()), float(t.max())
+            lo, hi = float(t.detach().min()), float(t.detach().max())
             if lo < data_range[0] - 1e-6 or hi > data_range[1] + 1e-6:
                 raise ValueError(
                     f"argument {i}: expected values in [{data_range[0]}, {data_range[1]}], "

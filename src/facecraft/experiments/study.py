@@ -193,3 +193,56 @@ class Study:
             amor.eval()
             return amor, cached, {"metrics": rec.get("metrics", {})}
         return self._timed("amortizer", run)
+
+    # -- evaluation side -------------------------------------------------------------------------
+    def eval_indices(self) -> torch.Tensor:
+        """Which ``eval_test`` images are protected and attacked (``eval['n_images']``, spread over identities)."""
+        def run():
+            n_max = self.cfg.eval.get("n_images")
+            ids = self.data.eval_test.identities
+            n = ids.shape[0] if n_max is None else min(int(n_max), ids.shape[0])
+            g = torch.Generator().manual_seed(self.cfg.seed + 17)
+            # round-robin over identities in a seeded order, so every identity is represented early
+            order = torch.randperm(ids.shape[0], generator=g)
+            rank = torch.zeros_like(ids)
+            seen: Dict[int, int] = {}
+            for i in order.tolist():
+                k = int(ids[i])
+                rank[i] = seen.get(k, 0)
+                seen[k] = rank[i].item() + 1
+            key = rank.double() * (ids.shape[0] + 1) + torch.argsort(order).double()
+            return torch.sort(torch.argsort(key)[:n]).values, False, {"n_images": n}
+        return self._timed("eval_indices", run)
+
+    def dlib_oracle(self):
+        """The third-party oracle with ``eval_train`` as its gallery (cached embeddings)."""
+        def run():
+            from facecraft.metrics.dlib_oracle import DlibOracle
+
+            stem = self.run_dir / "models" / f"dlib-gallery-{self.key('dlib', self.cfg.eval.get('dlib_crop'))}"
+            crop = self.cfg.eval.get("dlib_crop", 0.75)
+            if (stem.parent / (stem.name + ".json")).exists():
+                return DlibOracle.load(stem), True, {}
+            oracle = DlibOracle(crop_fraction=crop)
+            tr = self.data.eval_train
+            oracle.fit(tr.float_images(), tr.identities, num_identities=tr.num_identities, progress=self.progress)
+            oracle.save(stem)
+            return oracle, False, {}
+        return self._timed("dlib_oracle", run)
+
+    def evalnet(self):
+        """The trained identity oracle (the paper's Eval-network) on ``eval_train``."""
+        def run():
+            from facecraft.metrics.evalnet import EvalNet, train_evalnet
+
+            opts = dict(self.cfg.eval.get("evalnet", {}))
+            stem = self.model_stem("evalnet", opts)
+            if (stem.parent / (stem.name + ".json")).exists():
+                return EvalNet.load(stem, device=self.device), True, {}
+            tr = self.data.eval_train
+            net = train_evalnet(tr.images, tr.identities, num_identities=tr.num_identities, device=self.device,
+                                seed=self.cfg.seed, progress=self.progress,
+                                checkpoint_stem=stem.parent / (stem.name + "-train"), **opts)
+            net.save(stem)
+            return net, False, {}
+        return self._timed("evalnet", run)
