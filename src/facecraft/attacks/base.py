@@ -60,10 +60,16 @@ class InversionAttack(abc.ABC):
                 return p.device
         return torch.device("cpu")
 
-    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+    def __call__(self, features: torch.Tensor, *, progress: Optional[ProgressFn] = None) -> torch.Tensor:
+        """Validate, run :meth:`reconstruct` in eval mode, check and detach the output.
+
+        ``progress`` is passed on to ``reconstruct`` only when given (subclasses
+        with long loops accept it as a keyword).
+        """
         validate_tensors([features], dim_range=(2, 5))
+        kwargs: Dict[str, Any] = {} if progress is None else {"progress": progress}
         with eval_mode(*self.models):
-            out = self.reconstruct(features.detach().to(self.device))
+            out = self.reconstruct(features.detach().to(self.device), **kwargs)
         validate_images(out)
         return out.detach()
 

@@ -211,10 +211,10 @@ def _small() -> RunConfig:
     return RunConfig(
         profile="small",
         data=DataConfig(dataset="celeba", image_size=64),
-        model=ModelConfig(target_width=0.5, latent_dim=128, generator_width=32, critic_width=32,
+        model=ModelConfig(target_width=0.5, latent_dim=128, generator_width=16, critic_width=16,
                           decoder_width=64, amortizer_width=16),
         target=TargetTrainConfig(epochs=8, batch_size=128, lr=2e-3),
-        prior=PriorTrainConfig(steps=2500, batch_size=64, n_critic=4, lr=2e-4, sample_every=250),
+        prior=PriorTrainConfig(steps=2000, batch_size=32, n_critic=2, lr=2e-4, sample_every=100),
         amortizer=AmortizerTrainConfig(steps=1500, batch_size=64),
         eval={"n_images": 256},
     )

@@ -72,7 +72,9 @@ class ResGenerator(nn.Module):
         self.fc = nn.Linear(latent_dim, self.c0 * 4 * 4)
         blocks: List[nn.Module] = [_UpBlock(chans[i], chans[i + 1]) for i in range(n)]
         self.blocks = nn.Sequential(*blocks)
-        self.out = nn.Sequential(nn.BatchNorm2d(chans[-1]), nn.ReLU(True), nn.Conv2d(chans[-1], 3, 3, 1, 1), nn.Sigmoid())
+        self.out = nn.Sequential(
+            nn.BatchNorm2d(chans[-1]), nn.ReLU(True), nn.Conv2d(chans[-1], 3, 3, 1, 1), nn.Sigmoid()
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.out(self.blocks(self.fc(z).view(z.shape[0], self.c0, 4, 4)))

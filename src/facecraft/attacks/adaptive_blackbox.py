@@ -1,0 +1,183 @@
+"""Adaptive black-box attack A1: fine-tune the decoder on the defence's outputs (CRAFTER.md section 2).
+
+The attacker runs the defence on its own public images ``X`` and keeps
+training its decoder on the pairs ``(defense(X), X)`` (~70 more epochs with
+Adam in the paper), so the decoder learns to read protected features.
+
+References:
+    Wang et al., "Crafter: Facial Feature Crafting against Inversion-based
+    Identity Theft on Deep Models", NDSS 2024, https://arxiv.org/abs/2401.07205.
+
+Note:
+    As in the release, the protected features are queried once and reused
+    every epoch (``requery=True`` queries afresh each epoch, which helps
+    against randomised defences). The release minimises the batch L2 norm;
+    we minimise the per-pixel MSE (see :mod:`facecraft.attacks.decoder`).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, Optional
+
+import torch
+
+from facecraft._io import PathLike
+from facecraft._torchutils import eval_mode, make_generator
+from facecraft.attacks._common import check_image_set, query_in_batches
+from facecraft.attacks._state import checkpoint_exists, load_state, save_state
+from facecraft.attacks.adaptive_whitebox import EpochCallback
+from facecraft.attacks.base import DefenseFn, InversionAttack, ProgressFn
+from facecraft.attacks.decoder import DecoderAttack, train_decoder_epoch
+from facecraft.attacks.registry import register_attack
+
+__all__ = ["AdaptiveBlackBoxAttack"]
+
+_KIND = "adaptive-blackbox"
+
+
+class AdaptiveBlackBoxAttack(InversionAttack):
+    r"""A1 black-box: fine-tune a copy of a trained decoder on ``(defense(X), X)`` pairs.
+
+    Args:
+        decoder_attack: a :class:`~facecraft.attacks.decoder.DecoderAttack`
+            whose decoder has been built (and normally fitted on raw
+            features); its decoder is deep-copied on :meth:`fit` (or now, if
+            it already exists), so the original stays untouched.
+        defense: the defence as a black box, images ``(N, 3, S, S)`` in [0, 1]
+            -> released features.
+        epochs: fine-tuning epochs (Default: 70).
+        lr: Adam learning rate, other settings at their defaults (Default: 1e-3).
+        batch_size: minibatch size (Default: 64; the release uses 128).
+        l1_weight: weight of an added pixel L1 term (Default: 0.0).
+        requery: query the defence afresh every epoch (Default: False).
+        query_batch_size: images per defence query (Default: 128).
+        seed: seed for shuffling (Default: 0).
+
+    Shape:
+        - features: ``(N, *F)``, the released feature shape.
+        - output: ``(N, 3, S, S)`` in [0, 1].
+
+    References:
+        Wang et al., NDSS 2024, https://arxiv.org/abs/2401.07205 (adaptive attacks).
+    """
+
+    def __init__(
+        self,
+        decoder_attack: DecoderAttack,
+        defense: DefenseFn,
+        *,
+        epochs: int = 70,
+        lr: float = 1e-3,
+        batch_size: int = 64,
+        l1_weight: float = 0.0,
+        requery: bool = False,
+        query_batch_size: int = 128,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if epochs < 0 or lr <= 0 or batch_size < 1:
+            raise ValueError(f"need epochs >= 0, lr > 0, batch_size >= 1; got {epochs}, {lr}, {batch_size}")
+        self.decoder_attack = decoder_attack
+        self.defense = defense
+        self.epochs = epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.l1_weight = l1_weight
+        self.requery = requery
+        self.query_batch_size = query_batch_size
+        self.seed = seed
+        self.epochs_done = 0
+        self.decoder: Optional[torch.nn.Module] = None
+        self._opt: Optional[torch.optim.Optimizer] = None
+        if decoder_attack.decoder is not None:
+            self._copy_decoder()
+
+    @classmethod
+    def name(cls) -> str:
+        return "adaptive-blackbox"
+
+    def _copy_decoder(self) -> torch.nn.Module:
+        if self.decoder_attack.decoder is None:
+            raise RuntimeError("the decoder attack has no decoder yet: fit it before the adaptive attack")
+        self.decoder = copy.deepcopy(self.decoder_attack.decoder)
+        for p in self.decoder.parameters():
+            p.requires_grad_(True)
+            p.grad = None
+        self._opt = torch.optim.Adam(self.decoder.parameters(), lr=self.lr)
+        self.models = [self.decoder]
+        return self.decoder
+
+    def fit(
+        self,
+        public_images: torch.Tensor,
+        *,
+        progress: Optional[ProgressFn] = None,
+        on_epoch: Optional[EpochCallback] = None,
+        protected: Optional[torch.Tensor] = None,
+        checkpoint_stem: Optional[PathLike] = None,
+    ) -> "AdaptiveBlackBoxAttack":
+        """Fine-tune for the remaining epochs.
+
+        Args:
+            public_images: the attacker's images ``(N, 3, S, S)``, float in
+                [0, 1] or uint8.
+            progress: optional ``progress(done, total, desc)``, in epochs.
+            on_epoch: optional ``on_epoch(epoch, self) -> dict`` merged into
+                that epoch's ``history`` entry.
+            protected: precomputed ``defense(public_images)`` to use instead
+                of querying (ignored with ``requery``).
+            checkpoint_stem: save after every epoch and resume from it.
+
+        Returns:
+            ``self``.
+        """
+        check_image_set(public_images)
+        decoder = self.decoder if self.decoder is not None else self._copy_decoder()
+        assert self._opt is not None
+        n = public_images.shape[0]
+        device = next(decoder.parameters()).device
+        gen = make_generator(self.seed)
+        feats: Optional[torch.Tensor] = None
+        if not self.requery and protected is not None:
+            if protected.shape[0] != n:
+                raise ValueError(f"`protected` has {protected.shape[0]} rows for {n} images")
+            feats = protected.detach().to(device)
+        if checkpoint_stem is not None and checkpoint_exists(checkpoint_stem):
+            extra, meta = load_state(checkpoint_stem, kind=_KIND, modules={"decoder": decoder},
+                                     optimizers={"decoder": self._opt}, rng=gen)
+            self.epochs_done = int(meta["epoch"])
+            self.history = list(meta.get("history", []))
+            if not self.requery and feats is None and "features" in extra:
+                feats = extra["features"].to(device)
+        if not self.requery and feats is None and self.epochs_done < self.epochs:
+            feats = query_in_batches(self.defense, public_images, device, self.query_batch_size)
+        for epoch in range(self.epochs_done, self.epochs):
+            if self.requery:
+                loss = train_decoder_epoch(decoder, self._opt, public_images, batch_size=self.batch_size, gen=gen,
+                                           query=self.defense, l1_weight=self.l1_weight)
+            else:
+                loss = train_decoder_epoch(decoder, self._opt, public_images, batch_size=self.batch_size, gen=gen,
+                                           features=feats, l1_weight=self.l1_weight)
+            self.epochs_done = epoch + 1
+            entry: Dict[str, Any] = {"epoch": epoch, "loss": loss}
+            if on_epoch is not None:
+                with eval_mode(decoder):
+                    entry.update(on_epoch(epoch, self))
+            self.history.append(entry)
+            if checkpoint_stem is not None:
+                save_state(checkpoint_stem, kind=_KIND, modules={"decoder": decoder},
+                           optimizers={"decoder": self._opt}, rng=gen,
+                           extra={"features": feats} if feats is not None else None,
+                           meta={"epoch": self.epochs_done, "history": self.history, "attack": self.name()})
+            if progress is not None:
+                progress(epoch + 1, self.epochs, "adaptive black-box (fine-tuning Dec)")
+        return self
+
+    def reconstruct(self, features: torch.Tensor, *, progress: Optional[ProgressFn] = None) -> torch.Tensor:
+        decoder = self.decoder if self.decoder is not None else self._copy_decoder()
+        with torch.no_grad():
+            return decoder(features).clamp(0, 1).detach()
+
+
+register_attack("adaptive-blackbox", AdaptiveBlackBoxAttack)

@@ -1,0 +1,252 @@
+"""Adaptive white-box attack A1: retrain the prior on the defence's own outputs (CRAFTER.md section 2).
+
+The attacker knows the defence and can run it as a black box. It queries the
+defence with its own public images ``X`` to get protected features ``F*``,
+inverts them to ``z*(F*)`` through its prior ``G``, and updates ``G`` so that
+``G(z*(F*))`` comes closer to ``X`` (RMSProp, lr 1e-3), epoch after epoch. A
+defence that merely pushes reconstructions somewhere predictable is undone:
+the updated ``G`` learns to map that somewhere back to the face.
+
+References:
+    Wang et al., "Crafter: Facial Feature Crafting against Inversion-based
+    Identity Theft on Deep Models", NDSS 2024, https://arxiv.org/abs/2401.07205.
+
+Note:
+    - The release inverts every batch from a fresh random start with 600
+      steps in every epoch. We warm-start each image's latent from its
+      ``z*`` of the previous epoch (the first epoch starts from ``Amor(F*)``
+      or ``N(0, I)`` with ``init_steps``), which tracks the slowly changing
+      ``G`` with far fewer steps (``inner_steps``).
+    - ``G`` is updated in eval mode, as in the release: batch-norm running
+      statistics stay those of the prior; its affine and convolution weights
+      change.
+    - The release minimises the L2 norm of the (ImageNet-normalised) batch
+      difference; we minimise the per-pixel MSE, which has the same minimiser,
+      and RMSProp's steps hardly depend on the loss scale.
+    - Protected features of the public images are queried once and reused
+      every epoch, as in the release (``requery=True`` queries afresh each
+      epoch, which helps against randomised defences).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, Dict, Optional
+
+import torch
+import torch.nn.functional as nnf
+from torch import nn
+
+from facecraft._io import PathLike
+from facecraft._torchutils import frozen, make_generator
+from facecraft.attacks._common import as_float_images, check_image_set, epoch_batches, query_in_batches
+from facecraft.attacks._state import checkpoint_exists, load_state, save_state
+from facecraft.attacks.base import DefenseFn, InversionAttack, ProgressFn
+from facecraft.attacks.registry import register_attack
+from facecraft.attacks.whitebox import WhiteBoxAttack, invert_latent
+
+__all__ = ["AdaptiveWhiteBoxAttack", "EpochCallback"]
+
+#: ``on_epoch(epoch, attack) -> dict`` of metrics, appended (with the loss) to ``attack.history``.
+EpochCallback = Callable[[int, Any], Dict[str, Any]]
+
+_KIND = "adaptive-whitebox"
+
+
+class AdaptiveWhiteBoxAttack(InversionAttack):
+    r"""A1 white-box: update a copy of the prior ``G`` on ``(defense(X), X)`` pairs of public images.
+
+    Args:
+        encoder: the encoder the attacker inverts through (``Enc``).
+        generator: the prior ``G``; a deep copy is trained, the original is
+            left untouched.
+        defense: the defence as a black box, images ``(N, 3, S, S)`` in [0, 1]
+            -> released features.
+        amortizer: optional ``Amor`` for the first inversion and for
+            :meth:`reconstruct` (Default: None).
+        critic: optional prior critic for the inversions' realism term (Default: None).
+        epochs: passes over the public images (Default: 50).
+        lr: RMSProp learning rate for ``G`` (Default: 1e-3).
+        batch_size: images per ``G`` update (Default: 128).
+        inner_steps: inversion steps per batch per epoch, warm-started (Default: 100).
+        init_steps: inversion steps the first time an image is inverted
+            (Default: None, meaning 600 cold or ``inner_steps`` with an amortizer).
+        steps: inversion steps of :meth:`reconstruct` (Default: 600).
+        inv_lr: inversion step size (Default: 5e-3).
+        momentum: inversion momentum (Default: 0.9).
+        prior_weight: weight of ``-D(G(z))`` in the inversions (Default: 0.0).
+        requery: query the defence afresh every epoch (Default: False).
+        query_batch_size: images per defence query (Default: 128).
+        seed: seed for shuffling and start latents (Default: 0).
+
+    Shape:
+        - features: ``(N, *F)``, the encoder's feature shape.
+        - output: ``(N, 3, S, S)`` in [0, 1].
+
+    References:
+        Wang et al., NDSS 2024, https://arxiv.org/abs/2401.07205 (adaptive attacks).
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        generator: nn.Module,
+        defense: DefenseFn,
+        *,
+        amortizer: Optional[nn.Module] = None,
+        critic: Optional[nn.Module] = None,
+        epochs: int = 50,
+        lr: float = 1e-3,
+        batch_size: int = 128,
+        inner_steps: int = 100,
+        init_steps: Optional[int] = None,
+        steps: int = 600,
+        inv_lr: float = 5e-3,
+        momentum: float = 0.9,
+        prior_weight: float = 0.0,
+        requery: bool = False,
+        query_batch_size: int = 128,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if epochs < 0 or lr <= 0 or batch_size < 1 or inner_steps < 0:
+            raise ValueError(f"need epochs >= 0, lr > 0, batch_size >= 1, inner_steps >= 0; "
+                             f"got {epochs}, {lr}, {batch_size}, {inner_steps}")
+        self.encoder = encoder
+        self.original_generator = generator
+        self.generator = copy.deepcopy(generator)
+        for p in self.generator.parameters():
+            p.requires_grad_(True)
+            p.grad = None
+        self.defense = defense
+        self.amortizer = amortizer
+        self.critic = critic
+        self.epochs = epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.inner_steps = inner_steps
+        self.init_steps = init_steps if init_steps is not None else (inner_steps if amortizer is not None else 600)
+        self.steps = steps
+        self.inv_lr = inv_lr
+        self.momentum = momentum
+        self.prior_weight = prior_weight
+        self.requery = requery
+        self.query_batch_size = query_batch_size
+        self.seed = seed
+        self.epochs_done = 0
+        self._opt = torch.optim.RMSprop(self.generator.parameters(), lr=lr)
+        self._inverter = WhiteBoxAttack(encoder, self.generator, amortizer=amortizer, critic=critic, steps=steps,
+                                        lr=inv_lr, momentum=momentum, prior_weight=prior_weight, seed=seed)
+        self.models = [m for m in (encoder, self.generator, amortizer, critic) if m is not None]
+
+    @classmethod
+    def name(cls) -> str:
+        return "adaptive-whitebox"
+
+    def _invert(self, features: torch.Tensor, z0: torch.Tensor, steps: int) -> torch.Tensor:
+        return invert_latent(self.encoder, self.generator, features, z0, steps=steps, lr=self.inv_lr,
+                             momentum=self.momentum, critic=self.critic, prior_weight=self.prior_weight)
+
+    def fit(
+        self,
+        public_images: torch.Tensor,
+        *,
+        progress: Optional[ProgressFn] = None,
+        on_epoch: Optional[EpochCallback] = None,
+        protected: Optional[torch.Tensor] = None,
+        checkpoint_stem: Optional[PathLike] = None,
+    ) -> "AdaptiveWhiteBoxAttack":
+        """Run the remaining epochs of the ``G`` update.
+
+        Args:
+            public_images: the attacker's images ``(N, 3, S, S)``, float in
+                [0, 1] or uint8.
+            progress: optional ``progress(done, total, desc)``, in epochs.
+            on_epoch: optional ``on_epoch(epoch, self) -> dict``, called after
+                each epoch; the dict is merged into that epoch's ``history``
+                entry (e.g. privacy of the current ``reconstruct``).
+            protected: precomputed ``defense(public_images)`` ``(N, *F)`` to
+                use instead of querying (ignored with ``requery``).
+            checkpoint_stem: save after every epoch and resume from it.
+
+        Returns:
+            ``self``.
+        """
+        check_image_set(public_images)
+        n = public_images.shape[0]
+        p = next(self.generator.parameters())
+        device = p.device
+        gen = make_generator(self.seed)
+        z_cache = torch.zeros(n, self._inverter.latent_dim, device=device, dtype=p.dtype)
+        seen = torch.zeros(n, dtype=torch.bool)
+        feats: Optional[torch.Tensor] = None
+        if not self.requery and protected is not None:
+            if protected.shape[0] != n:
+                raise ValueError(f"`protected` has {protected.shape[0]} rows for {n} images")
+            feats = protected.detach().to(device)
+        if checkpoint_stem is not None and checkpoint_exists(checkpoint_stem):
+            extra, meta = load_state(checkpoint_stem, kind=_KIND, modules={"generator": self.generator},
+                                     optimizers={"generator": self._opt}, rng=gen)
+            self.epochs_done = int(meta["epoch"])
+            self.history = list(meta.get("history", []))
+            z_cache = extra["z"].to(device, p.dtype)
+            seen = extra["seen"].to(torch.bool).cpu()
+            if not self.requery and feats is None and "features" in extra:
+                feats = extra["features"].to(device)
+        if not self.requery and feats is None and self.epochs_done < self.epochs:
+            feats = query_in_batches(self.defense, public_images, device, self.query_batch_size)
+
+        for epoch in range(self.epochs_done, self.epochs):
+            total = 0.0
+            for idx in epoch_batches(n, self.batch_size, gen):
+                x = as_float_images(public_images[idx], device, p.dtype)
+                if self.requery:
+                    with torch.no_grad():
+                        f = self.defense(x).detach().to(device)
+                else:
+                    assert feats is not None
+                    f = feats[idx.to(device)]
+                new = ~seen[idx]
+                z0 = z_cache[idx.to(device)]
+                if bool(new.any()):
+                    z_new = self._inverter.initial_latents(f[new.to(device)], generator=gen)
+                    z_new = self._invert(f[new.to(device)], z_new, self.init_steps)
+                    z0[new.to(device)] = z_new
+                    seen[idx[new]] = True
+                old = ~new
+                if bool(old.any()):
+                    z0[old.to(device)] = self._invert(f[old.to(device)], z0[old.to(device)], self.inner_steps)
+                z_cache[idx.to(device)] = z0
+                # update G (eval mode: BN statistics stay the prior's)
+                with frozen(self.encoder):
+                    self.generator.eval()
+                    params = [q for q in self.generator.parameters() if q.requires_grad]
+                    loss = nnf.mse_loss(self.generator(z0), x)
+                    grads = torch.autograd.grad(loss, params)
+                    for q, g in zip(params, grads):
+                        q.grad = g
+                    self._opt.step()
+                    self._opt.zero_grad(set_to_none=True)
+                total += float(loss.detach()) * idx.numel()
+            self.epochs_done = epoch + 1
+            entry: Dict[str, Any] = {"epoch": epoch, "loss": total / n}
+            if on_epoch is not None:
+                entry.update(on_epoch(epoch, self))
+            self.history.append(entry)
+            if checkpoint_stem is not None:
+                extra_t = {"z": z_cache, "seen": seen.to(torch.uint8)}
+                if feats is not None:
+                    extra_t["features"] = feats
+                save_state(checkpoint_stem, kind=_KIND, modules={"generator": self.generator},
+                           optimizers={"generator": self._opt}, rng=gen, extra=extra_t,
+                           meta={"epoch": self.epochs_done, "history": self.history, "attack": self.name()})
+            if progress is not None:
+                progress(epoch + 1, self.epochs, "adaptive white-box (updating G)")
+        return self
+
+    def reconstruct(self, features: torch.Tensor, *, progress: Optional[ProgressFn] = None) -> torch.Tensor:
+        """Invert through the updated ``G`` (amortized or cold start, ``steps`` iterations)."""
+        return self._inverter.reconstruct(features, progress=progress)
+
+
+register_attack("adaptive-whitebox", AdaptiveWhiteBoxAttack)

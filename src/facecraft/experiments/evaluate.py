@@ -1,0 +1,91 @@
+"""Privacy and utility of one (defence, attack) cell, in the results schema (CRAFTER.md section 5).
+
+A row holds Eval Acc (top-1/top-5) under the third-party dlib oracle and the
+trained Eval-network, FSIM (cosine of dlib embeddings of reconstruction and
+original), SSIM, PSNR, epsilon-PII (critic-estimated EMD between the
+reconstructions and samples of the attacker's prior) and the utility mean AUC
+of the released features through the cloud head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional
+
+import torch
+
+from facecraft.metrics.identity import feature_cosine, topk_accuracy
+from facecraft.metrics.image import psnr, ssim
+from facecraft.metrics.pii import epsilon_pii
+from facecraft.metrics.utility import mean_auc
+
+__all__ = ["EvalContext", "privacy_metrics", "utility_metrics", "oracle_ceiling"]
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+@dataclass
+class EvalContext:
+    """What every cell is judged against: the private images, their identities, the oracles.
+
+    Attributes:
+        originals: ``eval_test`` images ``(N, 3, S, S)`` in [0, 1] that were protected and attacked.
+        labels: their 0-based identities ``(N,)``.
+        attributes: their attributes ``(N, A)`` in {0, 1}, or ``None``.
+        dlib: a fitted :class:`~facecraft.metrics.dlib_oracle.DlibOracle`.
+        evalnet: a trained :class:`~facecraft.metrics.evalnet.EvalNet`.
+        prior_samples: ``G(z_r)`` images for epsilon-PII.
+        original_embeddings: dlib embeddings of ``originals`` (computed once).
+        pii_steps: critic steps of the epsilon-PII estimate.
+    """
+
+    originals: torch.Tensor
+    labels: torch.Tensor
+    attributes: Optional[torch.Tensor]
+    dlib: Any
+    evalnet: Any
+    prior_samples: torch.Tensor
+    original_embeddings: torch.Tensor
+    pii_steps: int = 300
+    seed: int = 0
+
+
+def oracle_ceiling(ctx: EvalContext) -> Dict[str, Dict[str, float]]:
+    """Each oracle's top-1/top-5 on the *real* images: the ceiling of every Eval Acc."""
+    d = ctx.dlib.scores_from_embeddings(ctx.original_embeddings)
+    e = ctx.evalnet.scores(ctx.originals.to(ctx.evalnet.device)).cpu()
+    return {
+        "top1": {"dlib": float(topk_accuracy(d, ctx.labels, k=1)), "evalnet": float(topk_accuracy(e, ctx.labels, k=1))},
+        "top5": {"dlib": float(topk_accuracy(d, ctx.labels, k=5)), "evalnet": float(topk_accuracy(e, ctx.labels, k=5))},
+    }
+
+
+def privacy_metrics(recon: torch.Tensor, ctx: EvalContext, *, progress: Optional[ProgressFn] = None) -> Dict[str, Any]:
+    """Eval Acc (both oracles), FSIM, SSIM, PSNR and epsilon-PII of reconstructions of ``ctx.originals``."""
+    recon = recon.detach().float().cpu().clamp(0, 1)
+    emb = ctx.dlib.embed(recon, progress=progress)
+    d = ctx.dlib.scores_from_embeddings(emb)
+    e = ctx.evalnet.scores(recon.to(ctx.evalnet.device)).cpu()
+    labels = ctx.labels
+    g = torch.Generator().manual_seed(ctx.seed + 101)
+    return {
+        "eval_acc_top1": {"dlib": float(topk_accuracy(d, labels, k=1)), "evalnet": float(topk_accuracy(e, labels, k=1))},
+        "eval_acc_top5": {"dlib": float(topk_accuracy(d, labels, k=5)), "evalnet": float(topk_accuracy(e, labels, k=5))},
+        "fsim": float(feature_cosine(emb, ctx.original_embeddings)),
+        "ssim": float(ssim(recon, ctx.originals)),
+        "psnr": float(psnr(recon, ctx.originals)),
+        "epsilon_pii": float(epsilon_pii(recon, ctx.prior_samples, steps=ctx.pii_steps, generator=g)),
+    }
+
+
+def utility_metrics(features: torch.Tensor, head: torch.nn.Module, ctx: EvalContext) -> Dict[str, Any]:
+    """Mean AUC over attributes of the cloud head applied to the released features."""
+    if ctx.attributes is None:
+        return {"mean_auc": None}
+    dev = next(head.parameters()).device
+    was = head.training
+    head.eval()
+    with torch.no_grad():
+        logits = torch.cat([head(features[i:i + 256].to(dev)).cpu() for i in range(0, features.shape[0], 256)])
+    head.train(was)
+    return {"mean_auc": float(mean_auc(logits, ctx.attributes))}

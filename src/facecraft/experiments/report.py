@@ -1,0 +1,228 @@
+"""The study report: ``report.html`` (self-contained) and ``report.md`` with PNGs beside them.
+
+(a) a grid like the paper's Figure 2 (rows: raw images and each defence;
+columns: each attack's reconstructions), (b) the privacy-utility plot (Eval Acc
+vs mean AUC per defence and attack, chance and oracle ceiling as lines), (c)
+Eval Acc over the adaptive attacker's training epochs, (d) the tables, (e) the
+wall time of every stage and the machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from facecraft._io import atomic_write_bytes, atomic_write_text, read_json  # noqa: E402
+
+__all__ = ["write_report", "plot_tradeoff", "plot_adaptive", "plot_grid"]
+
+_COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+
+def _fig_png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _label(row: Dict[str, Any]) -> str:
+    p = row.get("param")
+    return row["defense"] if p is None else f"{row['defense']} {p:g}" if isinstance(p, (int, float)) else f"{row['defense']} {p}"
+
+
+def plot_tradeoff(results: Dict[str, Any], *, oracle: str = "dlib") -> bytes:
+    """Eval Acc (top-1, ``oracle``) against mean AUC, one panel per attack, one line per defence."""
+    rows = [r for r in results["rows"] if r.get("mean_auc") is not None]
+    attacks = list(dict.fromkeys(r["attack"] for r in rows))
+    defenses = list(dict.fromkeys(r["defense"] for r in rows))
+    n = max(1, len(attacks))
+    ncol = min(3, n)
+    nrow = (n + ncol - 1) // ncol
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.4 * nrow), squeeze=False)
+    chance = results.get("chance")
+    ceiling = results.get("oracle_ceiling", {}).get(oracle)
+    for ax, attack in zip(axes.flat, attacks):
+        for j, d in enumerate(defenses):
+            pts = sorted((r["mean_auc"], r["eval_acc_top1"][oracle]) for r in rows if r["attack"] == attack and r["defense"] == d)
+            if pts:
+                x, y = zip(*pts)
+                ax.plot(x, y, "o-", color=_COLORS[j % len(_COLORS)], label=d, ms=4)
+        if chance is not None:
+            ax.axhline(chance, color="grey", ls=":", lw=1, label="chance")
+        if ceiling is not None:
+            ax.axhline(ceiling, color="black", ls="--", lw=1, label="oracle on real faces")
+        ax.set_title(attack)
+        ax.set_xlabel("utility: mean AUC (higher is better)")
+        ax.set_ylabel(f"Eval Acc top-1, {oracle} (lower is better)")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(attacks):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), bbox_to_anchor=(0.5, -0.04), frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return _fig_png(fig)
+
+
+def plot_adaptive(results: Dict[str, Any], *, oracle: str = "dlib") -> Optional[bytes]:
+    """Eval Acc over the adaptive attacker's training epochs, one line per (defence, attack)."""
+    curves = results.get("adaptive_curves", [])
+    curves = [c for c in curves if c.get("history")]
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for j, c in enumerate(curves):
+        ep = [h["epoch"] for h in c["history"]]
+        acc = [h["eval_acc_top1"][oracle] for h in c["history"]]
+        ax.plot(ep, acc, "o-" if c["attack"].endswith("whitebox") else "s--", ms=3,
+                color=_COLORS[j % len(_COLORS)], label=f"{_label(c)} / {c['attack']}")
+    if results.get("chance") is not None:
+        ax.axhline(results["chance"], color="grey", ls=":", lw=1, label="chance")
+    ax.set_xlabel("attacker's training epoch")
+    ax.set_ylabel(f"Eval Acc top-1, {oracle}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return _fig_png(fig)
+
+
+def plot_grid(originals: torch.Tensor, recon: Dict[str, Dict[str, torch.Tensor]], attacks: Sequence[str]) -> bytes:
+    """Figure-2-style grid: first row raw faces; then one row per defence, one column per attack.
+
+    Args:
+        originals: ``(k, 3, S, S)`` raw faces.
+        recon: ``recon[defence_label][attack]`` -> ``(k, 3, S, S)`` reconstructions.
+        attacks: column order.
+    """
+    def strip(x: torch.Tensor) -> np.ndarray:
+        x = x.detach().float().clamp(0, 1).cpu()
+        pad = torch.ones(x.shape[0], 3, x.shape[2], 2)
+        return torch.cat([torch.cat([xi, pi], dim=2) for xi, pi in zip(x, pad)], dim=2).permute(1, 2, 0).numpy()
+
+    defs = list(recon)
+    fig, axes = plt.subplots(len(defs) + 1, len(attacks), figsize=(2.1 * len(attacks) * max(1, originals.shape[0]) / 4,
+                                                                 1.0 + 0.75 * (len(defs) + 1) * max(1, originals.shape[0]) / 8 * 2),
+                             squeeze=False)
+    for j, a in enumerate(attacks):
+        axes[0, j].imshow(strip(originals))
+        axes[0, j].set_title(a, fontsize=9)
+    axes[0, 0].set_ylabel("raw", rotation=0, ha="right", va="center", fontsize=9)
+    for i, d in enumerate(defs, start=1):
+        axes[i, 0].set_ylabel(d, rotation=0, ha="right", va="center", fontsize=9)
+        for j, a in enumerate(attacks):
+            if a in recon[d]:
+                axes[i, j].imshow(strip(recon[d][a]))
+            else:
+                axes[i, j].text(0.5, 0.5, "n/a", ha="center", va="center", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for s in ax.spines.values():
+            s.set_visible(False)
+    fig.subplots_adjust(wspace=0.05, hspace=0.08)
+    return _fig_png(fig)
+
+
+def _pct(v: Optional[float]) -> str:
+    return "–" if v is None else f"{100 * v:.1f}%"
+
+
+def _num(v: Optional[float], fmt: str = ".3f") -> str:
+    return "–" if v is None else format(v, fmt)
+
+
+def _table_rows(results: Dict[str, Any]) -> List[List[str]]:
+    out = []
+    for r in results["rows"]:
+        out.append([r["defense"], "–" if r.get("param") is None else str(r["param"]), r["attack"],
+                    _pct(r["eval_acc_top1"].get("dlib")), _pct(r["eval_acc_top5"].get("dlib")),
+                    _pct(r["eval_acc_top1"].get("evalnet")), _num(r.get("fsim")), _num(r.get("ssim")),
+                    _num(r.get("psnr"), ".1f"), _num(r.get("epsilon_pii")), _num(r.get("mean_auc"))])
+    return out
+
+
+_HEADER = ["defence", "param", "attack", "Eval Acc top-1 (dlib)", "top-5 (dlib)", "top-1 (Eval-net)", "FSIM", "SSIM",
+           "PSNR", "ε-PII", "mean AUC"]
+
+
+def write_report(run_dir: Path, *, figures: Dict[str, bytes]) -> Dict[str, Path]:
+    """Write ``report.md``, ``report.html`` and the figure PNGs into ``run_dir``.
+
+    Args:
+        run_dir: holds ``results.json`` and ``stages.json``.
+        figures: name -> PNG bytes (``grid``, ``tradeoff``, ``adaptive``), written as ``<name>.png``.
+
+    Returns:
+        Paths of the written files.
+    """
+    run_dir = Path(run_dir)
+    results = read_json(run_dir / "results.json")
+    stages = read_json(run_dir / "stages.json") if (run_dir / "stages.json").exists() else {"stages": {}}
+    for name, png in figures.items():
+        atomic_write_bytes(run_dir / f"{name}.png", png)
+    title = f"facecraft study — {results.get('dataset')} ({results.get('profile')} profile)"
+    synthetic = results.get("synthetic", False)
+    chance, ceil = results.get("chance"), results.get("oracle_ceiling", {})
+    summary = (f"{results.get('n_images')} private test faces of {results.get('n_identities')} identities. "
+               f"Chance: {_pct(chance)}. Oracle top-1 on the real faces (ceiling): dlib {_pct(ceil.get('dlib'))}, "
+               f"Eval-net {_pct(ceil.get('evalnet'))}. Lower Eval Acc / FSIM / SSIM means more privacy; "
+               f"higher mean AUC means more utility.")
+    warn = ("**SYNTHETIC DATA** — procedurally generated faces for a smoke test; no figure here is a result."
+            if synthetic else "")
+    stage_rows = [[k, f"{v.get('seconds', 0):.1f}", "cached" if v.get("cached") else ""]
+                  for k, v in stages.get("stages", {}).items()]
+    machine = stages.get("machine", {})
+    captions = {"grid": "(a) Raw private faces and each defence's release reconstructed by each attack.",
+                "tradeoff": "(b) Privacy-utility trade-off: Eval Acc (dlib, top-1) against mean AUC.",
+                "adaptive": "(c) Eval Acc over the adaptive attacker's training epochs."}
+    # markdown
+    md = [f"# {title}", ""]
+    if warn:
+        md += [warn, ""]
+    md += [summary, ""]
+    for name in ("grid", "tradeoff", "adaptive"):
+        if name in figures:
+            md += [captions[name], "", f"![{name}]({name}.png)", ""]
+    md += ["## (d) Results", "", "| " + " | ".join(_HEADER) + " |", "|" + "---|" * len(_HEADER)]
+    md += ["| " + " | ".join(r) + " |" for r in _table_rows(results)]
+    md += ["", f"Chance {_pct(chance)}; ceiling dlib {_pct(ceil.get('dlib'))}, Eval-net {_pct(ceil.get('evalnet'))}.", "",
+           "## (e) Stages and machine", "", "| stage | seconds | |", "|---|---|---|"]
+    md += ["| " + " | ".join(r) + " |" for r in stage_rows]
+    md += ["", "Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()), ""]
+    atomic_write_text(run_dir / "report.md", "\n".join(md))
+    # html
+    esc = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>"
+             "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}"
+             "td:nth-child(-n+3),th{text-align:left}th{background:#f3f3f3}img{max-width:100%}"
+             ".warn{background:#fff3cd;border:1px solid #e0c060;padding:.6em 1em;font-weight:bold}"
+             "figcaption{color:#555;margin:.3em 0 1.5em}</style></head><body>", f"<h1>{esc(title)}</h1>"]
+    if warn:
+        parts.append(f"<p class='warn'>{esc(warn.replace('**', ''))}</p>")
+    parts.append(f"<p>{esc(summary)}</p>")
+    for name in ("grid", "tradeoff", "adaptive"):
+        if name in figures:
+            b64 = base64.b64encode(figures[name]).decode()
+            parts.append(f"<figure><img alt='{name}' src='data:image/png;base64,{b64}'>"
+                         f"<figcaption>{esc(captions[name])}</figcaption></figure>")
+    parts.append("<h2>(d) Results</h2><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in _HEADER) + "</tr>")
+    for r in _table_rows(results):
+        parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>")
+    parts.append(f"</table><p>Chance {_pct(chance)}; oracle ceiling dlib {_pct(ceil.get('dlib'))}, "
+                 f"Eval-net {_pct(ceil.get('evalnet'))}.</p>")
+    parts.append("<h2>(e) Stages and machine</h2><table><tr><th>stage</th><th>seconds</th><th></th></tr>")
+    for r in stage_rows:
+        parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>")
+    parts.append("</table><p>" + esc(", ".join(f"{k}: {v}" for k, v in machine.items())) + "</p></body></html>")
+    atomic_write_text(run_dir / "report.html", "\n".join(parts))
+    return {"html": run_dir / "report.html", "md": run_dir / "report.md"}

@@ -1,0 +1,36 @@
+"""Fixtures for the attack tests (helpers live in ``_attack_helpers``)."""
+
+from __future__ import annotations
+
+from typing import Iterator, Tuple
+
+import pytest
+import torch
+from _attack_helpers import LATENT, calibrated_pair
+from torch import nn
+
+
+@pytest.fixture(autouse=True, scope="package")
+def _one_thread() -> Iterator[None]:
+    """Tiny models run faster on one thread (and far faster on a shared, loaded CPU)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+@pytest.fixture()
+def enc_gen() -> Tuple[nn.Module, nn.Module]:
+    return calibrated_pair(0)
+
+
+@pytest.fixture()
+def public_images(enc_gen) -> torch.Tensor:
+    """32 'public faces': generator samples with a little pixel noise, in [0, 1]."""
+    _, gen = enc_gen
+    g = torch.Generator().manual_seed(123)
+    with torch.no_grad():
+        x = gen(torch.randn(32, LATENT, generator=g))
+    return (x + 0.02 * torch.randn(x.shape, generator=g)).clamp(0, 1)
