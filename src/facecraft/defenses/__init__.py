@@ -1,1 +1,53 @@
-"""defenses package."""
+"""Feature defences: released features that resist inversion (CRAFTER.md sections 3 and 5).
+
+Importing this package registers every defence by name:
+
+* ``"none"``: :class:`NoDefense`, release ``Enc(X)``;
+* ``"noise"``: :class:`GaussianNoise`, Gaussian feature noise (randomised);
+* ``"advlearn"``: :class:`AdversarialLearning`, an encoder trained against a decoder;
+* ``"disco"``: :class:`DISCO`, learned input-dependent channel pruning;
+* ``"crafter"``: :class:`Crafter`, feature crafting through the attacker's inversion
+  (the paper's method);
+* ``"crafter-z"``: :class:`CrafterZ`, its latent-space variant.
+
+:class:`Protector` and :func:`load_protector` package any of them for the edge;
+:mod:`facecraft.defenses.hypergrad` holds the implicit-gradient maths.
+"""
+
+from facecraft.defenses.advlearn import AdversarialLearning
+from facecraft.defenses.base import FeatureDefense
+from facecraft.defenses.crafter import Crafter
+from facecraft.defenses.crafter_z import CrafterZ
+from facecraft.defenses.disco import DISCO, ChannelPruner
+from facecraft.defenses.hypergrad import cg_ihvp, implicit_feature_grad, neumann_ihvp
+from facecraft.defenses.noise import GaussianNoise
+from facecraft.defenses.none import NoDefense
+from facecraft.defenses.protector import Protector, load_protector
+from facecraft.defenses.registry import (
+    DEFENSES,
+    available_defenses,
+    create_defense,
+    get_defense_class,
+    register_defense,
+)
+
+__all__ = [
+    "DEFENSES",
+    "DISCO",
+    "AdversarialLearning",
+    "ChannelPruner",
+    "Crafter",
+    "CrafterZ",
+    "FeatureDefense",
+    "GaussianNoise",
+    "NoDefense",
+    "Protector",
+    "available_defenses",
+    "cg_ihvp",
+    "create_defense",
+    "get_defense_class",
+    "implicit_feature_grad",
+    "load_protector",
+    "neumann_ihvp",
+    "register_defense",
+]

@@ -10,7 +10,9 @@ white-box attacks and utility are measured against the right networks.
 from __future__ import annotations
 
 import abc
-from typing import Any, Dict, List, Optional
+import inspect
+import json
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 from torch import nn
@@ -56,11 +58,71 @@ class FeatureDefense(abc.ABC):
     def device(self) -> torch.device:
         return next(self.encoder.parameters()).device
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """Validate ``images`` and run :meth:`protect` (extra keywords passed on) in eval mode."""
         validate_images(images)
         with eval_mode(self.encoder, self.head):
-            out = self.protect(images.detach().to(self.device))
+            out = self.protect(images.detach().to(self.device), **kwargs)
         return out.detach()
+
+    def networks(self) -> Dict[str, nn.Module]:
+        """The networks :meth:`protect` needs, keyed by their constructor argument names.
+
+        The base returns ``encoder`` and (when set) ``head``; defences holding
+        more (Crafter's generator and amortizer) extend it. Used by
+        :class:`facecraft.defenses.protector.Protector` to save and rebuild a
+        defence.
+        """
+        nets = {"encoder": self.encoder}
+        if self.head is not None:
+            nets["head"] = self.head
+        return nets
+
+    def get_config(self) -> Dict[str, Any]:
+        """The constructor's non-network keyword arguments, as JSON-able values.
+
+        Read from the attributes named like the constructor's parameters
+        (every defence stores its hyperparameters under their argument
+        names). Networks (values that are modules) are left out; see
+        :meth:`networks`.
+
+        Raises:
+            AttributeError: a constructor parameter is not stored as an attribute.
+            TypeError: a value is not JSON-able.
+        """
+        out: Dict[str, Any] = {}
+        sig = inspect.signature(type(self).__init__)
+        for name, p in sig.parameters.items():
+            if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            if name in ("encoder", "head") or name in self.networks():
+                continue
+            if not hasattr(self, name):
+                raise AttributeError(
+                    f"{type(self).__name__} does not store its constructor argument {name!r}"
+                )
+            value = getattr(self, name)
+            if isinstance(value, nn.Module):
+                continue
+            if isinstance(value, tuple):
+                value = list(value)
+            try:
+                json.dumps(value)
+            except TypeError as e:
+                raise TypeError(f"{type(self).__name__}.{name} = {value!r} is not JSON-able") from e
+            out[name] = value
+        return out
+
+    def extra_state(self) -> Dict[str, torch.Tensor]:
+        """Learned tensors beyond :meth:`networks` that :meth:`protect` needs (default: none)."""
+        return {}
+
+    def load_extra_state(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Inverse of :meth:`extra_state`; raises ``ValueError`` on unexpected keys."""
+        if tensors:
+            raise ValueError(
+                f"{type(self).__name__} holds no extra state, got keys {sorted(tensors)[:5]}"
+            )
 
     def __repr__(self) -> str:
         params = {k: v for k, v in vars(self).items() if isinstance(v, (int, float, str, bool)) and not k.startswith("_")}

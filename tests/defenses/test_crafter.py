@@ -1,0 +1,179 @@
+"""Tests for facecraft.defenses.crafter (Crafter)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import facecraft.defenses.crafter as crafter_module
+from facecraft.defenses import Crafter
+from facecraft.models import Amortizer
+
+# a few cheap outer steps with a trainable critic
+SMALL = dict(
+    outer_steps=2,
+    inner_steps=3,
+    init_steps=5,
+    critic_steps=2,
+    critic_width=8,
+    solver="cg",
+    cg_iters=2,
+)
+# the privacy setting: a fixed critic (distance to the prior mean image), no utility
+PRIVACY = dict(
+    beta=0.0,
+    outer_steps=3,
+    inner_steps=8,
+    init_steps=60,
+    critic_steps=0,
+    lr=0.05,
+    cg_iters=3,
+    neumann_iters=10,
+    neumann_alpha=5.0,
+)  # alpha * lambda_max(H) ~ 0.5 here
+
+
+def _crafter(tiny_target, tiny_gan, **kw) -> Crafter:
+    return Crafter(tiny_target.encoder, tiny_target.head, tiny_gan[0], **kw)
+
+
+# --------------------------------------------------------------------------- basic contract
+
+
+def test_output_shape_and_history(tiny_target, tiny_gan, private_images):
+    c = _crafter(tiny_target, tiny_gan, **SMALL)
+    out = c(private_images)
+    assert out.shape == tiny_target.encoder(private_images).shape
+    assert not out.requires_grad
+    assert [h["step"] for h in c.history] == [0, 1]
+    assert all(math.isfinite(h[k]) for h in c.history for k in ("epsilon", "utility", "inversion"))
+    assert c.last_epsilon == c.history[-1]["epsilon"]
+    c(private_images)
+    assert [h["call"] for h in c.history] == [0, 0, 1, 1]
+
+
+def test_same_seed_same_output_other_seed_differs(tiny_target, tiny_gan, private_images):
+    a = _crafter(tiny_target, tiny_gan, seed=3, **SMALL)(private_images)
+    b = _crafter(tiny_target, tiny_gan, seed=3, **SMALL)(private_images)
+    c = _crafter(tiny_target, tiny_gan, seed=4, **SMALL)(private_images)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_repeated_calls_are_deterministic(tiny_target, tiny_gan, private_images):
+    c = _crafter(tiny_target, tiny_gan, **SMALL)
+    assert torch.equal(c(private_images), c(private_images))
+
+
+def test_model_grads_untouched_and_flags_restored(tiny_target, tiny_gan, private_images):
+    G, _ = tiny_gan
+    tiny_target.head.train()
+    c = _crafter(tiny_target, tiny_gan, utility="task", **SMALL)
+    c(private_images)
+    assert tiny_target.head.training and not tiny_target.encoder.training and not G.training
+    for p in list(tiny_target.parameters()) + list(G.parameters()):
+        assert p.grad is None and p.requires_grad
+
+
+def test_progress_called_every_outer_step(tiny_target, tiny_gan, private_images):
+    calls = []
+    _crafter(tiny_target, tiny_gan, **SMALL)(
+        private_images, progress=lambda d, t, s: calls.append((d, t, s))
+    )
+    assert calls == [(1, 2, "crafter"), (2, 2, "crafter")]
+
+
+@pytest.mark.parametrize("solver", ["neumann", "cg", "gn-cg"])
+def test_fast_and_reference_paths_run(tiny_target, tiny_gan, private_images, solver):
+    # "fast": warm start, persistent critic; "reference": amortized restarts, fresh critic per step.
+    amor = Amortizer((16, 8, 8), 16, width=4).eval()
+    for kw in (
+        dict(warm_start=True, persistent_critic=True),
+        dict(warm_start=False, persistent_critic=False),
+    ):
+        cfg = {**SMALL, "solver": solver, "neumann_iters": 3, **kw}
+        out = _crafter(tiny_target, tiny_gan, amortizer=amor, **cfg)(private_images)
+        assert torch.isfinite(out).all()
+
+
+def test_task_utility_with_given_attributes(tiny_target, tiny_gan, private_images):
+    attrs = torch.randint(0, 2, (8, 4), generator=torch.Generator().manual_seed(0)).float()
+    c = _crafter(tiny_target, tiny_gan, utility="task", **SMALL)
+    c(private_images, attributes=attrs)
+    assert all(h["utility"] > 0 for h in c.history)
+    with pytest.raises(ValueError, match="one per image"):
+        c(private_images, attributes=attrs[:3])
+
+
+def test_constructor_validation(tiny_target, tiny_gan):
+    with pytest.raises(ValueError, match="unknown IHVP solver"):
+        _crafter(tiny_target, tiny_gan, solver="lbfgs")
+    with pytest.raises(ValueError, match="unknown utility"):
+        _crafter(tiny_target, tiny_gan, utility="identity")
+    with pytest.raises(ValueError, match="needs the cloud head"):
+        Crafter(tiny_target.encoder, None, tiny_gan[0], utility="task")
+    with pytest.raises(ValueError, match="beta"):
+        _crafter(tiny_target, tiny_gan, beta=-1.0)
+
+
+def test_config_round_trips_constructor(tiny_target, tiny_gan):
+    c = _crafter(tiny_target, tiny_gan, beta=2.0, solver="gn-cg", warm_start=True)
+    cfg = c.get_config()
+    assert cfg["beta"] == 2.0 and cfg["solver"] == "gn-cg" and cfg["warm_start"] is True
+    again = Crafter(tiny_target.encoder, tiny_target.head, tiny_gan[0], **cfg)
+    assert again.get_config() == cfg
+
+
+# --------------------------------------------------------------------------- privacy and utility
+
+
+@pytest.mark.parametrize("solver", ["neumann", "gn-cg"])  # "cg": below
+def test_crafted_features_pull_inversion_towards_prior(
+    tiny_target, tiny_gan, private_images, mean_critic, attacker_gap, solver
+):
+    f0 = tiny_target.encoder(private_images).detach()
+    crafted = _crafter(tiny_target, tiny_gan, critic=mean_critic, solver=solver, **PRIVACY)(
+        private_images
+    )
+    assert attacker_gap(crafted) < 0.5 * attacker_gap(f0)
+
+
+def test_reversed_hypergradient_pushes_away(
+    tiny_target, tiny_gan, private_images, mean_critic, attacker_gap, monkeypatch
+):
+    # The sign matters: ascending the privacy loss instead pushes reconstructions away.
+    crafted = _crafter(tiny_target, tiny_gan, critic=mean_critic, solver="cg", **PRIVACY)(
+        private_images
+    )
+    orig = crafter_module.implicit_feature_grad
+    monkeypatch.setattr(crafter_module, "implicit_feature_grad", lambda *a, **k: -orig(*a, **k))
+    reversed_ = _crafter(tiny_target, tiny_gan, critic=mean_critic, solver="cg", **PRIVACY)(
+        private_images
+    )
+    f0 = tiny_target.encoder(private_images).detach()
+    assert attacker_gap(crafted) < attacker_gap(f0) < attacker_gap(reversed_)
+
+
+def test_large_beta_keeps_features_close(tiny_target, tiny_gan, private_images, mean_critic):
+    f0 = tiny_target.encoder(private_images).detach()
+    cfg = {**PRIVACY, "solver": "cg"}
+    free = _crafter(tiny_target, tiny_gan, critic=mean_critic, **cfg)(private_images)
+    cfg["beta"] = 1e4
+    tied = _crafter(tiny_target, tiny_gan, critic=mean_critic, **cfg)(private_images)
+    u_free = float((free - f0).pow(2).mean())
+    u_tied = float((tied - f0).pow(2).mean())
+    assert u_tied < 0.1 * u_free
+    assert u_tied < 2 * PRIVACY["lr"] ** 2  # within about one Adam step of F0 per entry
+
+
+def test_fixed_critic_is_not_modified(tiny_target, tiny_gan, private_images):
+    from facecraft.models import Critic
+
+    torch.manual_seed(1)
+    critic = Critic(32, width=8)
+    before = {k: v.clone() for k, v in critic.state_dict().items()}
+    _crafter(tiny_target, tiny_gan, critic=critic, **SMALL)(private_images)
+    assert all(torch.equal(before[k], v) for k, v in critic.state_dict().items())
+    assert all(p.grad is None for p in critic.parameters())
