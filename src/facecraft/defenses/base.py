@@ -61,7 +61,9 @@ class FeatureDefense(abc.ABC):
     def __call__(self, images: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         """Validate ``images`` and run :meth:`protect` (extra keywords passed on) in eval mode."""
         validate_images(images)
-        with eval_mode(self.encoder, self.head):
+        # defences optimise internally (Crafter, Crafter-z), so gradients stay on even when the
+        # caller queries the defence under torch.no_grad() (as adaptive attackers do)
+        with eval_mode(self.encoder, self.head), torch.enable_grad():
             out = self.protect(images.detach().to(self.device), **kwargs)
         return out.detach()
 

@@ -203,7 +203,27 @@ def _tiny() -> RunConfig:
         target=TargetTrainConfig(epochs=2, batch_size=64),
         prior=PriorTrainConfig(steps=30, batch_size=32, n_critic=2, lr=2e-4, sample_every=15),
         amortizer=AmortizerTrainConfig(steps=30, batch_size=32),
-        eval={"n_images": 24},
+        attacks={
+            "whitebox": {"steps": 15},
+            "blackbox": {"epochs": 2, "batch_size": 32, "width": 16},
+            "hybrid": {"steps": 10},
+            "adaptive-whitebox": {"epochs": 2, "inner_steps": 5, "init_steps": 10, "steps": 10, "batch_size": 32},
+            "adaptive-blackbox": {"epochs": 2, "batch_size": 32},
+        },
+        defenses={
+            "none": {},
+            "noise": {"sweep": {"param": "sigma", "values": [1.0]}},
+            "advlearn": {"kwargs": {"epochs": 1, "decoder_width": 16}, "sweep": {"param": "lam", "values": [1.0]}},
+            "disco": {"kwargs": {"epochs": 1, "pruner_width": 8, "decoder_width": 16},
+                      "sweep": {"param": "ratio", "values": [0.5]}},
+            "crafter-z": {"kwargs": {"steps": 4, "critic_steps": 2, "critic_width": 8, "init_steps": 5},
+                          "sweep": {"param": "beta", "values": [1.0]}},
+            "crafter": {"kwargs": {"outer_steps": 3, "inner_steps": 3, "init_steps": 5, "critic_steps": 2,
+                                   "critic_width": 8, "solver": "gn-cg", "cg_iters": 3, "warm_start": True},
+                        "sweep": {"param": "beta", "values": [1.0, 10.0]}},
+        },
+        eval={"n_images": 12, "pii_steps": 10, "pii_width": 8, "adaptive_public": 32,
+              "evalnet": {"epochs": 3, "width": 0.25}},
     )
 
 
@@ -216,7 +236,26 @@ def _small() -> RunConfig:
         target=TargetTrainConfig(epochs=8, batch_size=128, lr=2e-3),
         prior=PriorTrainConfig(steps=2000, batch_size=32, n_critic=2, lr=2e-4, sample_every=100),
         amortizer=AmortizerTrainConfig(steps=1500, batch_size=64),
-        eval={"n_images": 256},
+        attacks={
+            "whitebox": {"steps": 150},
+            "blackbox": {"epochs": 12, "batch_size": 64, "width": 64},
+            "hybrid": {"steps": 100},
+            "adaptive-whitebox": {"epochs": 4, "inner_steps": 50, "init_steps": 150, "steps": 150, "batch_size": 64},
+            "adaptive-blackbox": {"epochs": 6, "batch_size": 64},
+        },
+        defenses={
+            "none": {},
+            "noise": {"sweep": {"param": "sigma", "values": [0.5, 1.0, 2.0]}},
+            "advlearn": {"kwargs": {"epochs": 3, "decoder_width": 32}, "sweep": {"param": "lam", "values": [0.5, 2.0]}},
+            "disco": {"kwargs": {"epochs": 3, "pruner_width": 32, "decoder_width": 32},
+                      "sweep": {"param": "ratio", "values": [0.5, 0.8]}},
+            "crafter-z": {"kwargs": {"steps": 60, "critic_steps": 5, "critic_width": 16, "init_steps": 100},
+                          "sweep": {"param": "beta", "values": [1.0, 10.0]}},
+            "crafter": {"kwargs": {"outer_steps": 40, "inner_steps": 10, "init_steps": 100, "critic_steps": 5,
+                                   "critic_width": 16, "solver": "gn-cg", "cg_iters": 10, "warm_start": True},
+                        "sweep": {"param": "beta", "values": [1.0, 10.0]}},
+        },
+        eval={"n_images": 256, "pii_steps": 200, "adaptive_public": 512, "evalnet": {"epochs": 30, "width": 0.5}},
     )
 
 

@@ -1,22 +1,275 @@
-"""The whole study behind ``facecraft demo``."""
+"""The whole study behind ``facecraft demo``: defences x attacks, evaluated, with a report.
+
+Every cell (one defence at one parameter value, one attack) is stored as soon
+as it is finished (``cells/<key>.json`` plus a few reconstructions for the
+report grid), keyed by the hash of everything it depends on; killed at any
+point, the same command resumes and recomputes nothing that was finished.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from facecraft.experiments.config import RunConfig
+import torch
+
+from facecraft._io import atomic_write_json, checkpoint_exists, load_checkpoint, read_json, save_checkpoint
+from facecraft.attacks import (
+    AdaptiveBlackBoxAttack,
+    AdaptiveWhiteBoxAttack,
+    DecoderAttack,
+    HybridAttack,
+    WhiteBoxAttack,
+)
+from facecraft.defenses import create_defense
+from facecraft.defenses.base import FeatureDefense
+from facecraft.experiments.config import RunConfig, config_to_dict
+from facecraft.experiments.evaluate import EvalContext, oracle_ceiling, privacy_metrics, utility_metrics
 from facecraft.experiments.study import Study
 
-__all__ = ["run_demo"]
+__all__ = ["run_demo", "DEMO_ATTACKS", "defense_grid", "build_report"]
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int, str], None]
+
+#: the attacks every defence faces in the demo (adaptive ones skipped for "none", where they equal the basic ones)
+DEMO_ATTACKS = ("whitebox", "blackbox", "hybrid", "adaptive-whitebox", "adaptive-blackbox")
+_ADAPTIVE = ("adaptive-whitebox", "adaptive-blackbox")
+_GRID_FACES = 6
+
+#: defences whose released features come from the target's own encoder (so the shared decoder and amortizer apply)
+_SAME_ENCODER = ("none", "noise", "crafter", "crafter-z")
+
+
+def defense_grid(cfg: RunConfig) -> List[Tuple[str, Optional[float], Dict[str, Any]]]:
+    """``(name, param value, constructor kwargs)`` for every defence setting in ``cfg.defenses``.
+
+    ``cfg.defenses[name] = {"kwargs": {...}, "sweep": {"param": p, "values": [...]}}``.
+    """
+    out = []
+    for name, spec in cfg.defenses.items():
+        kwargs = dict(spec.get("kwargs", {}))
+        sweep = spec.get("sweep")
+        if not sweep:
+            out.append((name, None, kwargs))
+            continue
+        for v in sweep["values"]:
+            out.append((name, v, {**kwargs, sweep["param"]: v}))
+    return out
+
+
+class _Demo:
+    def __init__(self, study: Study, progress: Optional[ProgressFn]) -> None:
+        self.study = study
+        self.cfg = study.cfg
+        self.progress = progress
+        # cells are keyed by everything they depend on: a changed config computes a fresh set beside the old
+        cfg = {k: v for k, v in config_to_dict(self.cfg).items() if k != "device"}
+        self.cells = study.run_dir / "cells" / study.key(cfg)
+        self.cells.mkdir(parents=True, exist_ok=True)
+        self._decoders: Dict[str, DecoderAttack] = {}
+
+    # -- shared pieces --------------------------------------------------------------------------
+    def context(self) -> EvalContext:
+        s = self.study
+        idx = s.eval_indices()
+        test = s.data.eval_test
+        originals = test.float_images(idx)
+        dl = s.dlib_oracle()
+        emb_stem = s.run_dir / "models" / f"dlib-eval-{s.key('dlib-eval', idx.tolist(), dl.crop_fraction)}"
+        if checkpoint_exists(emb_stem):
+            emb = load_checkpoint(emb_stem, kind="embeddings")[0]["embeddings"]
+        else:
+            emb = dl.embed(originals, progress=self.progress)
+            save_checkpoint(emb_stem, {"embeddings": emb}, kind="embeddings")
+        g, _ = s.prior()
+        gen = torch.Generator().manual_seed(self.cfg.seed + 5)
+        z = torch.randn(max(64, originals.shape[0]), g.latent_dim, generator=gen).to(s.device)
+        with torch.no_grad():
+            prior_samples = torch.cat([g(z[i:i + 128]) for i in range(0, z.shape[0], 128)]).cpu()
+        return EvalContext(originals=originals, labels=test.identities[idx],
+                           attributes=None if test.attributes is None else test.attributes[idx],
+                           dlib=dl, evalnet=s.evalnet(), prior_samples=prior_samples, original_embeddings=emb,
+                           pii_steps=int(self.cfg.eval.get("pii_steps", 300)),
+                           pii_width=int(self.cfg.eval.get("pii_width", 32)), seed=self.cfg.seed)
+
+    def attack_kwargs(self, name: str) -> Dict[str, Any]:
+        return dict(self.cfg.attacks.get(name, {}))
+
+    def decoder(self, defense_key: str, defense: FeatureDefense) -> DecoderAttack:
+        """The black-box decoder for the encoder ``defense`` exposes (one per distinct encoder)."""
+        s = self.study
+        shared = defense_key.split(":")[0] in _SAME_ENCODER
+        key = "target" if shared else defense_key
+        if key in self._decoders:
+            return self._decoders[key]
+        kw = self.attack_kwargs("blackbox")
+        stem = s.model_stem(f"decoder-{key.replace(':', '_')}", kw, config_to_dict(self.cfg.model),
+                            config_to_dict(self.cfg.target), None if shared else defense_key)
+        atk = DecoderAttack(defense.encoder, image_size=s.data.image_size, **kw)
+        t0 = time.time()
+        atk.fit(s.data.public.images, progress=self.progress, checkpoint_stem=stem)
+        s._record_stage(f"decoder[{key}]", time.time() - t0, cached=False)
+        self._decoders[key] = atk
+        return atk
+
+    def public_subset(self) -> torch.Tensor:
+        n = int(self.cfg.eval.get("adaptive_public", 512))
+        pub = self.study.data.public
+        g = torch.Generator().manual_seed(self.cfg.seed + 23)
+        idx = torch.randperm(len(pub), generator=g)[:n]
+        return pub.float_images(idx)
+
+    # -- defences ---------------------------------------------------------------------------------
+    def build_defense(self, name: str, param: Optional[float], kwargs: Dict[str, Any]) -> FeatureDefense:
+        s = self.study
+        target = s.target()
+        extra: Dict[str, Any] = {}
+        if name in ("crafter", "crafter-z"):
+            g, _ = s.prior()
+            extra = {"generator": g, "amortizer": s.amortizer()}
+        if name == "disco":
+            extra = {"image_size": s.data.image_size}
+        d = create_defense(name, encoder=target.encoder, head=target.head, **extra, **kwargs)
+        if name in ("advlearn", "disco"):
+            stem = s.model_stem(f"defense-{name}-{param}", kwargs, config_to_dict(self.cfg.model),
+                                config_to_dict(self.cfg.target))
+            t0 = time.time()
+            d.fit(s.data.public.float_images(), s.data.public.attributes, progress=self.progress, checkpoint_stem=stem)
+            s._record_stage(f"fit[{name}:{param}]", time.time() - t0, cached=False)
+        return d
+
+    def released(self, key: str, defense: FeatureDefense, ctx: EvalContext) -> Tuple[torch.Tensor, float]:
+        stem = self.cells / f"{key.replace(':', '_')}-features"
+        if checkpoint_exists(stem):
+            t, meta = load_checkpoint(stem, kind="released-features")
+            return t["features"], meta["seconds"]
+        t0 = time.time()
+        bs = int(self.cfg.eval.get("protect_batch", 64))
+        x = ctx.originals
+        feats = []
+        for i in range(0, x.shape[0], bs):
+            feats.append(defense(x[i:i + bs]).cpu())
+            if self.progress:
+                self.progress(min(i + bs, x.shape[0]), x.shape[0], f"protect ({key})")
+        f = torch.cat(feats)
+        secs = time.time() - t0
+        save_checkpoint(stem, {"features": f}, kind="released-features", meta={"seconds": secs, "defense": key})
+        return f, secs
+
+    # -- attacks ----------------------------------------------------------------------------------
+    def make_attack(self, attack: str, key: str, defense: FeatureDefense):
+        s = self.study
+        g, critic = s.prior()
+        same = key.split(":")[0] in _SAME_ENCODER
+        amor = s.amortizer() if same else None
+        kw = self.attack_kwargs(attack)
+        if attack == "whitebox":
+            return WhiteBoxAttack(defense.encoder, g, amortizer=amor, **kw)
+        if attack == "blackbox":
+            return self.decoder(key, defense)
+        if attack == "hybrid":
+            return HybridAttack(defense.encoder, self.decoder(key, defense), **kw)
+        if attack == "adaptive-whitebox":
+            return AdaptiveWhiteBoxAttack(defense.encoder, g, defense, amortizer=amor, **kw)
+        if attack == "adaptive-blackbox":
+            return AdaptiveBlackBoxAttack(self.decoder(key, defense), defense, **kw)
+        raise ValueError(f"the demo does not run attack {attack!r}")
+
+    def cell(self, key: str, attack: str, defense: FeatureDefense, feats: Tuple[torch.Tensor, float],
+             ctx: EvalContext, utility: Dict[str, Any]) -> Dict[str, Any]:
+        name, param = key.split(":")[0], self._param(key)
+        path = self.cells / f"{key.replace(':', '_')}--{attack}.json"
+        if path.exists():
+            return read_json(path)
+        t0 = time.time()
+        atk = self.make_attack(attack, key, defense)
+        history: List[Dict[str, Any]] = []
+        if attack in _ADAPTIVE:
+            def on_epoch(epoch: int, a) -> Dict[str, Any]:
+                return privacy_metrics(a(feats[0]), ctx, full=False)
+            atk.fit(self.public_subset(), progress=self.progress, on_epoch=on_epoch)
+            history = [{k: v for k, v in h.items()} for h in atk.history]
+        recon = atk(feats[0], progress=self.progress)
+        row = {"defense": name, "param": param, "attack": attack, **privacy_metrics(recon, ctx),
+               **utility, "protect_seconds": feats[1], "attack_seconds": time.time() - t0}
+        save_checkpoint(self.cells / f"{key.replace(':', '_')}--{attack}-recon", {"images": recon[:_GRID_FACES]},
+                        kind="reconstructions")
+        atomic_write_json(path, {**row, "history": history})
+        return {**row, "history": history}
+
+    @staticmethod
+    def _param(key: str) -> Optional[float]:
+        p = key.split(":", 1)[1] if ":" in key else "None"
+        return None if p == "None" else float(p)
 
 
 def run_demo(cfg: RunConfig, run_dir: Path, *, data_root: Optional[str] = None,
-             progress: Optional[Callable[[int, int, str], None]] = None) -> Path:
-    """Prepare data and train the models of ``cfg`` in ``run_dir``; returns the run directory."""
+             progress: Optional[ProgressFn] = None, attacks: Optional[List[str]] = None) -> Path:
+    """Run (or resume) the study of ``cfg`` in ``run_dir``; writes ``results.json`` and the report.
+
+    Returns:
+        The path of ``report.html``.
+    """
     study = Study(cfg, run_dir, data_root=data_root, progress=progress)
-    study.data
-    study.target()
-    study.prior()
-    study.amortizer()
-    return Path(run_dir)
+    demo = _Demo(study, progress)
+    ctx = demo.context()
+    ceiling = oracle_ceiling(ctx)
+    rows: List[Dict[str, Any]] = []
+    for name, param, kwargs in defense_grid(cfg):
+        key = f"{name}:{param}"
+        defense = demo.build_defense(name, param, kwargs)
+        feats = demo.released(key, defense, ctx)
+        head = defense.head if defense.head is not None else study.target().head
+        utility = utility_metrics(feats[0], head, ctx)
+        for attack in attacks or list(cfg.eval.get("attacks", DEMO_ATTACKS)):
+            if name == "none" and attack in _ADAPTIVE:
+                continue
+            rows.append(demo.cell(key, attack, defense, feats, ctx, utility))
+    data = study.data
+    results = {
+        "dataset": cfg.data.dataset, "profile": cfg.profile, "synthetic": bool(data.synthetic),
+        "n_identities": data.eval_train.num_identities, "n_images": int(ctx.originals.shape[0]),
+        "chance": 1.0 / data.eval_train.num_identities,
+        "oracle_ceiling": ceiling["top1"], "oracle_ceiling_top5": ceiling["top5"],
+        "target_mean_auc_eval_test": read_json(study.run_dir / "stages.json")["stages"].get("target", {}).get("metrics", {}),
+        "rows": [{k: v for k, v in r.items() if k != "history"} for r in rows],
+        "adaptive_curves": [{"defense": r["defense"], "param": r["param"], "attack": r["attack"], "history": r["history"]}
+                            for r in rows if r.get("history")],
+        "config": config_to_dict(cfg),
+    }
+    atomic_write_json(study.run_dir / "results.json", results)
+    return build_report(study.run_dir, ctx.originals[:_GRID_FACES], cells=demo.cells)
+
+
+def build_report(run_dir: Path, originals: Optional[torch.Tensor] = None, *, cells: Optional[Path] = None) -> Path:
+    """Draw the figures from ``run_dir``'s results and cells and write ``report.html`` / ``report.md``."""
+    from facecraft.experiments.report import plot_adaptive, plot_grid, plot_tradeoff, write_report
+
+    run_dir = Path(run_dir)
+    results = read_json(run_dir / "results.json")
+    figures = {"tradeoff": plot_tradeoff(results)}
+    adaptive = plot_adaptive(results)
+    if adaptive:
+        figures["adaptive"] = adaptive
+    recon: Dict[str, Dict[str, torch.Tensor]] = {}
+    attacks: List[str] = list(dict.fromkeys(r["attack"] for r in results["rows"]))
+    # one row per defence: the setting with the median parameter, so the grid stays readable
+    chosen: Dict[str, Any] = {}
+    for r in results["rows"]:
+        chosen.setdefault(r["defense"], []).append(r["param"])
+    for d, params in chosen.items():
+        ps = sorted(set(params), key=lambda p: (p is None, p))
+        p = ps[len(ps) // 2]
+        label = d if p is None else f"{d} {p:g}"
+        recon[label] = {}
+        for a in attacks:
+            stem = Path(cells or run_dir / "cells") / f"{d}_{p}--{a}-recon"
+            if checkpoint_exists(stem):
+                recon[label][a] = load_checkpoint(stem, kind="reconstructions")[0]["images"]
+    if originals is not None and recon:
+        figures["grid"] = plot_grid(originals, recon, attacks)
+    return write_report(run_dir, figures=figures)["html"]

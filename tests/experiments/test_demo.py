@@ -1,0 +1,72 @@
+"""The demo pipeline end to end on the synthetic tiny profile: report contents, kill and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from facecraft.experiments.config import profile_config
+from facecraft.experiments.pipeline import run_demo
+
+
+class _Kill(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny demo that is killed part-way through the cells, then resumed with the same command."""
+    out = tmp_path_factory.mktemp("demo")
+    cfg = profile_config("tiny", device="cpu")
+    seen = {"protect": 0}
+
+    def killer(done: int, total: int, desc: str) -> None:
+        if desc.startswith("protect") and done == total:
+            seen["protect"] += 1
+            if seen["protect"] == 3:  # after the third defence's release is stored
+                raise _Kill()
+
+    with pytest.raises(_Kill):
+        run_demo(cfg, out, progress=killer)
+    cells = next((out / "cells").iterdir())
+    done_before = {p.name: p.stat().st_mtime_ns for p in cells.glob("*.json")}
+    assert any("--" in n for n in done_before), "no finished cell before the kill"
+    run_demo(cfg, out)
+    after = {p.name: p.stat().st_mtime_ns for p in cells.glob("*.json")}
+    # nothing finished before the kill was recomputed
+    assert all(after[n] == t for n, t in done_before.items())
+    assert len(after) > len(done_before)
+    return out
+
+
+@pytest.mark.slow
+def test_demo_writes_results_in_schema(demo_run: Path) -> None:
+    r = json.loads((demo_run / "results.json").read_text())
+    assert r["synthetic"] is True and r["profile"] == "tiny"
+    assert r["chance"] == pytest.approx(1 / r["n_identities"])
+    assert set(r["oracle_ceiling"]) == {"dlib", "evalnet"}
+    pairs = {(row["defense"], row["attack"]) for row in r["rows"]}
+    for d in ("none", "noise", "advlearn", "disco", "crafter-z", "crafter"):
+        assert (d, "whitebox") in pairs and (d, "blackbox") in pairs
+    assert ("crafter", "adaptive-whitebox") in pairs and ("crafter", "adaptive-blackbox") in pairs
+    for row in r["rows"]:
+        for key in ("eval_acc_top1", "eval_acc_top5"):
+            assert 0.0 <= row[key]["dlib"] <= 1.0 and 0.0 <= row[key]["evalnet"] <= 1.0
+        assert -1.0 <= row["fsim"] <= 1.0 and row["mean_auc"] is not None
+    curves = r["adaptive_curves"]
+    assert curves and all(len(c["history"]) == 2 for c in curves)  # tiny: 2 attacker epochs
+
+
+@pytest.mark.slow
+def test_demo_report_holds_grid_plot_and_table(demo_run: Path) -> None:
+    html = (demo_run / "report.html").read_text()
+    md = (demo_run / "report.md").read_text()
+    for name in ("grid", "tradeoff", "adaptive"):
+        assert (demo_run / f"{name}.png").stat().st_size > 1000
+        assert f"alt='{name}' src='data:image/png;base64," in html
+        assert f"({name}.png)" in md
+    assert "SYNTHETIC" in html and "SYNTHETIC" in md
+    assert "<table>" in html and "| crafter | 10.0 | whitebox |" in md
+    assert "Stages and machine" in md
