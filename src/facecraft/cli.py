@@ -7,7 +7,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -171,6 +171,38 @@ def list_defenses() -> None:
 
     for n in available_defenses():
         typer.echo(n)
+
+
+@app.command()
+def evaluate(profile: str = ProfileOpt, dataset: Optional[str] = DatasetOpt, data_root: Optional[str] = DataRootOpt,
+             out: Path = OutOpt, device: str = DeviceOpt,
+             defense: Optional[List[str]] = typer.Option(None, "--defense", "-d", help="Defence(s) to evaluate (repeat)."),
+             attack: Optional[List[str]] = typer.Option(None, "--attack", "-a", help="Attack(s) to run (repeat)."),
+             verbose: bool = typer.Option(False, "-v")) -> None:
+    """Attack the chosen defences' releases and write results.json (Eval Acc, FSIM, SSIM, PSNR, epsilon-PII, AUC)."""
+    _setup_logging(verbose)
+    from facecraft.data import DataError
+    from facecraft.experiments.pipeline import run_demo
+
+    try:
+        with _Bars() as bars:
+            report = run_demo(_config(profile, dataset, device), out, data_root=data_root, progress=bars,
+                              attacks=attack or None, defenses=defense or None)
+    except (DataError, ValueError) as e:
+        _fail(e)
+    console.print(f"[green]done[/green]: {out / 'results.json'}, {report}")
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run directory holding results.json.")) -> None:
+    """Write report.html (self-contained) and report.md from a run directory's results."""
+    from facecraft.experiments.pipeline import build_report
+
+    try:
+        path = build_report(run_dir)
+    except ValueError as e:
+        _fail(e)
+    console.print(f"[green]wrote[/green] {path} and {path.with_suffix('.md')}")
 
 
 @app.command()

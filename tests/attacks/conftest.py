@@ -6,7 +6,7 @@ from typing import Iterator, Tuple
 
 import pytest
 import torch
-from _attack_helpers import LATENT, calibrated_pair
+from ._attack_helpers import LATENT, calibrated_pair
 from torch import nn
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _attack_helpers import SIZE, calibrate, grads_are_none
+from ._attack_helpers import SIZE, calibrate, grads_are_none
 
 from facecraft.attacks import AltPriorAttack
 from facecraft.models import Generator

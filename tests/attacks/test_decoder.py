@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as nnf
-from _attack_helpers import SIZE, grads_are_none
+from ._attack_helpers import SIZE, grads_are_none
 
 from facecraft.attacks import DecoderAttack
 

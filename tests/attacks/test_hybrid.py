@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from _attack_helpers import SIZE, grads_are_none
+from ._attack_helpers import SIZE, grads_are_none
 
 from facecraft.attacks import DecoderAttack, HybridAttack
 

@@ -6,7 +6,7 @@ from typing import Callable, Dict
 
 import pytest
 import torch
-from _attack_helpers import LATENT, SIZE, grads_are_none
+from ._attack_helpers import LATENT, SIZE, grads_are_none
 
 from facecraft.attacks import IdentityAttack, InversionAttack, available_attacks, create_attack
 from facecraft.models import Amortizer, Critic, feature_shape

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from _attack_helpers import LATENT, SIZE, grads_are_none
+from ._attack_helpers import LATENT, SIZE, grads_are_none
 
 from facecraft.attacks import WhiteBoxAttack, inversion_loss, invert_latent, latent_objective
 from facecraft.models import Amortizer, feature_shape

@@ -18,16 +18,14 @@ Note:
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, Optional
+from typing import Optional
 
 import torch
 
 from facecraft._io import PathLike
-from facecraft._torchutils import eval_mode, make_generator
-from facecraft.attacks._common import check_image_set, query_in_batches
-from facecraft.attacks._state import checkpoint_exists, load_state, save_state
-from facecraft.attacks.adaptive_whitebox import EpochCallback
-from facecraft.attacks.base import DefenseFn, InversionAttack, ProgressFn
+from facecraft._torchutils import make_generator
+from facecraft.attacks._common import AdaptiveAttack, EpochCallback, check_image_set
+from facecraft.attacks.base import DefenseFn, ProgressFn
 from facecraft.attacks.decoder import DecoderAttack, train_decoder_epoch
 from facecraft.attacks.registry import register_attack
 
@@ -36,7 +34,7 @@ __all__ = ["AdaptiveBlackBoxAttack"]
 _KIND = "adaptive-blackbox"
 
 
-class AdaptiveBlackBoxAttack(InversionAttack):
+class AdaptiveBlackBoxAttack(AdaptiveAttack):
     r"""A1 black-box: fine-tune a copy of a trained decoder on ``(defense(X), X)`` pairs.
 
     Args:
@@ -134,44 +132,22 @@ class AdaptiveBlackBoxAttack(InversionAttack):
         """
         check_image_set(public_images)
         decoder = self.decoder if self.decoder is not None else self._copy_decoder()
-        assert self._opt is not None
-        n = public_images.shape[0]
-        device = next(decoder.parameters()).device
+        opt = self._opt
+        assert opt is not None
         gen = make_generator(self.seed)
-        feats: Optional[torch.Tensor] = None
-        if not self.requery and protected is not None:
-            if protected.shape[0] != n:
-                raise ValueError(f"`protected` has {protected.shape[0]} rows for {n} images")
-            feats = protected.detach().to(device)
-        if checkpoint_stem is not None and checkpoint_exists(checkpoint_stem):
-            extra, meta = load_state(checkpoint_stem, kind=_KIND, modules={"decoder": decoder},
-                                     optimizers={"decoder": self._opt}, rng=gen)
-            self.epochs_done = int(meta["epoch"])
-            self.history = list(meta.get("history", []))
-            if not self.requery and feats is None and "features" in extra:
-                feats = extra["features"].to(device)
-        if not self.requery and feats is None and self.epochs_done < self.epochs:
-            feats = query_in_batches(self.defense, public_images, device, self.query_batch_size)
-        for epoch in range(self.epochs_done, self.epochs):
+
+        def run_epoch(feats: Optional[torch.Tensor]) -> float:
             if self.requery:
-                loss = train_decoder_epoch(decoder, self._opt, public_images, batch_size=self.batch_size, gen=gen,
+                return train_decoder_epoch(decoder, opt, public_images, batch_size=self.batch_size, gen=gen,
                                            query=self.defense, l1_weight=self.l1_weight)
-            else:
-                loss = train_decoder_epoch(decoder, self._opt, public_images, batch_size=self.batch_size, gen=gen,
-                                           features=feats, l1_weight=self.l1_weight)
-            self.epochs_done = epoch + 1
-            entry: Dict[str, Any] = {"epoch": epoch, "loss": loss}
-            if on_epoch is not None:
-                with eval_mode(decoder):
-                    entry.update(on_epoch(epoch, self))
-            self.history.append(entry)
-            if checkpoint_stem is not None:
-                save_state(checkpoint_stem, kind=_KIND, modules={"decoder": decoder},
-                           optimizers={"decoder": self._opt}, rng=gen,
-                           extra={"features": feats} if feats is not None else None,
-                           meta={"epoch": self.epochs_done, "history": self.history, "attack": self.name()})
-            if progress is not None:
-                progress(epoch + 1, self.epochs, "adaptive black-box (fine-tuning Dec)")
+            return train_decoder_epoch(decoder, opt, public_images, batch_size=self.batch_size, gen=gen,
+                                       features=feats, l1_weight=self.l1_weight)
+
+        self._fit_epochs(public_images, kind=_KIND, desc="adaptive black-box (fine-tuning Dec)",
+                         device=next(decoder.parameters()).device, gen=gen, modules={"decoder": decoder},
+                         optimizers={"decoder": opt}, run_epoch=run_epoch, protected=protected,
+                         checkpoint_stem=checkpoint_stem, progress=progress, on_epoch=on_epoch,
+                         eval_on_epoch=(decoder,))
         return self
 
     def reconstruct(self, features: torch.Tensor, *, progress: Optional[ProgressFn] = None) -> torch.Tensor:

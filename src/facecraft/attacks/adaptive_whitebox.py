@@ -31,7 +31,7 @@ Note:
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Dict, Optional
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as nnf
@@ -39,21 +39,23 @@ from torch import nn
 
 from facecraft._io import PathLike
 from facecraft._torchutils import frozen, make_generator
-from facecraft.attacks._common import as_float_images, check_image_set, epoch_batches, query_in_batches
-from facecraft.attacks._state import checkpoint_exists, load_state, save_state
-from facecraft.attacks.base import DefenseFn, InversionAttack, ProgressFn
+from facecraft.attacks._common import (
+    AdaptiveAttack,
+    EpochCallback,
+    as_float_images,
+    check_image_set,
+    epoch_batches,
+)
+from facecraft.attacks.base import DefenseFn, ProgressFn
 from facecraft.attacks.registry import register_attack
 from facecraft.attacks.whitebox import WhiteBoxAttack, invert_latent
 
 __all__ = ["AdaptiveWhiteBoxAttack", "EpochCallback"]
 
-#: ``on_epoch(epoch, attack) -> dict`` of metrics, appended (with the loss) to ``attack.history``.
-EpochCallback = Callable[[int, Any], Dict[str, Any]]
-
 _KIND = "adaptive-whitebox"
 
 
-class AdaptiveWhiteBoxAttack(InversionAttack):
+class AdaptiveWhiteBoxAttack(AdaptiveAttack):
     r"""A1 white-box: update a copy of the prior ``G`` on ``(defense(X), X)`` pairs of public images.
 
     Args:
@@ -179,24 +181,13 @@ class AdaptiveWhiteBoxAttack(InversionAttack):
         gen = make_generator(self.seed)
         z_cache = torch.zeros(n, self._inverter.latent_dim, device=device, dtype=p.dtype)
         seen = torch.zeros(n, dtype=torch.bool)
-        feats: Optional[torch.Tensor] = None
-        if not self.requery and protected is not None:
-            if protected.shape[0] != n:
-                raise ValueError(f"`protected` has {protected.shape[0]} rows for {n} images")
-            feats = protected.detach().to(device)
-        if checkpoint_stem is not None and checkpoint_exists(checkpoint_stem):
-            extra, meta = load_state(checkpoint_stem, kind=_KIND, modules={"generator": self.generator},
-                                     optimizers={"generator": self._opt}, rng=gen)
-            self.epochs_done = int(meta["epoch"])
-            self.history = list(meta.get("history", []))
+
+        def restore(extra: Dict[str, torch.Tensor]) -> None:
+            nonlocal z_cache, seen
             z_cache = extra["z"].to(device, p.dtype)
             seen = extra["seen"].to(torch.bool).cpu()
-            if not self.requery and feats is None and "features" in extra:
-                feats = extra["features"].to(device)
-        if not self.requery and feats is None and self.epochs_done < self.epochs:
-            feats = query_in_batches(self.defense, public_images, device, self.query_batch_size)
 
-        for epoch in range(self.epochs_done, self.epochs):
+        def run_epoch(feats: Optional[torch.Tensor]) -> float:
             total = 0.0
             for idx in epoch_batches(n, self.batch_size, gen):
                 x = as_float_images(public_images[idx], device, p.dtype)
@@ -228,20 +219,13 @@ class AdaptiveWhiteBoxAttack(InversionAttack):
                     self._opt.step()
                     self._opt.zero_grad(set_to_none=True)
                 total += float(loss.detach()) * idx.numel()
-            self.epochs_done = epoch + 1
-            entry: Dict[str, Any] = {"epoch": epoch, "loss": total / n}
-            if on_epoch is not None:
-                entry.update(on_epoch(epoch, self))
-            self.history.append(entry)
-            if checkpoint_stem is not None:
-                extra_t = {"z": z_cache, "seen": seen.to(torch.uint8)}
-                if feats is not None:
-                    extra_t["features"] = feats
-                save_state(checkpoint_stem, kind=_KIND, modules={"generator": self.generator},
-                           optimizers={"generator": self._opt}, rng=gen, extra=extra_t,
-                           meta={"epoch": self.epochs_done, "history": self.history, "attack": self.name()})
-            if progress is not None:
-                progress(epoch + 1, self.epochs, "adaptive white-box (updating G)")
+            return total / n
+
+        self._fit_epochs(public_images, kind=_KIND, desc="adaptive white-box (updating G)", device=device,
+                         gen=gen, modules={"generator": self.generator}, optimizers={"generator": self._opt},
+                         run_epoch=run_epoch, protected=protected, checkpoint_stem=checkpoint_stem,
+                         progress=progress, on_epoch=on_epoch, restore=restore,
+                         state=lambda: {"z": z_cache, "seen": seen.to(torch.uint8)})
         return self
 
     def reconstruct(self, features: torch.Tensor, *, progress: Optional[ProgressFn] = None) -> torch.Tensor:

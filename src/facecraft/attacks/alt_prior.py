@@ -19,10 +19,6 @@ Note:
 
 from __future__ import annotations
 
-from typing import Optional
-
-from torch import nn
-
 from facecraft.attacks.registry import register_attack
 from facecraft.attacks.whitebox import WhiteBoxAttack
 
@@ -55,25 +51,9 @@ class AltPriorAttack(WhiteBoxAttack):
 
     Note:
         The same rescaled objective as :class:`WhiteBoxAttack` (see
-        :mod:`facecraft.attacks.whitebox`).
+        :mod:`facecraft.attacks.whitebox`), and its constructor: only the
+        registered name differs.
     """
-
-    def __init__(
-        self,
-        encoder: nn.Module,
-        generator: nn.Module,
-        *,
-        amortizer: Optional[nn.Module] = None,
-        critic: Optional[nn.Module] = None,
-        steps: int = 600,
-        lr: float = 5e-3,
-        momentum: float = 0.9,
-        prior_weight: float = 0.0,
-        restarts: int = 1,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(encoder, generator, amortizer=amortizer, critic=critic, steps=steps, lr=lr,
-                         momentum=momentum, prior_weight=prior_weight, restarts=restarts, seed=seed)
 
     @classmethod
     def name(cls) -> str:

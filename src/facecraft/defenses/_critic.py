@@ -4,19 +4,34 @@
 reconstructions and its prior in Kantorovich-Rubinstein dual form,
 ``EMD ~ E[D'(G(z_r))] - E[D'(G(z*))]``, and is trained to maximise that
 estimate minus a gradient penalty (Gulrajani et al., NeurIPS 2017, eq. 3).
+
+:class:`CriticDefense` is the base both variants share: the networks they
+hold, the per-call seeding, one critic round of an optimisation step, the
+prior term of the EMD estimate and the per-step record.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from torch import nn
 
+from facecraft._torchutils import frozen, make_generator
+from facecraft.defenses.base import FeatureDefense
 from facecraft.models import Critic, gradient_penalty
 
-__all__ = ["new_critic", "prior_latents", "seeded_init", "train_critic"]
+__all__ = [
+    "CriticDefense",
+    "latent_dim_of",
+    "new_critic",
+    "prior_latents",
+    "seeded_init",
+    "train_critic",
+]
+
+ProgressFn = Callable[[int, int, str], None]
 
 
 def seeded_init(build, seed_gen: torch.Generator) -> nn.Module:
@@ -111,3 +126,146 @@ def latent_dim_of(generator: nn.Module) -> int:
             f"{type(generator).__name__} has no latent_dim attribute; the defences need it"
         )
     return int(zd)
+
+
+class CriticDefense(FeatureDefense):
+    """Base of Crafter and Crafter-z: steer ``G``'s latents towards the prior as ``D'`` judges it.
+
+    Declares the extra networks and provides the steps of :meth:`protect`
+    that are the same in both: seeding a call (:meth:`_begin_call`), one
+    critic round (:meth:`_critic_round`), the prior term of the EMD estimate
+    (:meth:`_prior_score`) and the per-step record (:meth:`_record_step`).
+    Subclasses store the hyperparameters annotated below under these names
+    (their constructor arguments) and implement :meth:`protect` and
+    :meth:`name`.
+
+    Args:
+        encoder: the edge encoder ``Enc``.
+        head: the cloud head ``f``.
+
+    Attributes:
+        last_epsilon: ``epsilon`` of the last step (``None`` before any call).
+    """
+
+    generator: nn.Module
+    amortizer: Optional[nn.Module]
+    critic_steps: int
+    critic_width: int
+    gp_weight: float
+    critic_lr: float
+    critic: Optional[nn.Module]
+    persistent_critic: bool
+    seed: int
+
+    def __init__(self, encoder: nn.Module, head: Optional[nn.Module]) -> None:
+        super().__init__(encoder, head)
+        self.last_epsilon: Optional[float] = None
+        self._calls = 0
+
+    def networks(self) -> Dict[str, nn.Module]:
+        nets = super().networks()
+        nets["generator"] = self.generator
+        if self.amortizer is not None:
+            nets["amortizer"] = self.amortizer
+        if self.critic is not None:
+            nets["critic"] = self.critic
+        return nets
+
+    def _begin_call(
+        self, device: torch.device
+    ) -> Tuple[torch.Generator, torch.Generator, int]:
+        """``(seed_gen, gp_gen, call)`` for a :meth:`protect` call on ``device``.
+
+        ``seed_gen`` (CPU) draws critic initialisations and prior samples,
+        ``gp_gen`` (on ``device``) the gradient-penalty interpolation; both
+        restart from ``seed``. ``call`` is the call's index in ``history``.
+        """
+        seed_gen = make_generator(self.seed, "cpu")
+        gp_gen = make_generator(self.seed, device)
+        call = self._calls
+        self._calls += 1
+        return seed_gen, gp_gen, call
+
+    def _critic_round(
+        self,
+        critic: Optional[nn.Module],
+        critic_opt: Optional[torch.optim.Optimizer],
+        z: torch.Tensor,
+        image_size: int,
+        *,
+        seed_gen: torch.Generator,
+        gp_gen: torch.Generator,
+    ) -> Tuple[nn.Module, Optional[torch.optim.Optimizer]]:
+        """Train ``D'`` for ``critic_steps`` between ``G(z_r)`` and ``G(z)``.
+
+        A new critic (:func:`new_critic`) replaces ``critic`` when there is none
+        yet or ``persistent_critic`` is off; it is then trained by
+        :func:`train_critic`.
+
+        Returns:
+            The (possibly new) critic and its optimiser.
+        """
+        with torch.no_grad():
+            fake = self.generator(z)
+        if critic is None or not self.persistent_critic:
+            critic, critic_opt = new_critic(
+                image_size,
+                self.critic_width,
+                self.critic_lr,
+                like=fake,
+                seed_gen=seed_gen,
+                init=self.critic,
+            )
+        train_critic(
+            critic,
+            critic_opt,
+            self.generator,
+            fake,
+            steps=self.critic_steps,
+            gp_weight=self.gp_weight,
+            seed_gen=seed_gen,
+            gp_gen=gp_gen,
+        )
+        return critic, critic_opt
+
+    def _prior_score(
+        self, critic: nn.Module, n: int, *, like: torch.Tensor, seed_gen: torch.Generator
+    ) -> torch.Tensor:
+        """``E[D'(G(z_r))]`` over ``n`` fresh prior samples, without gradients (critic frozen)."""
+        gen = self.generator
+        with frozen(critic), torch.no_grad():
+            return critic(
+                gen(prior_latents(n, latent_dim_of(gen), like=like, seed_gen=seed_gen))
+            ).mean()
+
+    def _record_step(
+        self,
+        call: int,
+        step: int,
+        total: int,
+        d_prior: torch.Tensor,
+        d_fake: torch.Tensor,
+        utility: torch.Tensor,
+        *,
+        progress: Optional[ProgressFn],
+        desc: str,
+        **extra: float,
+    ) -> None:
+        """Append step ``step`` of ``total`` to ``history`` and report it to ``progress``.
+
+        The entry holds ``call``, ``step``, ``epsilon = d_prior - d_fake`` (also
+        kept as ``last_epsilon``), ``utility`` and any ``extra`` values, in that
+        order; ``progress(step + 1, total, desc)`` is called when given.
+        """
+        eps = float(d_prior - d_fake.detach())
+        self.last_epsilon = eps
+        entry: Dict[str, Any] = {
+            "call": call,
+            "step": step,
+            "epsilon": eps,
+            "utility": float(utility.detach()),
+        }
+        entry.update(extra)
+        self.history.append(entry)
+        if progress is not None:
+            progress(step + 1, total, desc)

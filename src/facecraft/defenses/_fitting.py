@@ -1,6 +1,7 @@
 """Shared plumbing for defences trained on public data (adversarial learning, DISCO).
 
-Seeded epoch permutations, pseudo-labels, and resumable checkpoints that
+Seeded epoch permutations, pseudo-labels, the decoder adversary (its seeded
+construction and its update), the resumable epoch loop, and checkpoints that
 bundle several modules and optimisers into one safetensors + JSON pair via
 :mod:`facecraft._io`.
 """
@@ -8,9 +9,10 @@ bundle several modules and optimisers into one safetensors + JSON pair via
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as nnf
 from torch import nn
 
 from facecraft._io import (
@@ -23,15 +25,37 @@ from facecraft._io import (
 )
 from facecraft._torchutils import frozen
 from facecraft._validation import validate_images
+from facecraft.defenses._critic import seeded_init
+from facecraft.models import Decoder
 
 __all__ = [
+    "FittedDefense",
     "check_public",
+    "decoder_step",
     "epoch_batches",
     "load_fit_state",
+    "new_decoder",
     "save_fit_state",
     "set_grads",
     "targets_for",
+    "train_epochs",
 ]
+
+#: ``step(x, y) -> (task, recon)``: one minibatch update of a defence's fit, returning its losses.
+StepFn = Callable[[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
+
+
+class FittedDefense(Protocol):
+    """What :func:`train_epochs` reads from (and records on) the defence it fits."""
+
+    epochs: int
+    batch_size: int
+    seed: int
+    history: List[Dict[str, Any]]
+
+    def name(self) -> str: ...
+
+    def get_config(self) -> Dict[str, Any]: ...
 
 
 def check_public(images: torch.Tensor, attributes: Optional[torch.Tensor]) -> None:
@@ -144,3 +168,120 @@ def load_fit_state(
     for name, opt in optimizers.items():
         optimizer_from_tensors(opt, tensors, meta["optimizers"][name], f"opt_{name}")
     return meta
+
+
+def new_decoder(
+    feature_shape: Sequence[int],
+    image_size: int,
+    width: int,
+    *,
+    seed: int,
+    device: torch.device,
+) -> nn.Module:
+    """The decoder adversary: a :class:`~facecraft.models.Decoder` initialised from ``seed``."""
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    return seeded_init(lambda: Decoder(feature_shape, image_size, width=width), gen).to(device)
+
+
+def decoder_step(
+    decoder: nn.Module,
+    params: Sequence[torch.Tensor],
+    opt: torch.optim.Optimizer,
+    features: torch.Tensor,
+    images: torch.Tensor,
+) -> torch.Tensor:
+    """One Adam step of the adversary on ``MSE(Dec(features), images)``; returns that loss.
+
+    Gradients reach only ``params`` (via ``torch.autograd.grad``); pass
+    ``features`` detached, or under ``torch.no_grad()``, to leave the
+    defender's networks out of the graph.
+    """
+    rec = nnf.mse_loss(decoder(features), images)
+    set_grads(params, torch.autograd.grad(rec, params))
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return rec
+
+
+def train_epochs(
+    defense: FittedDefense,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    name: str,
+    modules: Mapping[str, nn.Module],
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    step: StepFn,
+    device: torch.device,
+    eval_modules: Sequence[str] = (),
+    checkpoint_stem: Optional[Union[str, Path]] = None,
+    progress: Optional[Callable[[int, int, str], None]] = None,
+) -> None:
+    """The resumable epoch loop of a defence trained on public data.
+
+    Resumes from ``checkpoint_stem`` when a matching checkpoint is there
+    (restoring ``modules``, ``optimizers`` and ``defense.history``), then for
+    each remaining epoch of ``defense.epochs``: puts ``modules`` in training
+    mode (those named in ``eval_modules`` in eval mode), calls ``step(x, y)``
+    on every minibatch of the seeded permutation (:func:`epoch_batches` with
+    ``defense.batch_size`` and ``defense.seed``), appends the epoch's mean
+    ``task`` and ``recon`` losses to ``defense.history``, saves the state
+    (kind ``"<name>-fit"``) and calls ``progress(epoch + 1, epochs, name)``.
+
+    Args:
+        defense: the defence being fitted (see :class:`FittedDefense`).
+        images: public images ``(N, 3, S, S)`` in [0, 1] (any device).
+        targets: binary targets ``(N, K)``.
+        name: the checkpoint kind's prefix and the progress description.
+        modules: the networks trained (and checkpointed), by name.
+        optimizers: their optimisers, by name.
+        step: ``step(x, y) -> (task, recon)`` on a minibatch moved to ``device``.
+        device: where minibatches go.
+        eval_modules: names of ``modules`` kept in eval mode while training.
+        checkpoint_stem: where to save after every epoch and resume from.
+        progress: optional ``progress(done, total, desc)``, in epochs.
+
+    Raises:
+        CheckpointError: a checkpoint at ``checkpoint_stem`` does not match.
+    """
+    kind = f"{name}-fit"
+    start = 0
+    if checkpoint_stem is not None:
+        meta = load_fit_state(
+            checkpoint_stem,
+            kind=kind,
+            modules=modules,
+            optimizers=optimizers,
+            config=defense.get_config(),
+        )
+        if meta is not None:
+            start = int(meta["epoch"])
+            defense.history = list(meta.get("history", []))
+    for epoch in range(start, defense.epochs):
+        for key, m in modules.items():
+            m.train(key not in eval_modules)
+        tot_task = tot_rec = 0.0
+        batches = epoch_batches(images.shape[0], defense.batch_size, defense.seed, epoch)
+        for idx in batches:
+            task, rec = step(images[idx].to(device), targets[idx].to(device))
+            tot_task += float(task.detach())
+            tot_rec += float(rec.detach())
+        defense.history.append(
+            {"epoch": epoch, "task": tot_task / len(batches), "recon": tot_rec / len(batches)}
+        )
+        if checkpoint_stem is not None:
+            save_fit_state(
+                checkpoint_stem,
+                kind=kind,
+                modules=modules,
+                optimizers=optimizers,
+                meta={
+                    "defense": defense.name(),
+                    "config": defense.get_config(),
+                    "epoch": epoch + 1,
+                    "history": defense.history,
+                },
+            )
+        if progress is not None:
+            progress(epoch + 1, defense.epochs, name)

@@ -20,25 +20,24 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as nnf
 from torch import nn
 
 from facecraft._torchutils import frozen
-from facecraft.defenses._critic import seeded_init
 from facecraft.defenses._fitting import (
     check_public,
-    epoch_batches,
-    load_fit_state,
-    save_fit_state,
+    decoder_step,
+    new_decoder,
     set_grads,
     targets_for,
+    train_epochs,
 )
 from facecraft.defenses.base import FeatureDefense
 from facecraft.defenses.registry import register_defense
-from facecraft.models import Decoder, feature_shape
+from facecraft.models import feature_shape
 
 __all__ = ["AdversarialLearning"]
 
@@ -141,70 +140,40 @@ class AdversarialLearning(FeatureDefense):
         for p in list(enc.parameters()) + list(head.parameters()):
             p.requires_grad_(True)
         fshape = feature_shape(enc, public_images.shape[-1])
-        gen = torch.Generator()
-        gen.manual_seed(self.seed)
-        dec = seeded_init(
-            lambda: Decoder(fshape, public_images.shape[-1], width=self.decoder_width), gen
-        ).to(dev)
+        dec = new_decoder(
+            fshape, public_images.shape[-1], self.decoder_width, seed=self.seed, device=dev
+        )
         eh_params = list(enc.parameters()) + list(head.parameters())
         dec_params = list(dec.parameters())
         opt_eh = torch.optim.Adam(eh_params, lr=self.lr)
         opt_dec = torch.optim.Adam(dec_params, lr=self.lr)
-        modules = {"encoder": enc, "head": head, "decoder": dec}
-        optimizers = {"encoder_head": opt_eh, "decoder": opt_dec}
-        start = 0
-        if checkpoint_stem is not None:
-            meta = load_fit_state(
-                checkpoint_stem,
-                kind="advlearn-fit",
-                modules=modules,
-                optimizers=optimizers,
-                config=self.get_config(),
-            )
-            if meta is not None:
-                start = int(meta["epoch"])
-                self.history = list(meta.get("history", []))
-        for epoch in range(start, self.epochs):
-            enc.train(), head.train(), dec.train()
-            tot_task = tot_rec = 0.0
-            batches = epoch_batches(public_images.shape[0], self.batch_size, self.seed, epoch)
-            for idx in batches:
-                x = public_images[idx].to(dev)
-                y = targets[idx].to(dev)
-                for _ in range(self.decoder_steps):
-                    with torch.no_grad():
-                        f = enc(x)
-                    rec = nnf.mse_loss(dec(f), x)
-                    set_grads(dec_params, torch.autograd.grad(rec, dec_params))
-                    opt_dec.step()
-                    opt_dec.zero_grad(set_to_none=True)
-                f = enc(x)
-                task = nnf.binary_cross_entropy_with_logits(head(f), y)
-                with frozen(dec):
-                    rec = nnf.mse_loss(dec(f), x)
-                set_grads(eh_params, torch.autograd.grad(task - self.lam * rec, eh_params))
-                opt_eh.step()
-                opt_eh.zero_grad(set_to_none=True)
-                tot_task += float(task.detach())
-                tot_rec += float(rec.detach())
-            self.history.append(
-                {"epoch": epoch, "task": tot_task / len(batches), "recon": tot_rec / len(batches)}
-            )
-            if checkpoint_stem is not None:
-                save_fit_state(
-                    checkpoint_stem,
-                    kind="advlearn-fit",
-                    modules=modules,
-                    optimizers=optimizers,
-                    meta={
-                        "defense": self.name(),
-                        "config": self.get_config(),
-                        "epoch": epoch + 1,
-                        "history": self.history,
-                    },
-                )
-            if progress is not None:
-                progress(epoch + 1, self.epochs, "advlearn")
+
+        def step(x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+            for _ in range(self.decoder_steps):
+                with torch.no_grad():
+                    f = enc(x)
+                decoder_step(dec, dec_params, opt_dec, f, x)
+            f = enc(x)
+            task = nnf.binary_cross_entropy_with_logits(head(f), y)
+            with frozen(dec):
+                rec = nnf.mse_loss(dec(f), x)
+            set_grads(eh_params, torch.autograd.grad(task - self.lam * rec, eh_params))
+            opt_eh.step()
+            opt_eh.zero_grad(set_to_none=True)
+            return task, rec
+
+        train_epochs(
+            self,
+            public_images,
+            targets,
+            name="advlearn",
+            modules={"encoder": enc, "head": head, "decoder": dec},
+            optimizers={"encoder_head": opt_eh, "decoder": opt_dec},
+            step=step,
+            device=dev,
+            checkpoint_stem=checkpoint_stem,
+            progress=progress,
+        )
         self.encoder, self.head, self.decoder = enc.eval(), head.eval(), dec.eval()
         return self
 

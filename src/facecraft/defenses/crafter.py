@@ -22,16 +22,15 @@ References:
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as nnf
 from torch import nn
 
-from facecraft._torchutils import frozen, make_generator
+from facecraft._torchutils import frozen
 from facecraft.attacks.whitebox import invert_latent
-from facecraft.defenses._critic import latent_dim_of, new_critic, prior_latents, train_critic
-from facecraft.defenses.base import FeatureDefense
+from facecraft.defenses._critic import CriticDefense, latent_dim_of, prior_latents
 from facecraft.defenses.hypergrad import SOLVERS, implicit_feature_grad
 from facecraft.defenses.registry import register_defense
 
@@ -43,7 +42,7 @@ UTILITIES = ("feature", "task")
 ProgressFn = Callable[[int, int, str], None]
 
 
-class Crafter(FeatureDefense):
+class Crafter(CriticDefense):
     r"""Crafter: craft ``F`` so the attacker's best-response inversion lands on its prior.
 
     For a batch ``X``: ``F0 = Enc(X)``, ``F = F0``; at each outer step,
@@ -224,21 +223,10 @@ class Crafter(FeatureDefense):
         self.persistent_critic = persistent_critic
         self.loss_scale = loss_scale
         self.seed = seed
-        self.last_epsilon: Optional[float] = None
-        self._calls = 0
 
     @classmethod
     def name(cls) -> str:
         return "crafter"
-
-    def networks(self) -> Dict[str, nn.Module]:
-        nets = super().networks()
-        nets["generator"] = self.generator
-        if self.amortizer is not None:
-            nets["amortizer"] = self.amortizer
-        if self.critic is not None:
-            nets["critic"] = self.critic
-        return nets
 
     def protect(
         self,
@@ -258,10 +246,7 @@ class Crafter(FeatureDefense):
         Returns:
             Crafted features ``(N, *F)``, detached.
         """
-        seed_gen = make_generator(self.seed, "cpu")
-        gp_gen = make_generator(self.seed, images.device)
-        call = self._calls
-        self._calls += 1
+        seed_gen, gp_gen, call = self._begin_call(images.device)
         enc, gen, amor, head = self.encoder, self.generator, self.amortizer, self.head
         zd = latent_dim_of(gen)
         image_size = images.shape[-1]
@@ -307,33 +292,12 @@ class Crafter(FeatureDefense):
                 )
                 z_prev = z_star
                 # 2. the critic D' between G(z_r) and G(z*)
-                with torch.no_grad():
-                    x_star = gen(z_star)
-                if critic is None or not self.persistent_critic:
-                    critic, critic_opt = new_critic(
-                        image_size,
-                        self.critic_width,
-                        self.critic_lr,
-                        like=x_star,
-                        seed_gen=seed_gen,
-                        init=self.critic,
-                    )
-                train_critic(
-                    critic,
-                    critic_opt,
-                    gen,
-                    x_star,
-                    steps=self.critic_steps,
-                    gp_weight=self.gp_weight,
-                    seed_gen=seed_gen,
-                    gp_gen=gp_gen,
+                critic, critic_opt = self._critic_round(
+                    critic, critic_opt, z_star, image_size, seed_gen=seed_gen, gp_gen=gp_gen
                 )
                 # 3. L_p, dL_p/dz* and the hypergradient dL_p/dF
+                d_prior = self._prior_score(critic, n, like=fd, seed_gen=seed_gen)
                 with frozen(critic):
-                    with torch.no_grad():
-                        d_prior = critic(
-                            gen(prior_latents(n, zd, like=fd, seed_gen=seed_gen))
-                        ).mean()
                     zs = z_star.clone().requires_grad_(True)
                     x = gen(zs)
                     d_star = critic(x).mean()
@@ -359,19 +323,17 @@ class Crafter(FeatureDefense):
                 feat.grad = self.loss_scale * (grad_p + self.beta * grad_u)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
-                eps = float(d_prior - d_star.detach())
-                self.last_epsilon = eps
-                self.history.append(
-                    {
-                        "call": call,
-                        "step": step,
-                        "epsilon": eps,
-                        "utility": float(l_u.detach()),
-                        "inversion": float(inv),
-                    }
+                self._record_step(
+                    call,
+                    step,
+                    self.outer_steps,
+                    d_prior,
+                    d_star,
+                    l_u,
+                    progress=progress,
+                    desc="crafter",
+                    inversion=float(inv),
                 )
-                if progress is not None:
-                    progress(step + 1, self.outer_steps, "crafter")
         return feat.detach()
 
     def _utility_loss(

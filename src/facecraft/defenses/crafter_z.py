@@ -16,15 +16,14 @@ References:
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 
-from facecraft._torchutils import frozen, make_generator
+from facecraft._torchutils import frozen
 from facecraft.attacks.whitebox import invert_latent
-from facecraft.defenses._critic import latent_dim_of, new_critic, prior_latents, train_critic
-from facecraft.defenses.base import FeatureDefense
+from facecraft.defenses._critic import CriticDefense, latent_dim_of, prior_latents
 from facecraft.defenses.registry import register_defense
 
 __all__ = ["CrafterZ"]
@@ -32,7 +31,7 @@ __all__ = ["CrafterZ"]
 ProgressFn = Callable[[int, int, str], None]
 
 
-class CrafterZ(FeatureDefense):
+class CrafterZ(CriticDefense):
     r"""Crafter-z: push the latent of the face towards the prior, release its encoding.
 
     Args:
@@ -120,30 +119,16 @@ class CrafterZ(FeatureDefense):
         self.critic = critic
         self.persistent_critic = persistent_critic
         self.seed = seed
-        self.last_epsilon: Optional[float] = None
-        self._calls = 0
 
     @classmethod
     def name(cls) -> str:
         return "crafter-z"
 
-    def networks(self) -> Dict[str, nn.Module]:
-        nets = super().networks()
-        nets["generator"] = self.generator
-        if self.amortizer is not None:
-            nets["amortizer"] = self.amortizer
-        if self.critic is not None:
-            nets["critic"] = self.critic
-        return nets
-
     def protect(
         self, images: torch.Tensor, *, progress: Optional[ProgressFn] = None
     ) -> torch.Tensor:
         """Released features ``Enc(G(z))`` ``(N, *F)`` for images ``(N, 3, S, S)`` in [0, 1]."""
-        seed_gen = make_generator(self.seed, "cpu")
-        gp_gen = make_generator(self.seed, images.device)
-        call = self._calls
-        self._calls += 1
+        seed_gen, gp_gen, call = self._begin_call(images.device)
         enc, gen, amor = self.encoder, self.generator, self.amortizer
         zd = latent_dim_of(gen)
         with frozen(enc, gen, amor, self.head):
@@ -160,32 +145,11 @@ class CrafterZ(FeatureDefense):
             critic: Optional[nn.Module] = None
             critic_opt: Optional[torch.optim.Optimizer] = None
             for step in range(self.steps):
-                with torch.no_grad():
-                    x_now = gen(z)
-                if critic is None or not self.persistent_critic:
-                    critic, critic_opt = new_critic(
-                        images.shape[-1],
-                        self.critic_width,
-                        self.critic_lr,
-                        like=x_now,
-                        seed_gen=seed_gen,
-                        init=self.critic,
-                    )
-                train_critic(
-                    critic,
-                    critic_opt,
-                    gen,
-                    x_now,
-                    steps=self.critic_steps,
-                    gp_weight=self.gp_weight,
-                    seed_gen=seed_gen,
-                    gp_gen=gp_gen,
+                critic, critic_opt = self._critic_round(
+                    critic, critic_opt, z, images.shape[-1], seed_gen=seed_gen, gp_gen=gp_gen
                 )
+                d_prior = self._prior_score(critic, f0.shape[0], like=f0, seed_gen=seed_gen)
                 with frozen(critic):
-                    with torch.no_grad():
-                        d_prior = critic(
-                            gen(prior_latents(f0.shape[0], zd, like=f0, seed_gen=seed_gen))
-                        ).mean()
                     x = gen(z)
                     d_z = critic(x).mean()
                     l_u = (enc(x) - f0).flatten(1).pow(2).mean(dim=1).mean()
@@ -193,13 +157,9 @@ class CrafterZ(FeatureDefense):
                 z.grad = g
                 opt.step()
                 opt.zero_grad(set_to_none=True)
-                eps = float(d_prior - d_z.detach())
-                self.last_epsilon = eps
-                self.history.append(
-                    {"call": call, "step": step, "epsilon": eps, "utility": float(l_u.detach())}
+                self._record_step(
+                    call, step, self.steps, d_prior, d_z, l_u, progress=progress, desc="crafter-z"
                 )
-                if progress is not None:
-                    progress(step + 1, self.steps, "crafter-z")
             with torch.no_grad():
                 return enc(gen(z.detach()))
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Callable, Dict, Mapping, Optional, Union
+from typing import Callable, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as nnf
@@ -28,15 +28,15 @@ from facecraft._torchutils import frozen
 from facecraft.defenses._critic import seeded_init
 from facecraft.defenses._fitting import (
     check_public,
-    epoch_batches,
-    load_fit_state,
-    save_fit_state,
+    decoder_step,
+    new_decoder,
     set_grads,
     targets_for,
+    train_epochs,
 )
 from facecraft.defenses.base import FeatureDefense
 from facecraft.defenses.registry import register_defense
-from facecraft.models import Decoder, feature_shape
+from facecraft.models import feature_shape
 
 __all__ = ["DISCO", "ChannelPruner"]
 
@@ -227,78 +227,53 @@ class DISCO(FeatureDefense):
         enc, head, pruner = copy.deepcopy(self.encoder), copy.deepcopy(self.head), self.pruner
         for p in list(enc.parameters()) + list(head.parameters()) + list(pruner.parameters()):
             p.requires_grad_(True)
-        gen = torch.Generator()
-        gen.manual_seed(self.seed + 1)
-        dec = seeded_init(
-            lambda: Decoder(self.feature_shape, self.image_size, width=self.decoder_width), gen
-        ).to(dev)
+        dec = new_decoder(
+            self.feature_shape,
+            self.image_size,
+            self.decoder_width,
+            seed=self.seed + 1,
+            device=dev,
+        )
         eh_params = (list(enc.parameters()) if self.train_encoder else []) + list(head.parameters())
         pr_params, dec_params = list(pruner.parameters()), list(dec.parameters())
         opt_eh = torch.optim.Adam(eh_params, lr=self.lr)
         opt_pr = torch.optim.Adam(pr_params, lr=self.lr)
         opt_dec = torch.optim.Adam(dec_params, lr=self.lr)
-        modules = {"encoder": enc, "head": head, "pruner": pruner, "decoder": dec}
-        optimizers = {"encoder_head": opt_eh, "pruner": opt_pr, "decoder": opt_dec}
-        start = 0
-        if checkpoint_stem is not None:
-            meta = load_fit_state(
-                checkpoint_stem,
-                kind="disco-fit",
-                modules=modules,
-                optimizers=optimizers,
-                config=self.get_config(),
+
+        def step(x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+            with torch.set_grad_enabled(self.train_encoder):
+                f = enc(x)
+            fp = f * pruner(f)[:, :, None, None]
+            # the adversary's step
+            decoder_step(dec, dec_params, opt_dec, fp.detach(), x)
+            # the defender's steps: pruner on (1 - lam) task - lam adv, encoder/head on task
+            task = nnf.binary_cross_entropy_with_logits(head(fp), y)
+            with frozen(dec):
+                adv = nnf.mse_loss(dec(fp), x)
+            g_pr = torch.autograd.grad(
+                (1 - self.lam) * task - self.lam * adv, pr_params, retain_graph=True
             )
-            if meta is not None:
-                start = int(meta["epoch"])
-                self.history = list(meta.get("history", []))
-        for epoch in range(start, self.epochs):
-            enc.train(self.train_encoder), head.train(), pruner.train(), dec.train()
-            tot_task = tot_rec = 0.0
-            batches = epoch_batches(public_images.shape[0], self.batch_size, self.seed, epoch)
-            for idx in batches:
-                x = public_images[idx].to(dev)
-                y = targets[idx].to(dev)
-                with torch.set_grad_enabled(self.train_encoder):
-                    f = enc(x)
-                fp = f * pruner(f)[:, :, None, None]
-                # the adversary's step
-                rec = nnf.mse_loss(dec(fp.detach()), x)
-                set_grads(dec_params, torch.autograd.grad(rec, dec_params))
-                opt_dec.step()
-                opt_dec.zero_grad(set_to_none=True)
-                # the defender's steps: pruner on (1 - lam) task - lam adv, encoder/head on task
-                task = nnf.binary_cross_entropy_with_logits(head(fp), y)
-                with frozen(dec):
-                    adv = nnf.mse_loss(dec(fp), x)
-                g_pr = torch.autograd.grad(
-                    (1 - self.lam) * task - self.lam * adv, pr_params, retain_graph=True
-                )
-                set_grads(eh_params, torch.autograd.grad(task, eh_params))
-                set_grads(pr_params, g_pr)
-                opt_pr.step()
-                opt_eh.step()
-                opt_pr.zero_grad(set_to_none=True)
-                opt_eh.zero_grad(set_to_none=True)
-                tot_task += float(task.detach())
-                tot_rec += float(adv.detach())
-            self.history.append(
-                {"epoch": epoch, "task": tot_task / len(batches), "recon": tot_rec / len(batches)}
-            )
-            if checkpoint_stem is not None:
-                save_fit_state(
-                    checkpoint_stem,
-                    kind="disco-fit",
-                    modules=modules,
-                    optimizers=optimizers,
-                    meta={
-                        "defense": self.name(),
-                        "config": self.get_config(),
-                        "epoch": epoch + 1,
-                        "history": self.history,
-                    },
-                )
-            if progress is not None:
-                progress(epoch + 1, self.epochs, "disco")
+            set_grads(eh_params, torch.autograd.grad(task, eh_params))
+            set_grads(pr_params, g_pr)
+            opt_pr.step()
+            opt_eh.step()
+            opt_pr.zero_grad(set_to_none=True)
+            opt_eh.zero_grad(set_to_none=True)
+            return task, adv
+
+        train_epochs(
+            self,
+            public_images,
+            targets,
+            name="disco",
+            modules={"encoder": enc, "head": head, "pruner": pruner, "decoder": dec},
+            optimizers={"encoder_head": opt_eh, "pruner": opt_pr, "decoder": opt_dec},
+            step=step,
+            device=dev,
+            eval_modules=() if self.train_encoder else ("encoder",),
+            checkpoint_stem=checkpoint_stem,
+            progress=progress,
+        )
         self.encoder, self.head, self.decoder = enc.eval(), head.eval(), dec.eval()
         pruner.eval()
         return self

@@ -238,7 +238,7 @@ def _small() -> RunConfig:
         amortizer=AmortizerTrainConfig(steps=1500, batch_size=64),
         attacks={
             "whitebox": {"steps": 150},
-            "blackbox": {"epochs": 12, "batch_size": 64, "width": 64},
+            "blackbox": {"epochs": 8, "batch_size": 64, "width": 64},
             "hybrid": {"steps": 100},
             "adaptive-whitebox": {"epochs": 4, "inner_steps": 50, "init_steps": 150, "steps": 150, "batch_size": 64},
             "adaptive-blackbox": {"epochs": 6, "batch_size": 64},
@@ -255,7 +255,7 @@ def _small() -> RunConfig:
                                    "critic_width": 16, "solver": "gn-cg", "cg_iters": 10, "warm_start": True},
                         "sweep": {"param": "beta", "values": [1.0, 10.0]}},
         },
-        eval={"n_images": 256, "pii_steps": 200, "adaptive_public": 512, "evalnet": {"epochs": 30, "width": 0.5}},
+        eval={"n_images": 256, "pii_steps": 200, "adaptive_public": 512, "evalnet": {"epochs": 20, "width": 0.5}},
     )
 
 

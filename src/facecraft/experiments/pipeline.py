@@ -208,18 +208,34 @@ class _Demo:
 
 
 def run_demo(cfg: RunConfig, run_dir: Path, *, data_root: Optional[str] = None,
-             progress: Optional[ProgressFn] = None, attacks: Optional[List[str]] = None) -> Path:
+             progress: Optional[ProgressFn] = None, attacks: Optional[List[str]] = None,
+             defenses: Optional[List[str]] = None) -> Path:
     """Run (or resume) the study of ``cfg`` in ``run_dir``; writes ``results.json`` and the report.
+
+    Args:
+        cfg: the run's configuration (profile).
+        run_dir: where everything is stored and reused.
+        data_root: dataset folder or its parent (else ``FACECRAFT_DATA``).
+        progress: ``progress(done, total, desc)``.
+        attacks: attack names to run (default: ``cfg.eval['attacks']`` or :data:`DEMO_ATTACKS`).
+        defenses: defence names to run (default: every one in ``cfg.defenses``).
 
     Returns:
         The path of ``report.html``.
     """
+    if defenses is not None:
+        unknown = set(defenses) - set(cfg.defenses)
+        if unknown:
+            raise ValueError(f"defences {sorted(unknown)} are not in the {cfg.profile} profile; "
+                             f"choose from {sorted(cfg.defenses)}")
     study = Study(cfg, run_dir, data_root=data_root, progress=progress)
     demo = _Demo(study, progress)
     ctx = demo.context()
     ceiling = oracle_ceiling(ctx)
     rows: List[Dict[str, Any]] = []
     for name, param, kwargs in defense_grid(cfg):
+        if defenses is not None and name not in defenses:
+            continue
         key = f"{name}:{param}"
         defense = demo.build_defense(name, param, kwargs)
         feats = demo.released(key, defense, ctx)
@@ -241,16 +257,22 @@ def run_demo(cfg: RunConfig, run_dir: Path, *, data_root: Optional[str] = None,
                             for r in rows if r.get("history")],
         "config": config_to_dict(cfg),
     }
+    results["cells"] = str(demo.cells.relative_to(study.run_dir))
+    save_checkpoint(demo.cells / "originals", {"images": ctx.originals[:_GRID_FACES]}, kind="originals")
     atomic_write_json(study.run_dir / "results.json", results)
-    return build_report(study.run_dir, ctx.originals[:_GRID_FACES], cells=demo.cells)
+    return build_report(study.run_dir)
 
 
-def build_report(run_dir: Path, originals: Optional[torch.Tensor] = None, *, cells: Optional[Path] = None) -> Path:
+def build_report(run_dir: Path) -> Path:
     """Draw the figures from ``run_dir``'s results and cells and write ``report.html`` / ``report.md``."""
     from facecraft.experiments.report import plot_adaptive, plot_grid, plot_tradeoff, write_report
 
     run_dir = Path(run_dir)
+    if not (run_dir / "results.json").exists():
+        raise ValueError(f"{run_dir} holds no results.json; run `facecraft demo` or `facecraft evaluate` first")
     results = read_json(run_dir / "results.json")
+    cells = run_dir / results["cells"]
+    originals = load_checkpoint(cells / "originals", kind="originals")[0]["images"]
     figures = {"tradeoff": plot_tradeoff(results)}
     adaptive = plot_adaptive(results)
     if adaptive:
@@ -267,9 +289,9 @@ def build_report(run_dir: Path, originals: Optional[torch.Tensor] = None, *, cel
         label = d if p is None else f"{d} {p:g}"
         recon[label] = {}
         for a in attacks:
-            stem = Path(cells or run_dir / "cells") / f"{d}_{p}--{a}-recon"
+            stem = cells / f"{d}_{p}--{a}-recon"
             if checkpoint_exists(stem):
                 recon[label][a] = load_checkpoint(stem, kind="reconstructions")[0]["images"]
-    if originals is not None and recon:
+    if recon:
         figures["grid"] = plot_grid(originals, recon, attacks)
     return write_report(run_dir, figures=figures)["html"]
