@@ -178,6 +178,8 @@ def evaluate(profile: str = ProfileOpt, dataset: Optional[str] = DatasetOpt, dat
              out: Path = OutOpt, device: str = DeviceOpt,
              defense: Optional[List[str]] = typer.Option(None, "--defense", "-d", help="Defence(s) to evaluate (repeat)."),
              attack: Optional[List[str]] = typer.Option(None, "--attack", "-a", help="Attack(s) to run (repeat)."),
+             skip_evalnet: bool = typer.Option(False, "--skip-evalnet",
+                                               help="Judge with the dlib oracle only (no Eval-net training)."),
              verbose: bool = typer.Option(False, "-v")) -> None:
     """Attack the chosen defences' releases and write results.json (Eval Acc, FSIM, SSIM, PSNR, epsilon-PII, AUC)."""
     _setup_logging(verbose)
@@ -186,8 +188,11 @@ def evaluate(profile: str = ProfileOpt, dataset: Optional[str] = DatasetOpt, dat
 
     try:
         with _Bars() as bars:
-            report = run_demo(_config(profile, dataset, device), out, data_root=data_root, progress=bars,
-                              attacks=attack or None, defenses=defense or None)
+            cfg = _config(profile, dataset, device)
+            if skip_evalnet:
+                cfg = dataclasses.replace(cfg, eval={**cfg.eval, "oracles": ["dlib"]})
+            report = run_demo(cfg, out, data_root=data_root, progress=bars, attacks=attack or None,
+                              defenses=defense or None)
     except (DataError, ValueError) as e:
         _fail(e)
     console.print(f"[green]done[/green]: {out / 'results.json'}, {report}")

@@ -33,7 +33,7 @@ class EvalContext:
         labels: their 0-based identities ``(N,)``.
         attributes: their attributes ``(N, A)`` in {0, 1}, or ``None``.
         dlib: a fitted :class:`~facecraft.metrics.dlib_oracle.DlibOracle`.
-        evalnet: a trained :class:`~facecraft.metrics.evalnet.EvalNet`.
+        evalnet: a trained :class:`~facecraft.metrics.evalnet.EvalNet`, or ``None`` to report only dlib.
         prior_samples: ``G(z_r)`` images for epsilon-PII.
         original_embeddings: dlib embeddings of ``originals`` (computed once).
         pii_steps: critic steps of the epsilon-PII estimate.
@@ -51,14 +51,18 @@ class EvalContext:
     seed: int = 0
 
 
-def oracle_ceiling(ctx: EvalContext) -> Dict[str, Dict[str, float]]:
+def _accuracies(dlib_scores: torch.Tensor, images: torch.Tensor, ctx: EvalContext) -> Dict[str, Dict[str, Any]]:
+    out: Dict[str, Dict[str, Any]] = {}
+    e = None if ctx.evalnet is None else ctx.evalnet.scores(images.to(ctx.evalnet.device)).cpu()
+    for k in (1, 5):
+        out[f"top{k}"] = {"dlib": float(topk_accuracy(dlib_scores, ctx.labels, k=k)),
+                          "evalnet": None if e is None else float(topk_accuracy(e, ctx.labels, k=k))}
+    return out
+
+
+def oracle_ceiling(ctx: EvalContext) -> Dict[str, Dict[str, Any]]:
     """Each oracle's top-1/top-5 on the *real* images: the ceiling of every Eval Acc."""
-    d = ctx.dlib.scores_from_embeddings(ctx.original_embeddings)
-    e = ctx.evalnet.scores(ctx.originals.to(ctx.evalnet.device)).cpu()
-    return {
-        "top1": {"dlib": float(topk_accuracy(d, ctx.labels, k=1)), "evalnet": float(topk_accuracy(e, ctx.labels, k=1))},
-        "top5": {"dlib": float(topk_accuracy(d, ctx.labels, k=5)), "evalnet": float(topk_accuracy(e, ctx.labels, k=5))},
-    }
+    return _accuracies(ctx.dlib.scores_from_embeddings(ctx.original_embeddings), ctx.originals, ctx)
 
 
 def privacy_metrics(recon: torch.Tensor, ctx: EvalContext, *, full: bool = True,
@@ -67,12 +71,10 @@ def privacy_metrics(recon: torch.Tensor, ctx: EvalContext, *, full: bool = True,
     PSNR and epsilon-PII (the per-epoch curves of adaptive attacks skip those)."""
     recon = recon.detach().float().cpu().clamp(0, 1)
     emb = ctx.dlib.embed(recon, progress=progress)
-    d = ctx.dlib.scores_from_embeddings(emb)
-    e = ctx.evalnet.scores(recon.to(ctx.evalnet.device)).cpu()
-    labels = ctx.labels
+    acc = _accuracies(ctx.dlib.scores_from_embeddings(emb), recon, ctx)
     out: Dict[str, Any] = {
-        "eval_acc_top1": {"dlib": float(topk_accuracy(d, labels, k=1)), "evalnet": float(topk_accuracy(e, labels, k=1))},
-        "eval_acc_top5": {"dlib": float(topk_accuracy(d, labels, k=5)), "evalnet": float(topk_accuracy(e, labels, k=5))},
+        "eval_acc_top1": acc["top1"],
+        "eval_acc_top5": acc["top5"],
         "fsim": float(feature_cosine(emb, ctx.original_embeddings)),
     }
     if full:

@@ -71,6 +71,9 @@ class _Demo:
         self.cells = study.run_dir / "cells" / study.key(cfg)
         self.cells.mkdir(parents=True, exist_ok=True)
         self._decoders: Dict[str, DecoderAttack] = {}
+        self.oracles = tuple(self.cfg.eval.get("oracles", ("dlib", "evalnet")))
+        if "dlib" not in self.oracles:
+            raise ValueError(f"the dlib oracle is always used; got oracles {self.oracles}")
 
     # -- shared pieces --------------------------------------------------------------------------
     def context(self) -> EvalContext:
@@ -92,7 +95,8 @@ class _Demo:
             prior_samples = torch.cat([g(z[i:i + 128]) for i in range(0, z.shape[0], 128)]).cpu()
         return EvalContext(originals=originals, labels=test.identities[idx],
                            attributes=None if test.attributes is None else test.attributes[idx],
-                           dlib=dl, evalnet=s.evalnet(), prior_samples=prior_samples, original_embeddings=emb,
+                           dlib=dl, evalnet=s.evalnet() if "evalnet" in self.oracles else None,
+                           prior_samples=prior_samples, original_embeddings=emb,
                            pii_steps=int(self.cfg.eval.get("pii_steps", 300)),
                            pii_width=int(self.cfg.eval.get("pii_width", 32)), seed=self.cfg.seed)
 

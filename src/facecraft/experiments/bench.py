@@ -1,0 +1,460 @@
+r"""``facecraft bench craft``: the paper's Crafter against a fast configuration, at equal privacy.
+
+Issue 5 (deliverable 2) and CRAFTER.md section 3: as published, Crafter
+re-solves the attacker's inversion (amortized start + ~80 iterations) and
+runs a 120-term Neumann series of Hessian-vector products at every one of
+~450 outer steps. :func:`bench_craft` measures how much faster a cheaper
+configuration reaches the *same* privacy at no worse utility, on one batch of
+private ``eval_test`` faces, with both runs in one process one after the other
+so the ratio is fair on a noisy machine:
+
+1. the **reference** (the paper's per-step work: ``warm_start=False``, i.e.
+   ``Amor(F)`` + ``inner_steps`` re-inversion at every outer step,
+   ``solver="neumann"``, ``neumann_iters=120``, ``neumann_alpha=1e-3``,
+   ``critic_steps=10``) runs ``reference_steps`` outer steps, timed;
+2. the **fast** configuration runs in growing chunks of outer steps until its
+   epsilon-PII is within ``tolerance`` (relative) of the reference's, or lower,
+   at no worse utility loss, or ``max_fast_steps`` is reached;
+3. both releases are judged by the *same independent measurement*: the
+   white-box attacker (:class:`~facecraft.attacks.whitebox.WhiteBoxAttack` with
+   the study's amortizer) reconstructs ``G(z*(F))``, and
+   :func:`~facecraft.metrics.pii.epsilon_pii` (a fresh critic, fixed seed)
+   estimates their EMD to prior samples ``G(z_r)``. The defences' own critic
+   estimates (``Crafter.last_epsilon``) are reported too, but are not the test:
+   a defence that weakens its critic would look private by its own measure;
+4. white-box Eval Acc (top-1) of both releases, with the dlib oracle or the
+   Eval-network.
+
+:func:`profile_fast` shows where the fast configuration's time goes.
+
+References:
+    Wang et al., "Crafter: Facial Feature Crafting against Inversion-based
+    Identity Theft on Deep Models", NDSS 2024, https://arxiv.org/abs/2401.07205
+    (section 4: the nested min-max, the Neumann hypergradient with
+    ``alpha = 1e-3``, ``i = 120``; 450 outer steps, critic 10 steps per step).
+"""
+
+from __future__ import annotations
+
+import cProfile
+import copy
+import logging
+import math
+import os
+import pstats
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+
+from facecraft._torchutils import frozen
+from facecraft.attacks.whitebox import WhiteBoxAttack
+from facecraft.defenses.crafter import Crafter
+from facecraft.experiments.study import Study, machine_info
+from facecraft.metrics.identity import topk_accuracy
+from facecraft.metrics.pii import epsilon_pii
+
+__all__ = ["BENCH_DEFAULTS", "bench_defaults", "bench_craft", "profile_fast"]
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int, str], None]
+
+#: Per-profile defaults of ``facecraft bench craft``: the reference and fast Crafter
+#: keyword arguments (``outer_steps`` is set by the benchmark) and suggested
+#: ``reference_steps`` / ``max_fast_steps``.
+#:
+#: * ``tiny``: a few iterations of everything, for tests (seconds).
+#: * ``small``: the paper's per-step work except ``inner_steps=40`` instead of 80
+#:   for the reference's amortized re-inversion. On this 2-core CPU one reference
+#:   step at batch 32 (64x64, ``zd = 128``) takes of the order of a minute, dominated
+#:   by the 120 Neumann Hessian-vector products (each a double backward through
+#:   ``G`` and ``Enc``); 40 inner iterations cost roughly a quarter of that, 80 would
+#:   add ~20% more. Halving them makes the reference *cheaper*, so a ratio measured
+#:   against it understates the speed-up over the paper's 80. ``critic_width=16``
+#:   is the small profile's critic.
+#: * ``paper``: the paper's values (inner 80, Neumann 120 at alpha 1e-3, critic 10
+#:   steps of width 64, 450 outer steps).
+#:
+#: The fast configuration in every profile: warm-start the inner solve from the
+#: previous ``z*`` with a few iterations (the first solve gets the reference's
+#: ``inner_steps`` via ``init_steps``, so both start from an equally good ``z*``),
+#: a Gauss-Newton CG inverse-HVP with few iterations, fewer critic steps on a
+#: persistent critic. ``lr`` and ``beta`` are the reference's (Crafter's defaults),
+#: so utility is traded the same way.
+BENCH_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "tiny": {
+        "reference": {"warm_start": False, "inner_steps": 5, "solver": "neumann", "neumann_iters": 10,
+                      "neumann_alpha": 1e-3, "critic_steps": 3, "critic_width": 8, "persistent_critic": True},
+        "fast": {"warm_start": True, "inner_steps": 2, "init_steps": 5, "solver": "gn-cg", "cg_iters": 2,
+                 "critic_steps": 1, "critic_width": 8, "persistent_critic": True},
+        "reference_steps": 3,
+        "max_fast_steps": 6,
+    },
+    "small": {
+        "reference": {"warm_start": False, "inner_steps": 40, "solver": "neumann", "neumann_iters": 120,
+                      "neumann_alpha": 1e-3, "critic_steps": 10, "critic_width": 16, "persistent_critic": True},
+        "fast": {"warm_start": True, "inner_steps": 5, "init_steps": 40, "solver": "gn-cg", "cg_iters": 5,
+                 "critic_steps": 2, "critic_width": 16, "persistent_critic": True},
+        "reference_steps": 10,
+        "max_fast_steps": 40,
+    },
+    "paper": {
+        "reference": {"warm_start": False, "inner_steps": 80, "solver": "neumann", "neumann_iters": 120,
+                      "neumann_alpha": 1e-3, "critic_steps": 10, "critic_width": 64, "persistent_critic": True},
+        "fast": {"warm_start": True, "inner_steps": 10, "init_steps": 80, "solver": "gn-cg", "cg_iters": 10,
+                 "critic_steps": 2, "critic_width": 64, "persistent_critic": True},
+        "reference_steps": 450,
+        "max_fast_steps": 900,
+    },
+}
+
+
+def bench_defaults(profile: str) -> Dict[str, Any]:
+    """A deep copy of :data:`BENCH_DEFAULTS` for ``profile`` (``paper``'s for unknown names, e.g. ``custom``)."""
+    return copy.deepcopy(BENCH_DEFAULTS.get(profile, BENCH_DEFAULTS["paper"]))
+
+
+def bench_craft(
+    study: Study,
+    *,
+    batch: int = 32,
+    reference_steps: int,
+    reference_kwargs: Optional[Dict[str, Any]] = None,
+    fast_kwargs: Optional[Dict[str, Any]] = None,
+    max_fast_steps: int,
+    tolerance: float = 0.10,
+    utility_tolerance: float = 0.0,
+    fast_start_steps: Optional[int] = None,
+    growth: float = 1.5,
+    eval_dlib: bool = True,
+    eval_undefended: bool = True,
+    pii_repeats: int = 1,
+    warmup: bool = True,
+    progress: Optional[ProgressFn] = None,
+) -> Dict[str, Any]:
+    r"""Time the reference Crafter and the fast one until it reaches the reference's privacy (issue 5).
+
+    The batch is the first ``batch`` of ``study.eval_indices()`` (private
+    ``eval_test`` faces). Crafter's trajectory is seeded and its outer Adam has
+    a constant step size, so a run of ``k`` outer steps is a prefix of a run of
+    ``K > k``: each fast chunk is a fresh run of Crafter with ``outer_steps``
+    set to the chunk's total (``fast_start_steps``, then times ``growth``,
+    capped at ``max_fast_steps``), exactly what a deployment with that many
+    steps computes, and ``fast_s`` is the time of the run that is finally
+    reported alone (the search's total is ``fast_search_s``). Only
+    :meth:`~facecraft.defenses.crafter.Crafter.protect` is timed
+    (``time.perf_counter``, after a CUDA synchronise on GPU); the measurements
+    are not.
+
+    Acceptance of a fast run (``reached``): ``epsilon_fast <= epsilon_reference
+    + tolerance * |epsilon_reference|`` and ``utility_loss_fast <=
+    utility_loss_reference * (1 + utility_tolerance)``. epsilon-PII of each
+    release is the mean over ``pii_repeats`` seeded estimates of
+    :func:`~facecraft.metrics.pii.epsilon_pii` between the white-box
+    reconstructions ``G(z*(F))`` (study's ``whitebox`` attack settings, with its
+    amortizer) and ``max(64, batch)`` prior samples ``G(z_r)``, with the
+    critic settings of ``study.cfg.eval`` (``pii_steps``, ``pii_width``) and
+    seeds ``cfg.seed + 101 + r``: identical for both releases. The utility loss
+    is ``||F - Enc(X)||^2 / dim(F)``, the batch mean.
+
+    Args:
+        study: the study holding the data and the trained target, prior and amortizer.
+        batch: faces in the batch (at least 2, for the held-out epsilon-PII).
+        reference_steps: outer steps of the reference run.
+        reference_kwargs: :class:`~facecraft.defenses.crafter.Crafter` keyword
+            arguments that update the profile's ``BENCH_DEFAULTS[...]["reference"]``
+            (Default: None, the profile's).
+        fast_kwargs: the same for the fast configuration (Default: None).
+        max_fast_steps: the most outer steps the fast configuration may take.
+        tolerance: relative slack on epsilon-PII (Default: 0.10, issue 5's 10%).
+        utility_tolerance: relative slack on the utility loss (Default: 0.0, "no worse").
+        fast_start_steps: outer steps of the first fast chunk (Default: None:
+            ``max(1, reference_steps // 4)``, capped at ``max_fast_steps``).
+        growth: factor between successive chunk totals, > 1 (Default: 1.5).
+        eval_dlib: judge Eval Acc with the dlib oracle (``study.dlib_oracle()``);
+            otherwise with the Eval-network (``study.evalnet()``) (Default: True).
+        eval_undefended: also measure the undefended release ``Enc(X)``
+            (extra keys ``epsilon_undefended``, ``eval_acc_whitebox_undefended``,
+            a yardstick for both) (Default: True).
+        pii_repeats: seeded epsilon-PII estimates averaged per release (Default: 1).
+        warmup: before timing, run each configuration once at the batch's shape
+            with one iteration of every part, so neither timed run pays
+            first-call costs (kernel selection, thread pools) (Default: True).
+        progress: optional ``progress(done, total, desc)``, called after every outer step.
+
+    Returns:
+        A JSON-able dict with ``batch``, ``reference_s``, ``fast_s``, ``ratio``
+        (``reference_s / fast_s``), ``epsilon_reference``, ``epsilon_fast``,
+        ``utility_loss_reference``, ``utility_loss_fast``,
+        ``eval_acc_whitebox_reference``, ``eval_acc_whitebox_fast``,
+        ``reached``, ``fast_steps``, ``reference_kwargs``, ``fast_kwargs`` (the
+        resolved ones, ``outer_steps`` included) and ``device``; extras:
+        ``reference_steps``, ``profile``, ``eval_oracle``, ``tolerance``,
+        ``utility_tolerance``, ``critic_epsilon_reference`` /
+        ``critic_epsilon_fast`` (the defences' own last estimates),
+        ``reference_s_per_step``, ``fast_s_per_step``, ``fast_search_s``,
+        ``search`` (one dict per fast chunk: ``steps``, ``seconds``,
+        ``epsilon``, ``utility_loss``, ``critic_epsilon``, ``reached``),
+        ``epsilon_pii_repeats``, the undefended keys, ``torch_threads``,
+        ``machine`` and ``wall_s``.
+
+    Raises:
+        ValueError: bad step counts, batch, tolerances or growth, ``outer_steps``
+            in the kwargs, or fewer than 2 eval faces.
+    """
+    for name, v in (("reference_steps", reference_steps), ("max_fast_steps", max_fast_steps),
+                    ("pii_repeats", pii_repeats)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 2:
+        raise ValueError(f"batch must be an integer >= 2 (epsilon-PII splits it in halves), got {batch!r}")
+    if not tolerance >= 0 or not utility_tolerance >= 0:
+        raise ValueError(f"tolerances must be >= 0, got {tolerance} and {utility_tolerance}")
+    if not growth > 1:
+        raise ValueError(f"growth must be > 1, got {growth}")
+    if fast_start_steps is not None and fast_start_steps < 1:
+        raise ValueError(f"fast_start_steps must be >= 1, got {fast_start_steps}")
+    wall0 = time.perf_counter()
+    defaults = bench_defaults(study.cfg.profile)
+    ref_kw = _resolve_kwargs(defaults["reference"], reference_kwargs, "reference_kwargs")
+    fast_kw = _resolve_kwargs(defaults["fast"], fast_kwargs, "fast_kwargs")
+
+    bench = _Bench(study, batch, eval_dlib=eval_dlib, pii_repeats=pii_repeats, progress=progress)
+    if warmup:
+        bench.warmup(ref_kw)
+        bench.warmup(fast_kw)
+
+    # 1. the reference, timed, then measured
+    ref_feats, reference_s, ref_crafter = bench.protect(ref_kw, reference_steps, "bench reference")
+    ref_m = bench.measure(ref_feats)
+    log.info("bench reference: %d steps in %.2f s, epsilon %.4f, utility loss %.3g", reference_steps, reference_s,
+             ref_m["epsilon"], ref_m["utility_loss"])
+    eps_bound = ref_m["epsilon"] + tolerance * abs(ref_m["epsilon"])
+    util_bound = ref_m["utility_loss"] * (1.0 + utility_tolerance)
+
+    # 2. the fast configuration in growing chunks until it reaches the reference
+    search: List[Dict[str, Any]] = []
+    fast_m: Dict[str, Any] = {}
+    fast_s, fast_steps, fast_crafter, reached = math.nan, 0, None, False
+    for steps in _schedule(fast_start_steps or max(1, reference_steps // 4), max_fast_steps, growth):
+        feats, secs, crafter = bench.protect(fast_kw, steps, f"bench fast ({steps} steps)")
+        m = bench.measure(feats)
+        reached = m["epsilon"] <= eps_bound and m["utility_loss"] <= util_bound
+        search.append({"steps": steps, "seconds": secs, "epsilon": m["epsilon"], "utility_loss": m["utility_loss"],
+                       "critic_epsilon": crafter.last_epsilon, "reached": reached})
+        log.info("bench fast: %d steps in %.2f s, epsilon %.4f (bound %.4f), utility loss %.3g (bound %.3g)%s",
+                 steps, secs, m["epsilon"], eps_bound, m["utility_loss"], util_bound, " reached" if reached else "")
+        fast_m, fast_s, fast_steps, fast_crafter = m, secs, steps, crafter
+        if reached:
+            break
+
+    out: Dict[str, Any] = {
+        "batch": bench.n,
+        "reference_s": reference_s,
+        "fast_s": fast_s,
+        "ratio": reference_s / fast_s if fast_s > 0 else math.inf,
+        "epsilon_reference": ref_m["epsilon"],
+        "epsilon_fast": fast_m["epsilon"],
+        "utility_loss_reference": ref_m["utility_loss"],
+        "utility_loss_fast": fast_m["utility_loss"],
+        "eval_acc_whitebox_reference": ref_m["eval_acc"],
+        "eval_acc_whitebox_fast": fast_m["eval_acc"],
+        "reached": bool(reached),
+        "fast_steps": fast_steps,
+        "reference_kwargs": {**ref_kw, "outer_steps": reference_steps},
+        "fast_kwargs": {**fast_kw, "outer_steps": fast_steps},
+        "device": str(study.device),
+        # extras
+        "profile": study.cfg.profile,
+        "reference_steps": reference_steps,
+        "eval_oracle": "dlib" if eval_dlib else "evalnet",
+        "tolerance": tolerance,
+        "utility_tolerance": utility_tolerance,
+        "critic_epsilon_reference": ref_crafter.last_epsilon,
+        "critic_epsilon_fast": fast_crafter.last_epsilon if fast_crafter is not None else None,
+        "reference_s_per_step": reference_s / reference_steps,
+        "fast_s_per_step": fast_s / fast_steps,
+        "fast_search_s": sum(s["seconds"] for s in search),
+        "search": search,
+        "epsilon_pii_repeats": pii_repeats,
+    }
+    if eval_undefended:
+        none_m = bench.measure(bench.f0)
+        out["epsilon_undefended"] = none_m["epsilon"]
+        out["eval_acc_whitebox_undefended"] = none_m["eval_acc"]
+    out["torch_threads"] = torch.get_num_threads()
+    out["machine"] = machine_info(study.device)
+    out["wall_s"] = time.perf_counter() - wall0
+    log.info("bench craft: ratio %.2f (reference %.2f s, fast %.2f s, %d steps, reached=%s)", out["ratio"],
+             reference_s, fast_s, fast_steps, reached)
+    return out
+
+
+def profile_fast(
+    study: Study,
+    *,
+    batch: int = 32,
+    fast_kwargs: Optional[Dict[str, Any]] = None,
+    outer_steps: int = 5,
+    top: int = 15,
+    backend: str = "torch",
+) -> List[Tuple[str, float]]:
+    """Where the fast Crafter configuration's time goes: the top functions by self time (issue 5).
+
+    Runs the fast configuration (the profile's ``BENCH_DEFAULTS[...]["fast"]``
+    updated by ``fast_kwargs``) once for ``outer_steps`` on the benchmark's
+    batch, after an untimed warm-up, under ``torch.profiler`` (operator self
+    time; on CUDA the device self time) or ``cProfile`` (Python function
+    ``tottime``).
+
+    Args:
+        study: the study (data, target, prior, amortizer).
+        batch: faces in the batch (the first of ``study.eval_indices()``).
+        fast_kwargs: Crafter keyword arguments updating the profile's fast ones (Default: None).
+        outer_steps: outer steps of the profiled run (Default: 5).
+        top: how many functions to return (Default: 15).
+        backend: ``"torch"`` or ``"cprofile"`` (Default: ``"torch"``).
+
+    Returns:
+        ``[(name, seconds), ...]``, at most ``top`` entries, largest self time first.
+
+    Raises:
+        ValueError: unknown backend, ``outer_steps`` or ``top`` < 1, or ``outer_steps`` in the kwargs.
+    """
+    if backend not in ("torch", "cprofile"):
+        raise ValueError(f"backend must be 'torch' or 'cprofile', got {backend!r}")
+    if outer_steps < 1 or top < 1:
+        raise ValueError(f"outer_steps and top must be >= 1, got {outer_steps} and {top}")
+    fast_kw = _resolve_kwargs(bench_defaults(study.cfg.profile)["fast"], fast_kwargs, "fast_kwargs")
+    bench = _Bench(study, batch, eval_dlib=False, pii_repeats=1, progress=None)
+    bench.warmup(fast_kw)
+    crafter = bench.crafter(fast_kw, outer_steps)
+    if backend == "cprofile":
+        prof = cProfile.Profile()
+        prof.enable()
+        try:
+            crafter.protect(bench.images)
+            _sync(study.device)
+        finally:
+            prof.disable()
+        stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+        rows = sorted(((f"{fn} ({os.path.basename(path)}:{line})", float(v[2]))
+                       for (path, line, fn), v in stats.items()), key=lambda r: -r[1])
+        return rows[:top]
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    cuda = study.device.type == "cuda"
+    if cuda:
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        crafter.protect(bench.images)
+        _sync(study.device)
+    events = prof.key_averages()
+
+    def self_us(e: Any) -> float:
+        if cuda:
+            return float(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0.0)))
+        return float(e.self_cpu_time_total)
+
+    rows = sorted(((e.key, self_us(e) * 1e-6) for e in events), key=lambda r: -r[1])
+    return rows[:top]
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+class _Bench:
+    """The batch, the models and the one measurement both releases get."""
+
+    def __init__(self, study: Study, batch: int, *, eval_dlib: bool, pii_repeats: int,
+                 progress: Optional[ProgressFn]) -> None:
+        self.study = study
+        self.progress = progress
+        self.eval_dlib = eval_dlib
+        self.pii_repeats = pii_repeats
+        idx = study.eval_indices()[:batch]
+        if idx.shape[0] < 2:
+            raise ValueError(f"the benchmark needs at least 2 eval faces, the study has {idx.shape[0]}")
+        test = study.data.eval_test
+        dev = study.device
+        self.n = int(idx.shape[0])
+        self.images = test.float_images(idx).to(dev)
+        self.labels = test.identities[idx]
+        self.target = study.target()
+        self.generator, _ = study.prior()
+        self.amortizer = study.amortizer()
+        with torch.no_grad(), frozen(self.target.encoder):
+            self.f0 = self.target.encoder(self.images).detach()
+        cfg = study.cfg
+        gen = torch.Generator().manual_seed(cfg.seed + 5)
+        z = torch.randn(max(64, self.n), self.generator.latent_dim, generator=gen).to(dev)
+        with torch.no_grad(), frozen(self.generator):
+            self.prior_samples = torch.cat([self.generator(z[i:i + 128]) for i in range(0, z.shape[0], 128)])
+        self.pii_steps = int(cfg.eval.get("pii_steps", 300))
+        self.pii_width = int(cfg.eval.get("pii_width", 32))
+        self.attack = WhiteBoxAttack(self.target.encoder, self.generator, amortizer=self.amortizer,
+                                     **dict(cfg.attacks.get("whitebox", {})))
+
+    def crafter(self, kwargs: Dict[str, Any], outer_steps: int) -> Crafter:
+        return Crafter(self.target.encoder, self.target.head, self.generator, amortizer=self.amortizer,
+                       **{**kwargs, "outer_steps": outer_steps})
+
+    def warmup(self, kwargs: Dict[str, Any]) -> None:
+        """One outer step at the batch's shape with one iteration of every part (untimed)."""
+        kw = dict(kwargs)
+        for k in ("inner_steps", "init_steps", "neumann_iters", "cg_iters", "critic_steps"):
+            if kw.get(k) is not None and kw[k] > 0:
+                kw[k] = 1
+        self.crafter(kw, 1).protect(self.images)
+
+    def protect(self, kwargs: Dict[str, Any], outer_steps: int, desc: str) -> Tuple[torch.Tensor, float, Crafter]:
+        crafter = self.crafter(kwargs, outer_steps)
+        cb = None
+        if self.progress is not None:
+            progress = self.progress
+            cb = lambda d, t, _s: progress(d, t, desc)  # noqa: E731
+        _sync(self.study.device)
+        t0 = time.perf_counter()
+        feats = crafter.protect(self.images, progress=cb)
+        _sync(self.study.device)
+        return feats, time.perf_counter() - t0, crafter
+
+    def measure(self, feats: torch.Tensor) -> Dict[str, Any]:
+        """Utility loss, white-box epsilon-PII and Eval Acc (top-1) of one release."""
+        feats = feats.detach().to(self.f0.device, self.f0.dtype)
+        utility = float((feats - self.f0).flatten(1).pow(2).mean(dim=1).mean())
+        recon = self.attack(feats).detach().clamp(0, 1)
+        prior = self.prior_samples.to(recon.device, recon.dtype)
+        eps = [float(epsilon_pii(recon, prior, steps=self.pii_steps, critic_width=self.pii_width,
+                                 generator=torch.Generator().manual_seed(self.study.cfg.seed + 101 + r)))
+               for r in range(self.pii_repeats)]
+        if self.eval_dlib:
+            oracle = self.study.dlib_oracle()
+            scores = oracle.scores_from_embeddings(oracle.embed(recon.float().cpu()))
+        else:
+            net = self.study.evalnet()
+            scores = net.scores(recon.to(net.device)).cpu()
+        acc = float(topk_accuracy(scores.cpu(), self.labels, k=1))
+        return {"epsilon": sum(eps) / len(eps), "utility_loss": utility, "eval_acc": acc}
+
+
+def _resolve_kwargs(defaults: Dict[str, Any], given: Optional[Dict[str, Any]], name: str) -> Dict[str, Any]:
+    given = dict(given or {})
+    if "outer_steps" in given:
+        raise ValueError(f"{name} must not set outer_steps: the benchmark sets it (reference_steps, fast chunks)")
+    return {**defaults, **given}
+
+
+def _schedule(start: int, stop: int, growth: float) -> List[int]:
+    """Chunk totals ``start, ceil(start * growth), ...`` strictly increasing, ending at ``stop``."""
+    out = [min(start, stop)]
+    while out[-1] < stop:
+        out.append(min(stop, max(out[-1] + 1, math.ceil(out[-1] * growth))))
+    return out
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
