@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -16,6 +17,21 @@ REPO = Path(__file__).resolve().parents[1]
 def _shared_data_root() -> Path:
     env = os.environ.get("FACECRAFT_DATA")
     return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread for the whole suite (restored afterwards).
+
+    The test models are tiny, and on a 2-core machine shared with other jobs two
+    OpenMP threads ran small convolutions with double backward 25-40x slower than one.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -21,9 +21,11 @@ app = typer.Typer(help="Protect face features against inversion (Crafter) and au
 data_app = typer.Typer(help="Prepare or fetch face data.", no_args_is_help=True)
 train_app = typer.Typer(help="Train the target network, the attacker's prior and amortizer.", no_args_is_help=True)
 list_app = typer.Typer(help="List registered attacks or defences.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmark scripts that print figures (not timed tests).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(list_app, name="list")
+app.add_typer(bench_app, name="bench")
 
 console = Console(stderr=True)
 
@@ -208,6 +210,43 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory holding res
     except ValueError as e:
         _fail(e)
     console.print(f"[green]wrote[/green] {path} and {path.with_suffix('.md')}")
+
+
+@bench_app.command("craft")
+def bench_craft_cmd(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt, out: Path = OutOpt,
+                    device: str = DeviceOpt, batch: int = typer.Option(32, help="Private faces in the batch."),
+                    reference_steps: Optional[int] = typer.Option(None, help="Outer steps of the reference run."),
+                    max_fast_steps: Optional[int] = typer.Option(None, help="Cap on the fast run's outer steps."),
+                    threads: int = typer.Option(1, help="torch intra-op threads during the timed runs."),
+                    json_out: Optional[Path] = typer.Option(None, help="Also write the JSON line to this file."),
+                    top: int = typer.Option(15, help="Functions to list in the fast run's profile (0: none)."),
+                    verbose: bool = typer.Option(False, "-v")) -> None:
+    """Reference (paper) vs fast Crafter on one batch at equal epsilon-PII: prints one JSON line."""
+    _setup_logging(verbose)
+    from facecraft._io import atomic_write_json, atomic_write_text
+    from facecraft.data import DataError
+    from facecraft.experiments.bench import bench_craft, bench_defaults, profile_fast
+    from facecraft.experiments.study import Study
+
+    defaults = bench_defaults(profile)
+    try:
+        with _Bars() as bars:
+            study = Study(_config(profile, None, device), out, data_root=data_root, progress=bars)
+            result = bench_craft(study, batch=batch, num_threads=threads, progress=bars,
+                                 reference_steps=reference_steps or defaults["reference_steps"],
+                                 max_fast_steps=max_fast_steps or defaults["max_fast_steps"])
+            hot = profile_fast(study, batch=batch, top=top, num_threads=threads) if top else []
+    except (DataError, ValueError) as e:
+        _fail(e)
+    line = json.dumps({k: result[k] for k in ("batch", "reference_s", "fast_s", "ratio", "epsilon_reference",
+                                              "epsilon_fast", "utility_loss_reference", "utility_loss_fast",
+                                              "eval_acc_whitebox_reference", "eval_acc_whitebox_fast")})
+    for name, secs in hot:
+        console.print(f"{secs:9.3f} s  {name}")
+    if json_out:
+        atomic_write_text(json_out, line + "\n")
+        atomic_write_json(json_out.with_name(json_out.stem + ".full.json"), result)
+    typer.echo(line)
 
 
 @app.command()

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Tuple
+from typing import Tuple
 
 import pytest
 import torch
 from ._attack_helpers import LATENT, calibrated_pair
 from torch import nn
-
-
-@pytest.fixture(autouse=True, scope="package")
-def _one_thread() -> Iterator[None]:
-    """Tiny models run faster on one thread (and far faster on a shared, loaded CPU)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 @pytest.fixture()

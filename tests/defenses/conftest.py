@@ -11,17 +11,6 @@ from torch import nn
 from facecraft.attacks.whitebox import invert_latent
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Run each test single-threaded (tiny models on shared CPUs run far faster so)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 class MeanCritic(nn.Module):
     """A fixed 'critic': closeness to the prior's mean image, ``-||x - m||^2 / dim``."""
 

@@ -36,8 +36,8 @@ References:
 
 from __future__ import annotations
 
-import cProfile
 import copy
+import cProfile
 import logging
 import math
 import os
@@ -54,7 +54,7 @@ from facecraft.experiments.study import Study, machine_info
 from facecraft.metrics.identity import topk_accuracy
 from facecraft.metrics.pii import epsilon_pii
 
-__all__ = ["BENCH_DEFAULTS", "bench_defaults", "bench_craft", "profile_fast"]
+__all__ = ["BENCH_DEFAULTS", "bench_craft", "bench_defaults", "profile_fast"]
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,7 @@ def bench_craft(
     eval_undefended: bool = True,
     pii_repeats: int = 1,
     warmup: bool = True,
+    num_threads: Optional[int] = None,
     progress: Optional[ProgressFn] = None,
 ) -> Dict[str, Any]:
     r"""Time the reference Crafter and the fast one until it reaches the reference's privacy (issue 5).
@@ -181,6 +182,12 @@ def bench_craft(
         warmup: before timing, run each configuration once at the batch's shape
             with one iteration of every part, so neither timed run pays
             first-call costs (kernel selection, thread pools) (Default: True).
+        num_threads: ``torch.set_num_threads`` for the call, restored afterwards
+            (Default: None, leave it). On a CPU shared with other jobs, intra-op
+            threads that outnumber the free cores can slow every operator down
+            many times over (a 10-step critic loop took 0.7 s with 1 thread and
+            28 s with 2 on a loaded 2-core machine); the value used is reported
+            as ``torch_threads``.
         progress: optional ``progress(done, total, desc)``, called after every outer step.
 
     Returns:
@@ -215,6 +222,40 @@ def bench_craft(
         raise ValueError(f"growth must be > 1, got {growth}")
     if fast_start_steps is not None and fast_start_steps < 1:
         raise ValueError(f"fast_start_steps must be >= 1, got {fast_start_steps}")
+    if num_threads is not None and num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    threads = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        return _bench_craft(study, batch=batch, reference_steps=reference_steps, reference_kwargs=reference_kwargs,
+                            fast_kwargs=fast_kwargs, max_fast_steps=max_fast_steps, tolerance=tolerance,
+                            utility_tolerance=utility_tolerance, fast_start_steps=fast_start_steps, growth=growth,
+                            eval_dlib=eval_dlib, eval_undefended=eval_undefended, pii_repeats=pii_repeats,
+                            warmup=warmup, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _bench_craft(
+    study: Study,
+    *,
+    batch: int,
+    reference_steps: int,
+    reference_kwargs: Optional[Dict[str, Any]],
+    fast_kwargs: Optional[Dict[str, Any]],
+    max_fast_steps: int,
+    tolerance: float,
+    utility_tolerance: float,
+    fast_start_steps: Optional[int],
+    growth: float,
+    eval_dlib: bool,
+    eval_undefended: bool,
+    pii_repeats: int,
+    warmup: bool,
+    progress: Optional[ProgressFn],
+) -> Dict[str, Any]:
+    """:func:`bench_craft` after its arguments are checked and the thread count set."""
     wall0 = time.perf_counter()
     defaults = bench_defaults(study.cfg.profile)
     ref_kw = _resolve_kwargs(defaults["reference"], reference_kwargs, "reference_kwargs")
@@ -299,6 +340,7 @@ def profile_fast(
     outer_steps: int = 5,
     top: int = 15,
     backend: str = "torch",
+    num_threads: Optional[int] = None,
 ) -> List[Tuple[str, float]]:
     """Where the fast Crafter configuration's time goes: the top functions by self time (issue 5).
 
@@ -315,6 +357,8 @@ def profile_fast(
         outer_steps: outer steps of the profiled run (Default: 5).
         top: how many functions to return (Default: 15).
         backend: ``"torch"`` or ``"cprofile"`` (Default: ``"torch"``).
+        num_threads: ``torch.set_num_threads`` for the call, restored afterwards
+            (Default: None, leave it; see :func:`bench_craft`).
 
     Returns:
         ``[(name, seconds), ...]``, at most ``top`` entries, largest self time first.
@@ -326,7 +370,20 @@ def profile_fast(
         raise ValueError(f"backend must be 'torch' or 'cprofile', got {backend!r}")
     if outer_steps < 1 or top < 1:
         raise ValueError(f"outer_steps and top must be >= 1, got {outer_steps} and {top}")
+    if num_threads is not None and num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
     fast_kw = _resolve_kwargs(bench_defaults(study.cfg.profile)["fast"], fast_kwargs, "fast_kwargs")
+    threads = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        return _profile_fast(study, batch, fast_kw, outer_steps, top, backend)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _profile_fast(study: Study, batch: int, fast_kw: Dict[str, Any], outer_steps: int, top: int,
+                  backend: str) -> List[Tuple[str, float]]:
     bench = _Bench(study, batch, eval_dlib=False, pii_repeats=1, progress=None)
     bench.warmup(fast_kw)
     crafter = bench.crafter(fast_kw, outer_steps)
@@ -414,7 +471,7 @@ class _Bench:
         cb = None
         if self.progress is not None:
             progress = self.progress
-            cb = lambda d, t, _s: progress(d, t, desc)  # noqa: E731
+            cb = lambda d, t, _s: progress(d, t, desc)
         _sync(self.study.device)
         t0 = time.perf_counter()
         feats = crafter.protect(self.images, progress=cb)

@@ -1,0 +1,93 @@
+"""``bench_craft`` / ``profile_fast`` (issue 5, CRAFTER.md section 3) on the synthetic tiny profile.
+
+A benchmark is a script, not a timed test: nothing here asserts a speed-up.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from facecraft.experiments.bench import BENCH_DEFAULTS, _schedule, bench_craft, profile_fast
+from facecraft.experiments.config import PROFILES, profile_config
+from facecraft.experiments.study import Study
+
+KEYS = {"batch", "reference_s", "fast_s", "ratio", "epsilon_reference", "epsilon_fast", "utility_loss_reference",
+        "utility_loss_fast", "eval_acc_whitebox_reference", "eval_acc_whitebox_fast", "reached", "fast_steps",
+        "reference_kwargs", "fast_kwargs", "device"}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Study:
+    return Study(profile_config("tiny", device="cpu"), tmp_path_factory.mktemp("bench"))
+
+
+def test_bench_craft_tiny_returns_the_schema(study: Study) -> None:
+    out = bench_craft(study, batch=8, reference_steps=2, max_fast_steps=2, fast_start_steps=1, eval_dlib=False,
+                      reference_kwargs={"neumann_iters": 5}, num_threads=1)
+    assert KEYS <= set(out)
+    json.dumps(out)  # one JSON line
+    assert out["batch"] == 8 and out["device"] == "cpu"
+    for k in ("reference_s", "fast_s", "ratio", "epsilon_reference", "epsilon_fast", "utility_loss_reference",
+              "utility_loss_fast", "eval_acc_whitebox_reference", "eval_acc_whitebox_fast"):
+        assert math.isfinite(out[k]), k
+    assert out["reference_s"] > 0 and out["fast_s"] > 0
+    assert out["ratio"] == pytest.approx(out["reference_s"] / out["fast_s"])
+    assert 1 <= out["fast_steps"] <= 2
+    assert out["utility_loss_reference"] > 0 and out["utility_loss_fast"] >= 0
+    for k in ("eval_acc_whitebox_reference", "eval_acc_whitebox_fast"):
+        assert 0.0 <= out[k] <= 1.0
+    assert out["reference_kwargs"]["outer_steps"] == 2 and out["reference_kwargs"]["solver"] == "neumann"
+    # given kwargs update the profile's defaults
+    assert out["reference_kwargs"]["neumann_iters"] == 5 and out["reference_kwargs"]["inner_steps"] == 5
+    assert out["reference_kwargs"]["warm_start"] is False
+    assert out["fast_kwargs"]["outer_steps"] == out["fast_steps"] and out["fast_kwargs"]["warm_start"] is True
+    # the search stops at the first chunk that reaches the reference, or at max_fast_steps
+    search = out["search"]
+    assert search[-1]["steps"] == out["fast_steps"] and search[-1]["reached"] == out["reached"]
+    assert not any(s["reached"] for s in search[:-1])
+    assert out["reached"] or out["fast_steps"] == 2
+    assert out["fast_s"] == search[-1]["seconds"]
+    assert math.isfinite(out["critic_epsilon_reference"]) and math.isfinite(out["epsilon_undefended"])
+    assert out["torch_threads"] == 1
+
+
+def test_bench_craft_validates_before_running(study: Study) -> None:
+    with pytest.raises(ValueError, match="outer_steps"):
+        bench_craft(study, reference_steps=1, max_fast_steps=1, fast_kwargs={"outer_steps": 2})
+    with pytest.raises(ValueError, match="batch"):
+        bench_craft(study, batch=1, reference_steps=1, max_fast_steps=1)
+    with pytest.raises(ValueError, match="max_fast_steps"):
+        bench_craft(study, reference_steps=1, max_fast_steps=0)
+    with pytest.raises(ValueError, match="num_threads"):
+        bench_craft(study, reference_steps=1, max_fast_steps=1, num_threads=0)
+
+
+def test_profile_fast_lists_top_functions(study: Study) -> None:
+    for backend in ("torch", "cprofile"):
+        rows = profile_fast(study, batch=4, outer_steps=1, top=5, backend=backend,
+                            fast_kwargs={"solver": "cg", "cg_iters": 1})
+        assert 1 <= len(rows) <= 5
+        assert all(isinstance(n, str) and s >= 0 for n, s in rows)
+        assert [s for _, s in rows] == sorted((s for _, s in rows), reverse=True)
+
+
+def test_schedule_grows_to_the_cap() -> None:
+    assert _schedule(1, 6, 1.5) == [1, 2, 3, 5, 6]
+    assert _schedule(4, 3, 2.0) == [3]
+    assert set(BENCH_DEFAULTS) == set(PROFILES)
+    paper = BENCH_DEFAULTS["paper"]["reference"]
+    assert (paper["inner_steps"], paper["neumann_iters"], paper["neumann_alpha"], paper["critic_steps"]) == \
+        (80, 120, 1e-3, 10)
+
+
+def test_bench_craft_validates_before_training(tmp_path: Path) -> None:
+    # arguments are checked before any stage is trained
+    s = Study(profile_config("tiny", device="cpu"), tmp_path)
+    with pytest.raises(ValueError, match="growth"):
+        bench_craft(s, reference_steps=1, max_fast_steps=1, growth=1.0)
+    assert not (tmp_path / "models").exists()
