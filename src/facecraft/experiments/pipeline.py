@@ -116,7 +116,7 @@ class _Demo:
         atk = DecoderAttack(defense.encoder, image_size=s.data.image_size, **kw)
         t0 = time.time()
         atk.fit(s.data.public.images, progress=self.progress, checkpoint_stem=stem)
-        s._record_stage(f"decoder[{key}]", time.time() - t0, cached=False)
+        s.record_stage(f"decoder[{key}]", time.time() - t0, cached=False)
         self._decoders[key] = atk
         return atk
 
@@ -143,7 +143,7 @@ class _Demo:
                                 config_to_dict(self.cfg.target))
             t0 = time.time()
             d.fit(s.data.public.float_images(), s.data.public.attributes, progress=self.progress, checkpoint_stem=stem)
-            s._record_stage(f"fit[{name}:{param}]", time.time() - t0, cached=False)
+            s.record_stage(f"fit[{name}:{param}]", time.time() - t0, cached=False)
         return d
 
     def released(self, key: str, defense: FeatureDefense, ctx: EvalContext) -> Tuple[torch.Tensor, float]:

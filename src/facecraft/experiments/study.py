@@ -80,7 +80,7 @@ class Study:
         atomic_write_json(self.run_dir / "config.json", config_to_dict(cfg))
 
     # -- bookkeeping ---------------------------------------------------------------------------
-    def _record_stage(self, name: str, seconds: float, cached: bool, extra: Optional[Dict[str, Any]] = None) -> None:
+    def record_stage(self, name: str, seconds: float, cached: bool, extra: Optional[Dict[str, Any]] = None) -> None:
         path = self.run_dir / "stages.json"
         record = read_json(path) if path.exists() else {"stages": {}}
         record["machine"] = machine_info(self.device)
@@ -95,7 +95,7 @@ class Study:
             return self._cache[name]
         t0 = time.time()
         value, cached, extra = fn()
-        self._record_stage(name, time.time() - t0, cached, extra)
+        self.record_stage(name, time.time() - t0, cached, extra)
         self._cache[name] = value
         return value
 
