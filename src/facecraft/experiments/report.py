@@ -109,9 +109,10 @@ def plot_grid(originals: torch.Tensor, recon: Dict[str, Dict[str, torch.Tensor]]
         return torch.cat([torch.cat([xi, pi], dim=2) for xi, pi in zip(x, pad)], dim=2).permute(1, 2, 0).numpy()
 
     defs = list(recon)
-    fig, axes = plt.subplots(len(defs) + 1, len(attacks), figsize=(2.1 * len(attacks) * max(1, originals.shape[0]) / 4,
-                                                                 1.0 + 0.75 * (len(defs) + 1) * max(1, originals.shape[0]) / 8 * 2),
-                             squeeze=False)
+    k = max(1, originals.shape[0])
+    # each cell is a strip of k square faces: size the figure so strips keep their aspect ratio
+    fig, axes = plt.subplots(len(defs) + 1, len(attacks), figsize=(0.62 * k * len(attacks) + 1.2,
+                                                                 0.66 * (len(defs) + 1) + 0.5), squeeze=False)
     for j, a in enumerate(attacks):
         axes[0, j].imshow(strip(originals))
         axes[0, j].set_title(a, fontsize=9)
