@@ -8,7 +8,7 @@ from typing import Callable, Iterator, Optional, Union
 import torch
 from torch import nn
 
-__all__ = ["resolve_device", "eval_mode", "frozen", "batched_apply", "make_generator"]
+__all__ = ["resolve_device", "eval_mode", "frozen", "batched_apply", "make_generator", "modules_device"]
 
 
 def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
@@ -69,3 +69,11 @@ def make_generator(seed: int, device: Union[str, torch.device] = "cpu") -> torch
     g = torch.Generator(device=torch.device(device))
     g.manual_seed(seed)
     return g
+
+
+def modules_device(modules) -> torch.device:
+    """The device of the first parameter among ``modules`` (CPU when none has parameters)."""
+    for m in modules:
+        for p in m.parameters():
+            return p.device
+    return torch.device("cpu")

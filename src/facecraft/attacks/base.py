@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 from torch import nn
 
-from facecraft._torchutils import eval_mode
+from facecraft._torchutils import eval_mode, modules_device
 from facecraft._validation import validate_images, validate_tensors
 
 __all__ = ["InversionAttack", "ProgressFn", "DefenseFn"]
@@ -55,10 +55,7 @@ class InversionAttack(abc.ABC):
 
     @property
     def device(self) -> torch.device:
-        for m in self.models:
-            for p in m.parameters():
-                return p.device
-        return torch.device("cpu")
+        return modules_device(self.models)
 
     def __call__(self, features: torch.Tensor, *, progress: Optional[ProgressFn] = None) -> torch.Tensor:
         """Validate, run :meth:`reconstruct` in eval mode, check and detach the output.

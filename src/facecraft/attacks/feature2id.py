@@ -36,7 +36,7 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from facecraft._io import CheckpointError, PathLike, read_json
-from facecraft._torchutils import eval_mode, make_generator
+from facecraft._torchutils import eval_mode, make_generator, modules_device
 from facecraft._validation import validate_tensors
 from facecraft.attacks._common import epoch_batches
 from facecraft.attacks._state import load_state, save_state
@@ -74,10 +74,7 @@ class IdentityAttack(abc.ABC):
 
     @property
     def device(self) -> torch.device:
-        for m in self.models:
-            for p in m.parameters():
-                return p.device
-        return torch.device("cpu")
+        return modules_device(self.models)
 
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
         validate_tensors([features], dim_range=(2, 5))

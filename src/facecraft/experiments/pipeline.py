@@ -23,6 +23,7 @@ from facecraft.attacks import (
     HybridAttack,
     WhiteBoxAttack,
 )
+from facecraft.attacks._common import query_in_batches
 from facecraft.defenses import create_defense
 from facecraft.defenses.base import FeatureDefense
 from facecraft.experiments.config import RunConfig, config_to_dict
@@ -153,13 +154,7 @@ class _Demo:
             return t["features"], meta["seconds"]
         t0 = time.time()
         bs = int(self.cfg.eval.get("protect_batch", 64))
-        x = ctx.originals
-        feats = []
-        for i in range(0, x.shape[0], bs):
-            feats.append(defense(x[i:i + bs]).cpu())
-            if self.progress:
-                self.progress(min(i + bs, x.shape[0]), x.shape[0], f"protect ({key})")
-        f = torch.cat(feats)
+        f = query_in_batches(defense, ctx.originals, torch.device("cpu"), bs, self.progress, f"protect ({key})")
         secs = time.time() - t0
         save_checkpoint(stem, {"features": f}, kind="released-features", meta={"seconds": secs, "defense": key})
         return f, secs
