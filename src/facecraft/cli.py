@@ -266,5 +266,36 @@ def demo(profile: str = typer.Option("tiny", "--profile", "-p", help="tiny, smal
     console.print(f"[green]done[/green]: {result}")
 
 
+@app.command()
+def sweep(grid: List[str] = typer.Option(..., "--grid", "-g",
+                                         help="DEFENCE:PARAM=V1,V2,... (repeat), e.g. noise:sigma=0.5,1,2"),
+          profile: str = typer.Option("small", "--profile", "-p", help="tiny, small or paper."),
+          data_root: Optional[str] = DataRootOpt, out: Path = typer.Option(Path("runs/small"), "--out", "-o"),
+          attack: Optional[List[str]] = typer.Option(None, "--attack", "-a", help="Attack(s) to run (repeat)."),
+          workers: int = typer.Option(2, "--workers", "-w", help="Defence settings run at once."),
+          backend: str = typer.Option("process", "--backend", help="serial, process or ray."),
+          name: Optional[str] = typer.Option(None, "--name", help="Sub-folder of OUT/sweeps for the results."),
+          skip_evalnet: bool = typer.Option(False, "--skip-evalnet", help="Judge with the dlib oracle only."),
+          device: str = DeviceOpt, verbose: bool = typer.Option(False, "-v")) -> None:
+    """Sweep defence parameters (plus the unprotected reference), settings in parallel; resumable.
+
+    Reuses the models of a demo in the same --out directory; writes OUT/sweeps/NAME/results.json and a report.
+    """
+    _setup_logging(verbose)
+    from facecraft.data import DataError
+    from facecraft.experiments.sweep import parse_axis, run_sweep, sweep_config
+
+    try:
+        cfg = sweep_config(_config(profile, None, device), [parse_axis(g) for g in grid])
+        if skip_evalnet:
+            cfg = dataclasses.replace(cfg, eval={**cfg.eval, "oracles": ["dlib"]})
+        with _Bars() as bars:
+            report_path = run_sweep(cfg, out, workers=workers, backend=backend, attacks=attack or None,
+                                    data_root=data_root, progress=bars, name=name)
+    except (DataError, ValueError, RuntimeError) as e:
+        _fail(e)
+    console.print(f"[green]done[/green]: {report_path}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

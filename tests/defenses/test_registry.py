@@ -76,6 +76,16 @@ def _kwargs(name, tiny_target, tiny_gan):
             "solver": "cg",
             "cg_iters": 1,
         },
+        "amortized-crafter": {
+            "generator": G,
+            "steps": 1,
+            "batch_size": 4,
+            "width": 8,
+            "inner_steps": 1,
+            "critic_steps": 1,
+            "critic_width": 8,
+            "cg_iters": 1,
+        },
         "crafter-z": {
             "generator": G,
             "steps": 1,

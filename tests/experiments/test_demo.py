@@ -70,3 +70,54 @@ def test_demo_report_holds_grid_plot_and_table(demo_run: Path) -> None:
     assert "SYNTHETIC" in html and "SYNTHETIC" in md
     assert "<table>" in html and "| crafter | 10.0 | whitebox |" in md
     assert "Stages and machine" in md
+
+
+@pytest.mark.slow
+def test_demo_measures_the_training_scenario(demo_run: Path) -> None:
+    r = json.loads((demo_run / "results.json").read_text())
+    for row in r["rows"]:
+        assert 0.0 <= row["mean_auc_train_scenario"] <= 1.0
+        assert row["train_scenario_images"] == 24
+
+
+@pytest.mark.slow
+def test_sweep_runs_settings_in_parallel_processes_and_reuses_the_demo_models(demo_run: Path) -> None:
+    from facecraft.experiments.sweep import parse_axis, run_sweep, sweep_config
+
+    models_before = {p.name: p.stat().st_mtime_ns for p in (demo_run / "models").iterdir()}
+    cfg = sweep_config(profile_config("tiny", device="cpu"), [parse_axis("noise:sigma=0.1,3")])
+    report = run_sweep(cfg, demo_run, workers=2, backend="process", attacks=["whitebox", "blackbox"], name="noise")
+    out = demo_run / "sweeps" / "noise"
+    assert report == out / "report.html" and report.exists()
+    r = json.loads((out / "results.json").read_text())
+    cells = {(row["defense"], row["param"], row["attack"]) for row in r["rows"]}
+    assert cells == {(d, p, a) for d, p in (("none", None), ("noise", 0.1), ("noise", 3.0))
+                     for a in ("whitebox", "blackbox")}
+    auc = {row["param"]: row["mean_auc"] for row in r["rows"] if row["defense"] == "noise"}
+    assert auc[3.0] < auc[0.1]  # more noise, less utility
+    # the shared models were reused, not retrained, and the demo's own results are untouched
+    assert {p.name: p.stat().st_mtime_ns for p in (demo_run / "models").iterdir()
+            if p.name in models_before} == models_before
+    assert json.loads((demo_run / "results.json").read_text())["profile"] == "tiny"
+    # a second run finds every cell done
+    cell_dir = out / r["cells"]
+    stamps = {p.name: p.stat().st_mtime_ns for p in cell_dir.glob("*--*.json")}
+    run_sweep(cfg, demo_run, workers=1, backend="serial", attacks=["whitebox", "blackbox"], name="noise")
+    assert {p.name: p.stat().st_mtime_ns for p in cell_dir.glob("*--*.json")} == stamps
+
+
+def test_sweep_axis_parsing_and_config() -> None:
+    from facecraft.experiments.sweep import parse_axis, sweep_config
+
+    ax = parse_axis("crafter:beta=0.5, 2")
+    assert (ax.defense, ax.param, ax.values) == ("crafter", "beta", (0.5, 2.0))
+    for bad in ("crafter", "crafter:beta", "crafter:beta=x", "nosuch:p=1"):
+        with pytest.raises(ValueError):
+            parse_axis(bad)
+    cfg = sweep_config(profile_config("tiny"), [ax])
+    assert list(cfg.defenses) == ["none", "crafter"]
+    spec = cfg.defenses["crafter"]
+    assert spec["sweep"] == {"param": "beta", "values": [0.5, 2.0]}
+    assert spec["kwargs"]["solver"] == "gn-cg" and "beta" not in spec["kwargs"]
+    with pytest.raises(ValueError, match="at least one"):
+        sweep_config(profile_config("tiny"), [])

@@ -87,3 +87,25 @@ def test_amortizer_lowers_latent_error(tmp_path: Path) -> None:
     assert after < 0.8 * before, (before, after)
     assert rec["metrics"]["latent_mse"] == pytest.approx(rec["metrics"]["latent_mse"])
     assert all(p.grad is None for p in enc.parameters())
+
+
+def test_train_head_learns_attributes_from_features_and_leaves_the_original() -> None:
+    from torch import nn
+
+    from facecraft.metrics.utility import mean_auc
+    from facecraft.models.train import train_head
+
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(256, 4, 2, 2, generator=g)
+    w = torch.randn(16, 3, generator=g)
+    attrs = (feats.flatten(1) @ w > 0).long()
+    head = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 3))
+    before = {k: v.clone() for k, v in head.state_dict().items()}
+    trained = train_head(head, feats[:192], attrs[:192], epochs=40, lr=1e-2, device=torch.device("cpu"), seed=0)
+    with torch.no_grad():
+        auc_trained = float(mean_auc(trained(feats[192:]), attrs[192:]))
+        auc_fresh = float(mean_auc(head.eval()(feats[192:]), attrs[192:]))
+    assert auc_trained > 0.9 > auc_fresh + 0.2
+    assert all(torch.equal(before[k], v) for k, v in head.state_dict().items())
+    with pytest.raises(ValueError, match="one attribute row per feature"):
+        train_head(head, feats[:10], attrs[:9], epochs=1, device=torch.device("cpu"))

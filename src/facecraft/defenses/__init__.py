@@ -8,13 +8,16 @@ Importing this package registers every defence by name:
 * ``"disco"``: :class:`DISCO`, learned input-dependent channel pruning;
 * ``"crafter"``: :class:`Crafter`, feature crafting through the attacker's inversion
   (the paper's method);
-* ``"crafter-z"``: :class:`CrafterZ`, its latent-space variant.
+* ``"crafter-z"``: :class:`CrafterZ`, its latent-space variant;
+* ``"amortized-crafter"``: :class:`AmortizedCrafter`, a network trained with Crafter's
+  objective that crafts features in one forward pass (beyond the paper).
 
 :class:`Protector` and :func:`load_protector` package any of them for the edge;
 :mod:`facecraft.defenses.hypergrad` holds the implicit-gradient maths.
 """
 
 from facecraft.defenses.advlearn import AdversarialLearning
+from facecraft.defenses.amortized_crafter import AmortizedCrafter, FeatureCrafter
 from facecraft.defenses.base import FeatureDefense
 from facecraft.defenses.crafter import Crafter
 from facecraft.defenses.crafter_z import CrafterZ
@@ -35,9 +38,11 @@ __all__ = [
     "DEFENSES",
     "DISCO",
     "AdversarialLearning",
+    "AmortizedCrafter",
     "ChannelPruner",
     "Crafter",
     "CrafterZ",
+    "FeatureCrafter",
     "FeatureDefense",
     "GaussianNoise",
     "NoDefense",

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from facecraft._io import CheckpointError, load_checkpoint, save_checkpoint
+from facecraft.defenses.amortized_crafter import FeatureCrafter
 from facecraft.defenses.base import FeatureDefense
 from facecraft.defenses.registry import get_defense_class
 from facecraft.models import (
@@ -291,9 +292,11 @@ def _spec(name: str, module: nn.Module, protector: Protector) -> Dict[str, Any]:
             "latent_dim": convs[-1].out_channels,
             "width": convs[0].out_channels // 2,
         }
+    if isinstance(module, FeatureCrafter):
+        return {"type": "FeatureCrafter", "channels": module.channels, "width": module.width}
     raise ValueError(
         f"Protector.save: cannot describe network {name!r} of type {type(module).__name__} "
-        "for rebuilding (supported: the target's encoder/head, Generator, Amortizer, Critic)"
+        "for rebuilding (supported: the target's encoder/head, Generator, Amortizer, Critic, FeatureCrafter)"
     )
 
 
@@ -309,6 +312,8 @@ def _build(name: str, spec: Dict[str, Any], target: SplitNetwork) -> nn.Module:
         return Critic(spec["image_size"], width=spec["width"])
     if kind == "Amortizer":
         return Amortizer(spec["feature_shape"], spec["latent_dim"], width=spec["width"])
+    if kind == "FeatureCrafter":
+        return FeatureCrafter(spec["channels"], width=spec["width"])
     raise CheckpointError(f"unknown network type {kind!r} for {name!r}")
 
 

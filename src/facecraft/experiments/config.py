@@ -221,9 +221,12 @@ def _tiny() -> RunConfig:
             "crafter": {"kwargs": {"outer_steps": 3, "inner_steps": 3, "init_steps": 5, "critic_steps": 2,
                                    "critic_width": 8, "solver": "gn-cg", "cg_iters": 3, "warm_start": True},
                         "sweep": {"param": "beta", "values": [1.0, 10.0]}},
+            "amortized-crafter": {"kwargs": {"steps": 4, "batch_size": 8, "width": 8, "inner_steps": 3,
+                                             "critic_steps": 2, "critic_width": 8, "cg_iters": 3},
+                                  "sweep": {"param": "beta", "values": [1.0]}},
         },
         eval={"n_images": 12, "pii_steps": 10, "pii_width": 8, "adaptive_public": 32,
-              "evalnet": {"epochs": 3, "width": 0.25}},
+              "evalnet": {"epochs": 3, "width": 0.25}, "train_scenario": {"images": 24, "epochs": 5}},
     )
 
 
@@ -237,25 +240,32 @@ def _small() -> RunConfig:
         prior=PriorTrainConfig(steps=2000, batch_size=32, n_critic=2, lr=2e-4, sample_every=100),
         amortizer=AmortizerTrainConfig(steps=1500, batch_size=64),
         attacks={
-            "whitebox": {"steps": 150},
-            "blackbox": {"epochs": 8, "batch_size": 64, "width": 64},
-            "hybrid": {"steps": 100},
-            "adaptive-whitebox": {"epochs": 4, "inner_steps": 50, "init_steps": 150, "steps": 150, "batch_size": 64},
-            "adaptive-blackbox": {"epochs": 6, "batch_size": 64},
+            "whitebox": {"steps": 100},
+            "blackbox": {"epochs": 5, "batch_size": 64, "width": 64},
+            "hybrid": {"steps": 60},
+            "adaptive-whitebox": {"epochs": 2, "inner_steps": 20, "init_steps": 60, "steps": 100, "batch_size": 64},
+            "adaptive-blackbox": {"epochs": 4, "batch_size": 64},
         },
+        # one setting per baseline, two Crafter betas and the amortized Crafter keep the demo near
+        # 90 minutes on two CPU cores;
+        # `facecraft sweep` runs wider parameter grids
         defenses={
             "none": {},
-            "noise": {"sweep": {"param": "sigma", "values": [0.5, 1.0, 2.0]}},
-            "advlearn": {"kwargs": {"epochs": 3, "decoder_width": 32}, "sweep": {"param": "lam", "values": [0.5, 2.0]}},
-            "disco": {"kwargs": {"epochs": 3, "pruner_width": 32, "decoder_width": 32},
-                      "sweep": {"param": "ratio", "values": [0.5, 0.8]}},
-            "crafter-z": {"kwargs": {"steps": 60, "critic_steps": 5, "critic_width": 16, "init_steps": 100},
-                          "sweep": {"param": "beta", "values": [1.0, 10.0]}},
-            "crafter": {"kwargs": {"outer_steps": 40, "inner_steps": 10, "init_steps": 100, "critic_steps": 5,
+            "noise": {"sweep": {"param": "sigma", "values": [1.0]}},
+            "advlearn": {"kwargs": {"epochs": 2, "decoder_width": 32}, "sweep": {"param": "lam", "values": [1.0]}},
+            "disco": {"kwargs": {"epochs": 2, "pruner_width": 32, "decoder_width": 32},
+                      "sweep": {"param": "ratio", "values": [0.5]}},
+            "crafter-z": {"kwargs": {"steps": 60, "critic_steps": 5, "critic_width": 16, "init_steps": 60},
+                          "sweep": {"param": "beta", "values": [1.0]}},
+            "crafter": {"kwargs": {"outer_steps": 30, "inner_steps": 5, "init_steps": 60, "critic_steps": 5,
                                    "critic_width": 16, "solver": "gn-cg", "cg_iters": 10, "warm_start": True},
                         "sweep": {"param": "beta", "values": [1.0, 10.0]}},
+            "amortized-crafter": {"kwargs": {"steps": 150, "batch_size": 32, "width": 64, "inner_steps": 10,
+                                             "critic_steps": 5, "critic_width": 16, "cg_iters": 5},
+                                  "sweep": {"param": "beta", "values": [1.0]}},
         },
-        eval={"n_images": 256, "pii_steps": 200, "adaptive_public": 512, "evalnet": {"epochs": 20, "width": 0.5}},
+        eval={"n_images": 128, "pii_steps": 200, "adaptive_public": 128, "adaptive_curve_images": 64,
+              "evalnet": {"epochs": 10, "width": 0.5}, "train_scenario": {"images": 128, "epochs": 40, "lr": 3e-3}},
     )
 
 

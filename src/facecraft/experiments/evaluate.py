@@ -9,6 +9,7 @@ of the released features through the cloud head.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional
 
@@ -49,6 +50,15 @@ class EvalContext:
     pii_steps: int = 300
     pii_width: int = 32
     seed: int = 0
+
+    def subset(self, n: int) -> "EvalContext":
+        """The same context restricted to the first ``n`` faces (the oracles' galleries are unchanged)."""
+        if not 0 < n <= self.originals.shape[0]:
+            raise ValueError(f"subset size must be in [1, {self.originals.shape[0]}], got {n}")
+        return dataclasses.replace(
+            self, originals=self.originals[:n], labels=self.labels[:n],
+            attributes=None if self.attributes is None else self.attributes[:n],
+            original_embeddings=self.original_embeddings[:n])
 
 
 def _accuracies(dlib_scores: torch.Tensor, images: torch.Tensor, ctx: EvalContext) -> Dict[str, Dict[str, Any]]:

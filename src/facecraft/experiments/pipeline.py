@@ -9,6 +9,7 @@ point, the same command resumes and recomputes nothing that was finished.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -29,8 +30,9 @@ from facecraft.defenses.base import FeatureDefense
 from facecraft.experiments.config import RunConfig, config_to_dict
 from facecraft.experiments.evaluate import EvalContext, oracle_ceiling, privacy_metrics, utility_metrics
 from facecraft.experiments.study import Study
+from facecraft.models.train import train_head
 
-__all__ = ["run_demo", "DEMO_ATTACKS", "defense_grid", "build_report"]
+__all__ = ["run_demo", "DEMO_ATTACKS", "defense_grid", "build_report", "selected_attacks"]
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ _ADAPTIVE = ("adaptive-whitebox", "adaptive-blackbox")
 _GRID_FACES = 6
 
 #: defences whose released features come from the target's own encoder (so the shared decoder and amortizer apply)
-_SAME_ENCODER = ("none", "noise", "crafter", "crafter-z")
+_SAME_ENCODER = ("none", "noise", "crafter", "crafter-z", "amortized-crafter")
 
 
 def defense_grid(cfg: RunConfig) -> List[Tuple[str, Optional[float], Dict[str, Any]]]:
@@ -122,18 +124,33 @@ class _Demo:
         return atk
 
     def public_subset(self) -> torch.Tensor:
+        """The adaptive attacker's own public images (``eval.adaptive_public`` of them, seeded)."""
         n = int(self.cfg.eval.get("adaptive_public", 512))
         pub = self.study.data.public
         g = torch.Generator().manual_seed(self.cfg.seed + 23)
         idx = torch.randperm(len(pub), generator=g)[:n]
         return pub.float_images(idx)
 
+    def public_released(self, key: str, defense: FeatureDefense) -> torch.Tensor:
+        """The defence's release of :meth:`public_subset`, queried once per defence setting and stored:
+        both adaptive attacks train on it (an optimisation defence such as Crafter is costly to query)."""
+        stem = self.cells / f"{key.replace(':', '_')}-public-features"
+        if checkpoint_exists(stem):
+            return load_checkpoint(stem, kind="released-features")[0]["features"]
+        t0 = time.time()
+        bs = int(self.cfg.eval.get("protect_batch", 64))
+        f = query_in_batches(defense, self.public_subset(), torch.device("cpu"), bs, self.progress,
+                             f"protect attacker's public images ({key})")
+        save_checkpoint(stem, {"features": f}, kind="released-features",
+                        meta={"seconds": time.time() - t0, "defense": key})
+        return f
+
     # -- defences ---------------------------------------------------------------------------------
     def build_defense(self, name: str, param: Optional[float], kwargs: Dict[str, Any]) -> FeatureDefense:
         s = self.study
         target = s.target()
         extra: Dict[str, Any] = {}
-        if name in ("crafter", "crafter-z"):
+        if name in ("crafter", "crafter-z", "amortized-crafter"):
             g, _ = s.prior()
             extra = {"generator": g, "amortizer": s.amortizer()}
         if name == "disco":
@@ -144,6 +161,14 @@ class _Demo:
                                 config_to_dict(self.cfg.target))
             t0 = time.time()
             d.fit(s.data.public.float_images(), s.data.public.attributes, progress=self.progress, checkpoint_stem=stem)
+            s.record_stage(f"fit[{name}:{param}]", time.time() - t0, cached=False)
+        if name == "amortized-crafter":
+            g, _ = s.prior()
+            stem = s.model_stem(f"defense-{name}-{param}", kwargs, config_to_dict(self.cfg.model),
+                                config_to_dict(self.cfg.target), config_to_dict(self.cfg.prior),
+                                config_to_dict(self.cfg.amortizer))
+            t0 = time.time()
+            d.fit(s.data.public.images, progress=self.progress, checkpoint_stem=stem)
             s.record_stage(f"fit[{name}:{param}]", time.time() - t0, cached=False)
         return d
 
@@ -184,13 +209,18 @@ class _Demo:
         path = self.cells / f"{key.replace(':', '_')}--{attack}.json"
         if path.exists():
             return read_json(path)
+        atk = self.make_attack(attack, key, defense)  # a decoder it trains is timed as its own stage
         t0 = time.time()
-        atk = self.make_attack(attack, key, defense)
         history: List[Dict[str, Any]] = []
         if attack in _ADAPTIVE:
+            # the per-epoch curve is measured on the first `adaptive_curve_images` faces (all by default)
+            n_curve = int(self.cfg.eval.get("adaptive_curve_images") or feats[0].shape[0])
+            curve_ctx = ctx.subset(n_curve)
+
             def on_epoch(epoch: int, a) -> Dict[str, Any]:
-                return privacy_metrics(a(feats[0]), ctx, full=False)
-            atk.fit(self.public_subset(), progress=self.progress, on_epoch=on_epoch)
+                return {**privacy_metrics(a(feats[0][:n_curve]), curve_ctx, full=False), "n_images": n_curve}
+            atk.fit(self.public_subset(), protected=self.public_released(key, defense), progress=self.progress,
+                    on_epoch=on_epoch, checkpoint_stem=self.cells / f"{key.replace(':', '_')}--{attack}-state")
             history = [{k: v for k, v in h.items()} for h in atk.history]
         recon = atk(feats[0], progress=self.progress)
         row = {"defense": name, "param": param, "attack": attack, **privacy_metrics(recon, ctx),
@@ -204,6 +234,87 @@ class _Demo:
     def _param(key: str) -> Optional[float]:
         p = key.split(":", 1)[1] if ":" in key else "None"
         return None if p == "None" else float(p)
+
+    # -- one defence setting ------------------------------------------------------------------------
+    def train_scenario(self, key: str, defense: FeatureDefense, released: torch.Tensor,
+                       ctx: EvalContext) -> Dict[str, Any]:
+        """Training-scenario utility (CRAFTER.md section 1): a fresh cloud head trained on the defence's
+        release of ``eval.train_scenario.images`` private training images, its mean AUC on ``released``.
+
+        Stored per defence setting; ``{}`` when the profile has no ``train_scenario`` or no attributes.
+        """
+        spec = self.cfg.eval.get("train_scenario")
+        train = self.study.data.eval_train
+        if not spec or train.attributes is None or ctx.attributes is None:
+            return {}
+        path = self.cells / f"{key.replace(':', '_')}-train-scenario.json"
+        if path.exists():
+            return read_json(path)
+        n = min(int(spec.get("images", 256)), len(train))
+        idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.cfg.seed + 31))[:n]
+        bs = int(self.cfg.eval.get("protect_batch", 64))
+        t0 = time.time()
+        feats = query_in_batches(defense, train.float_images(idx), torch.device("cpu"), bs, self.progress,
+                                 f"protect private training images ({key})")
+        head = defense.head if defense.head is not None else self.study.target().head
+        trained = train_head(head, feats, train.attributes[idx], epochs=int(spec.get("epochs", 20)),
+                             lr=float(spec.get("lr", 1e-3)), device=self.study.device, seed=self.cfg.seed)
+        out = {"mean_auc_train_scenario": utility_metrics(released, trained, ctx)["mean_auc"],
+               "train_scenario_images": n, "train_scenario_seconds": time.time() - t0}
+        atomic_write_json(path, out)
+        return out
+
+    def run_setting(self, name: str, param: Optional[float], kwargs: Dict[str, Any], attacks: List[str],
+                    ctx: EvalContext) -> List[Dict[str, Any]]:
+        """Every attack against one defence setting: its release, utility (both scenarios) and the cells."""
+        key = f"{name}:{param}"
+        defense = self.build_defense(name, param, kwargs)
+        feats = self.released(key, defense, ctx)
+        head = defense.head if defense.head is not None else self.study.target().head
+        utility = {**utility_metrics(feats[0], head, ctx), **self.train_scenario(key, defense, feats[0], ctx)}
+        rows = []
+        for attack in attacks:
+            if name == "none" and attack in _ADAPTIVE:
+                continue
+            rows.append(self.cell(key, attack, defense, feats, ctx, utility))
+        return rows
+
+    def shared_models(self, attacks: List[str]) -> None:
+        """Train (or load) everything several settings share, before any of them runs (so parallel
+        workers of :mod:`facecraft.experiments.sweep` never train the same model twice)."""
+        s = self.study
+        s.target(), s.prior(), s.amortizer()
+        if set(attacks) & {"blackbox", "hybrid", "adaptive-blackbox"}:
+            self.decoder("none:None", create_defense("none", encoder=s.target().encoder, head=s.target().head))
+
+    def write_results(self, ctx: EvalContext, rows: List[Dict[str, Any]], out_dir: Optional[Path] = None) -> Path:
+        """``results.json`` (the issue-3 schema plus curves and config) in ``out_dir`` (the run directory)."""
+        s, cfg = self.study, self.cfg
+        out_dir = Path(out_dir or s.run_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ceiling = oracle_ceiling(ctx)
+        data = s.data
+        results = {
+            "dataset": cfg.data.dataset, "profile": cfg.profile, "synthetic": bool(data.synthetic),
+            "n_identities": data.eval_train.num_identities, "n_images": int(ctx.originals.shape[0]),
+            "chance": 1.0 / data.eval_train.num_identities,
+            "oracle_ceiling": ceiling["top1"], "oracle_ceiling_top5": ceiling["top5"],
+            "target_mean_auc_eval_test": read_json(s.run_dir / "stages.json")["stages"].get("target", {}).get("metrics", {}),
+            "rows": [{k: v for k, v in r.items() if k != "history"} for r in rows],
+            "adaptive_curves": [{"defense": r["defense"], "param": r["param"], "attack": r["attack"],
+                                 "history": r["history"]} for r in rows if r.get("history")],
+            "config": config_to_dict(cfg),
+            "cells": os.path.relpath(self.cells, out_dir),
+            "run_dir": os.path.relpath(s.run_dir, out_dir),
+        }
+        save_checkpoint(self.cells / "originals", {"images": ctx.originals[:_GRID_FACES]}, kind="originals")
+        atomic_write_json(out_dir / "results.json", results)
+        return out_dir / "results.json"
+
+
+def selected_attacks(cfg: RunConfig, attacks: Optional[List[str]]) -> List[str]:
+    """``attacks``, else ``cfg.eval['attacks']``, else :data:`DEMO_ATTACKS`."""
+    return list(attacks or cfg.eval.get("attacks", DEMO_ATTACKS))
 
 
 def run_demo(cfg: RunConfig, run_dir: Path, *, data_root: Optional[str] = None,
@@ -230,35 +341,14 @@ def run_demo(cfg: RunConfig, run_dir: Path, *, data_root: Optional[str] = None,
     study = Study(cfg, run_dir, data_root=data_root, progress=progress)
     demo = _Demo(study, progress)
     ctx = demo.context()
-    ceiling = oracle_ceiling(ctx)
+    names = selected_attacks(cfg, attacks)
+    demo.shared_models(names)
     rows: List[Dict[str, Any]] = []
     for name, param, kwargs in defense_grid(cfg):
         if defenses is not None and name not in defenses:
             continue
-        key = f"{name}:{param}"
-        defense = demo.build_defense(name, param, kwargs)
-        feats = demo.released(key, defense, ctx)
-        head = defense.head if defense.head is not None else study.target().head
-        utility = utility_metrics(feats[0], head, ctx)
-        for attack in attacks or list(cfg.eval.get("attacks", DEMO_ATTACKS)):
-            if name == "none" and attack in _ADAPTIVE:
-                continue
-            rows.append(demo.cell(key, attack, defense, feats, ctx, utility))
-    data = study.data
-    results = {
-        "dataset": cfg.data.dataset, "profile": cfg.profile, "synthetic": bool(data.synthetic),
-        "n_identities": data.eval_train.num_identities, "n_images": int(ctx.originals.shape[0]),
-        "chance": 1.0 / data.eval_train.num_identities,
-        "oracle_ceiling": ceiling["top1"], "oracle_ceiling_top5": ceiling["top5"],
-        "target_mean_auc_eval_test": read_json(study.run_dir / "stages.json")["stages"].get("target", {}).get("metrics", {}),
-        "rows": [{k: v for k, v in r.items() if k != "history"} for r in rows],
-        "adaptive_curves": [{"defense": r["defense"], "param": r["param"], "attack": r["attack"], "history": r["history"]}
-                            for r in rows if r.get("history")],
-        "config": config_to_dict(cfg),
-    }
-    results["cells"] = str(demo.cells.relative_to(study.run_dir))
-    save_checkpoint(demo.cells / "originals", {"images": ctx.originals[:_GRID_FACES]}, kind="originals")
-    atomic_write_json(study.run_dir / "results.json", results)
+        rows += demo.run_setting(name, param, kwargs, names, ctx)
+    demo.write_results(ctx, rows)
     return build_report(study.run_dir)
 
 

@@ -147,12 +147,28 @@ def _table_rows(results: Dict[str, Any]) -> List[List[str]]:
         out.append([r["defense"], "–" if r.get("param") is None else str(r["param"]), r["attack"],
                     _pct(r["eval_acc_top1"].get("dlib")), _pct(r["eval_acc_top5"].get("dlib")),
                     _pct(r["eval_acc_top1"].get("evalnet")), _num(r.get("fsim")), _num(r.get("ssim")),
-                    _num(r.get("psnr"), ".1f"), _num(r.get("epsilon_pii")), _num(r.get("mean_auc"))])
+                    _num(r.get("psnr"), ".1f"), _num(r.get("epsilon_pii")), _num(r.get("mean_auc")),
+                    _num(r.get("mean_auc_train_scenario"))])
     return out
 
 
 _HEADER = ["defence", "param", "attack", "Eval Acc top-1 (dlib)", "top-5 (dlib)", "top-1 (Eval-net)", "FSIM", "SSIM",
-           "PSNR", "ε-PII", "mean AUC"]
+           "PSNR", "ε-PII", "mean AUC", "mean AUC (training scenario)"]
+
+
+def _time_rows(results: Dict[str, Any], stages: Dict[str, Any]) -> List[List[str]]:
+    """Stage times, then the sums over defence releases and attack cells, then the total."""
+    rows = [[k, f"{v.get('seconds', 0):.1f}", "cached" if v.get("cached") else ""]
+            for k, v in stages.get("stages", {}).items()]
+    releases = {(r["defense"], r.get("param")): r.get("protect_seconds", 0.0) for r in results["rows"]}
+    scenario = {(r["defense"], r.get("param")): r.get("train_scenario_seconds", 0.0) for r in results["rows"]}
+    attacks = sum(r.get("attack_seconds", 0.0) for r in results["rows"])
+    extra = [["defence releases (sum)", sum(releases.values())], ["training scenario (sum)", sum(scenario.values())],
+             ["attack cells (sum)", attacks]]
+    rows += [[k, f"{v:.1f}", ""] for k, v in extra]
+    total = sum(float(r[1]) for r in rows)
+    rows.append(["total", f"{total:.1f}", f"{total / 60:.1f} min"])
+    return rows
 
 
 def write_report(run_dir: Path, *, figures: Dict[str, bytes]) -> Dict[str, Path]:
@@ -167,7 +183,8 @@ def write_report(run_dir: Path, *, figures: Dict[str, bytes]) -> Dict[str, Path]
     """
     run_dir = Path(run_dir)
     results = read_json(run_dir / "results.json")
-    stages = read_json(run_dir / "stages.json") if (run_dir / "stages.json").exists() else {"stages": {}}
+    stages_path = run_dir / results.get("run_dir", ".") / "stages.json"
+    stages = read_json(stages_path) if stages_path.exists() else {"stages": {}}
     for name, png in figures.items():
         atomic_write_bytes(run_dir / f"{name}.png", png)
     title = f"facecraft study — {results.get('dataset')} ({results.get('profile')} profile)"
@@ -179,8 +196,7 @@ def write_report(run_dir: Path, *, figures: Dict[str, bytes]) -> Dict[str, Path]
                f"higher mean AUC means more utility.")
     warn = ("**SYNTHETIC DATA** — procedurally generated faces for a smoke test; no figure here is a result."
             if synthetic else "")
-    stage_rows = [[k, f"{v.get('seconds', 0):.1f}", "cached" if v.get("cached") else ""]
-                  for k, v in stages.get("stages", {}).items()]
+    stage_rows = _time_rows(results, stages)
     machine = stages.get("machine", {})
     captions = {"grid": "(a) Raw private faces and each defence's release reconstructed by each attack.",
                 "tradeoff": "(b) Privacy-utility trade-off: Eval Acc (dlib, top-1) against mean AUC.",

@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import torch
 
 from facecraft import __version__
-from facecraft._io import atomic_write_json, config_hash, read_json
+from facecraft._io import atomic_write_json, config_hash, file_lock, read_json
 from facecraft._torchutils import resolve_device
 from facecraft.data.types import PreparedData
 from facecraft.experiments.config import RunConfig, config_to_dict
@@ -82,13 +82,14 @@ class Study:
     # -- bookkeeping ---------------------------------------------------------------------------
     def record_stage(self, name: str, seconds: float, cached: bool, extra: Optional[Dict[str, Any]] = None) -> None:
         path = self.run_dir / "stages.json"
-        record = read_json(path) if path.exists() else {"stages": {}}
-        record["machine"] = machine_info(self.device)
-        prev = record["stages"].get(name, {})
-        entry = {"seconds": prev.get("seconds", seconds) if cached else seconds, "cached": cached,
-                 **(extra or {})}
-        record["stages"][name] = entry
-        atomic_write_json(path, record)
+        with file_lock(path):  # sweep workers record their stages concurrently
+            record = read_json(path) if path.exists() else {"stages": {}}
+            record["machine"] = machine_info(self.device)
+            prev = record["stages"].get(name, {})
+            entry = {"seconds": prev.get("seconds", seconds) if cached else seconds, "cached": cached,
+                     **(extra or {})}
+            record["stages"][name] = entry
+            atomic_write_json(path, record)
 
     def _timed(self, name: str, fn: Callable[[], Tuple[Any, bool, Dict[str, Any]]]) -> Any:
         if name in self._cache:

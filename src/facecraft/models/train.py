@@ -14,6 +14,7 @@ References:
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -33,7 +34,7 @@ from facecraft._io import (
 )
 from facecraft._torchutils import eval_mode, frozen, make_generator
 
-__all__ = ["train_target", "train_wgan_gp", "train_amortizer", "load_weights", "predict_logits"]
+__all__ = ["train_target", "train_wgan_gp", "train_amortizer", "train_head", "load_weights", "predict_logits"]
 
 log = logging.getLogger(__name__)
 
@@ -347,3 +348,70 @@ def train_amortizer(
     record = {"step": steps, "train_seconds": time.time() - t0, "metrics": {"latent_mse": loss_v}, **(meta or {})}
     _finish(stem, amortizer, "amortizer", record)
     return record
+
+
+def _reset(module: nn.Module) -> None:
+    for m in module.modules():
+        if m is not module and hasattr(m, "reset_parameters"):
+            m.reset_parameters()  # type: ignore[operator]
+
+
+def train_head(
+    head: nn.Module,
+    features: torch.Tensor,
+    attributes: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    device: torch.device,
+    seed: int = 0,
+) -> nn.Module:
+    """The training scenario (CRAFTER.md section 1): a cloud head trained on released features only.
+
+    The encoder stays fixed; a copy of ``head`` is re-initialised (same
+    architecture, fresh weights from ``seed``) and trained with BCE over the
+    attributes on ``features`` (e.g. a defence's release of the private
+    training images), AdamW with a cosine schedule. Short enough to need no
+    checkpoints.
+
+    Args:
+        head: the cloud head whose architecture is copied (left unchanged).
+        features: released features ``(N, *F)``.
+        attributes: ``(N, A)`` targets in {0, 1}.
+        epochs, batch_size, lr, weight_decay: optimisation settings.
+        device: where to train.
+        seed: seeds the initialisation and the batch order.
+
+    Returns:
+        The trained copy, in eval mode.
+    """
+    if features.shape[0] != attributes.shape[0] or features.shape[0] == 0:
+        raise ValueError(f"train_head needs one attribute row per feature, got {features.shape[0]} features "
+                         f"and {attributes.shape[0]} rows")
+    if epochs <= 0 or batch_size <= 0:
+        raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
+    torch.manual_seed(seed)
+    model = copy.deepcopy(head).to(device)
+    _reset(model)
+    for q in model.parameters():
+        q.requires_grad_(True)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    rng = make_generator(seed)
+    n = features.shape[0]
+    targets = attributes.float()
+    model.train()
+    for epoch in range(epochs):
+        for g in opt.param_groups:
+            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+        perm = torch.randperm(n, generator=rng)
+        for b in range(0, n, batch_size):
+            idx = perm[b:b + batch_size]
+            if idx.numel() < 2 and n >= 2:  # a batch of one breaks batch norm
+                continue
+            loss = F.binary_cross_entropy_with_logits(model(features[idx].to(device)), targets[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return model.eval()

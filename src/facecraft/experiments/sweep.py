@@ -1,0 +1,166 @@
+"""``facecraft sweep``: a grid of defence parameters, its settings run in parallel processes.
+
+A sweep is a list of *tasks*, one per defence setting (name, parameter value,
+constructor arguments). A task runs every chosen attack against its setting
+through the demo's own code path (:meth:`facecraft.experiments.pipeline._Demo.run_setting`),
+so its cells are stored, resumable and identical to the demo's. Everything the
+settings share (data, target network, prior, amortizer, oracles, the target's
+decoder) is trained first in the calling process; tasks only read it.
+
+A task is a plain picklable ``dict`` and :func:`run_task` a module-level
+function, so any executor with a ``multiprocessing.Pool``-like ``imap`` runs a
+sweep without a change in the algorithms:
+
+* ``serial``: in this process (debugging);
+* ``process``: a ``spawn`` process pool on this machine, each worker with
+  ``cpu_count // workers`` torch threads;
+* ``ray``: ``ray.util.multiprocessing.Pool``, the same API on a Ray cluster
+  (``ray.init(address=...)`` before calling, or ``RAY_ADDRESS``), whose nodes
+  must see the run directory on a shared file system.
+
+The merged ``results.json`` and report go to ``RUN_DIR/sweeps/<name>/``, so a
+sweep in the demo's run directory reuses its trained models without touching
+the demo's own report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+
+from facecraft._io import config_hash
+from facecraft.defenses import available_defenses
+from facecraft.experiments.config import RunConfig, config_from_dict, config_to_dict
+from facecraft.experiments.pipeline import _Demo, build_report, defense_grid, selected_attacks
+from facecraft.experiments.study import Study
+
+__all__ = ["BACKENDS", "SweepAxis", "parse_axis", "sweep_config", "run_sweep", "run_task"]
+
+ProgressFn = Callable[[int, int, str], None]
+
+#: executors a sweep can run on
+BACKENDS = ("serial", "process", "ray")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepAxis:
+    """One defence and the values of one of its constructor parameters, e.g. ``noise:sigma=0.5,1,2``."""
+
+    defense: str
+    param: str
+    values: Tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if self.defense not in available_defenses():
+            raise ValueError(f"unknown defence {self.defense!r}; choose from {sorted(available_defenses())}")
+        if not self.values:
+            raise ValueError(f"sweep of {self.defense}.{self.param} has no values")
+
+
+def parse_axis(text: str) -> SweepAxis:
+    """Parse ``"defence:param=v1,v2,..."`` (the ``--grid`` option of ``facecraft sweep``)."""
+    try:
+        name, rest = text.split(":", 1)
+        param, vals = rest.split("=", 1)
+        values = tuple(float(v) for v in vals.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"expected DEFENCE:PARAM=V1,V2,... (e.g. noise:sigma=0.5,1,2), got {text!r}") from None
+    return SweepAxis(name.strip(), param.strip(), values)
+
+
+def sweep_config(cfg: RunConfig, axes: Sequence[SweepAxis], *, include_none: bool = True) -> RunConfig:
+    """``cfg`` with its defence grid replaced by ``axes`` (each keeps the profile's other kwargs for
+    that defence), plus the unprotected reference ``none`` unless ``include_none`` is False."""
+    if not axes:
+        raise ValueError("a sweep needs at least one DEFENCE:PARAM=VALUES axis")
+    defenses: Dict[str, Dict[str, Any]] = {"none": {}} if include_none else {}
+    for ax in axes:
+        if ax.defense in defenses and ax.defense != "none":
+            raise ValueError(f"defence {ax.defense!r} appears twice in the sweep")
+        kwargs = {k: v for k, v in cfg.defenses.get(ax.defense, {}).get("kwargs", {}).items() if k != ax.param}
+        defenses[ax.defense] = {"kwargs": kwargs, "sweep": {"param": ax.param, "values": list(ax.values)}}
+    return dataclasses.replace(cfg, defenses=defenses)
+
+
+def run_task(task: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Run one defence setting of a sweep (in whichever process or node receives it); returns its rows."""
+    torch.set_num_threads(int(task["threads"]))
+    cfg = config_from_dict(RunConfig, task["config"])
+    study = Study(cfg, Path(task["run_dir"]), data_root=task["data_root"])
+    demo = _Demo(study, None)
+    ctx = demo.context()
+    return demo.run_setting(task["defense"], task["param"], task["kwargs"], task["attacks"], ctx)
+
+
+class _Serial:
+    def imap(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Any]:
+        return map(fn, items)
+
+    def __enter__(self) -> "_Serial":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def _pool(backend: str, workers: int):
+    if backend == "serial" or (backend == "process" and workers == 1):
+        return _Serial()
+    if backend == "process":
+        return multiprocessing.get_context("spawn").Pool(workers)
+    if backend == "ray":
+        try:
+            from ray.util.multiprocessing import Pool
+        except ImportError:
+            raise RuntimeError("the 'ray' backend needs Ray: pip install 'ray[default]'") from None
+        return Pool(processes=workers)
+    raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
+
+
+def run_sweep(cfg: RunConfig, run_dir: Path, *, workers: int = 2, backend: str = "process",
+              attacks: Optional[List[str]] = None, data_root: Optional[str] = None,
+              progress: Optional[ProgressFn] = None, name: Optional[str] = None) -> Path:
+    """Run (or resume) every setting of ``cfg``'s defence grid, ``workers`` at a time.
+
+    Args:
+        cfg: usually :func:`sweep_config` of a profile.
+        run_dir: where models and cells are stored and reused (may be a demo's run directory).
+        workers: settings run at once.
+        backend: one of :data:`BACKENDS`.
+        attacks: attack names (default: the profile's, else the demo's five).
+        data_root: dataset folder or its parent (else ``FACECRAFT_DATA``).
+        progress: ``progress(done, total, desc)`` for the shared stages and the settings.
+        name: sub-folder of ``run_dir/sweeps`` for the results and report (default: a hash of the grid).
+
+    Returns:
+        The path of the sweep's ``report.html``.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
+    run_dir = Path(run_dir)
+    study = Study(cfg, run_dir, data_root=data_root, progress=progress)
+    demo = _Demo(study, progress)
+    ctx = demo.context()
+    names = selected_attacks(cfg, attacks)
+    demo.shared_models(names)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    settings = defense_grid(cfg)
+    tasks = [{"config": config_to_dict(cfg), "run_dir": str(run_dir.resolve()), "data_root": data_root,
+              "defense": d, "param": p, "kwargs": kw, "attacks": names, "threads": threads}
+             for d, p, kw in settings]
+    rows: List[Dict[str, Any]] = []
+    with _pool(backend, workers) as pool:
+        for i, task_rows in enumerate(pool.imap(run_task, tasks)):
+            rows += task_rows
+            if progress:
+                progress(i + 1, len(tasks), "sweep settings")
+    out_dir = run_dir / "sweeps" / (name or config_hash([config_to_dict(cfg)["defenses"], names])[:12])
+    demo.write_results(ctx, rows, out_dir)
+    return build_report(out_dir)
