@@ -266,6 +266,37 @@ def demo(profile: str = typer.Option("tiny", "--profile", "-p", help="tiny, smal
     console.print(f"[green]done[/green]: {result}")
 
 
+@bench_app.command("latency")
+def bench_latency_cmd(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt, out: Path = OutOpt,
+                      device: str = DeviceOpt, beta: float = typer.Option(1.0, help="The amortized Crafter's beta."),
+                      threads: int = typer.Option(1, help="torch intra-op threads during the timed runs."),
+                      repeats: int = typer.Option(20, help="Timed calls per batch size (median reported)."),
+                      verbose: bool = typer.Option(False, "-v")) -> None:
+    """Amortized Crafter's per-image latency as a multiple of the encoder's forward: prints one JSON line.
+
+    Trains the amortized Crafter of the profile (or reuses it from --out, as the demo stores it).
+    """
+    _setup_logging(verbose)
+    from facecraft.data import DataError
+    from facecraft.experiments.bench import bench_latency
+    from facecraft.experiments.pipeline import StudyRunner
+    from facecraft.experiments.study import Study
+
+    try:
+        with _Bars() as bars:
+            cfg = _config(profile, None, device)
+            spec = cfg.defenses.get("amortized-crafter")
+            if spec is None:
+                raise ValueError(f"the {profile} profile has no amortized-crafter settings")
+            study = Study(cfg, out, data_root=data_root, progress=bars)
+            defense = StudyRunner(study, bars).build_defense("amortized-crafter", beta, {**spec.get("kwargs", {}), "beta": beta})
+            images = study.data.eval_test.float_images(study.eval_indices()[:32]).to(study.device)
+            result = bench_latency(study.target().encoder, defense, images, repeats=repeats, num_threads=threads)
+    except (DataError, ValueError) as e:
+        _fail(e)
+    typer.echo(json.dumps({"profile": profile, "beta": beta, **result}))
+
+
 @app.command()
 def sweep(grid: List[str] = typer.Option(..., "--grid", "-g",
                                          help="DEFENCE:PARAM=V1,V2,... (repeat), e.g. noise:sigma=0.5,1,2"),

@@ -91,3 +91,16 @@ def test_bench_craft_validates_before_training(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="growth"):
         bench_craft(s, reference_steps=1, max_fast_steps=1, growth=1.0)
     assert not (tmp_path / "models").exists()
+
+
+def test_bench_latency_reports_per_image_times_and_ratios() -> None:
+    from facecraft.experiments.bench import bench_latency
+    from facecraft.models import build_target
+
+    enc = build_target("resnet18", num_outputs=2, width=0.125).encoder.eval()
+    x = torch.rand(4, 3, 32, 32)
+    out = bench_latency(enc, lambda im: enc(im) * 2, x, batch_sizes=(1, 4), repeats=2, num_threads=1)
+    assert out["threads"] == 1 and set(out["by_batch"]) == {"1", "4"}
+    for v in out["by_batch"].values():
+        assert v["encoder_ms_per_image"] > 0 and v["defense_ms_per_image"] > 0
+        assert v["ratio"] == pytest.approx(v["defense_ms_per_image"] / v["encoder_ms_per_image"])

@@ -54,7 +54,7 @@ from facecraft.experiments.study import Study, machine_info
 from facecraft.metrics.identity import topk_accuracy
 from facecraft.metrics.pii import epsilon_pii
 
-__all__ = ["BENCH_DEFAULTS", "bench_craft", "bench_defaults", "profile_fast"]
+__all__ = ["BENCH_DEFAULTS", "bench_craft", "bench_defaults", "bench_latency", "profile_fast"]
 
 log = logging.getLogger(__name__)
 
@@ -515,3 +515,43 @@ def _schedule(start: int, stop: int, growth: float) -> List[int]:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def bench_latency(encoder: torch.nn.Module, defense: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+                  *, batch_sizes: Tuple[int, ...] = (1, 32), repeats: int = 20,
+                  num_threads: Optional[int] = None) -> Dict[str, Any]:
+    """Per-image latency of ``defense(images)`` as a multiple of the encoder's own forward (issue 5).
+
+    Both are timed in this process, interleaved (encoder, defence, encoder, ...)
+    so that a noisy machine slows both alike; each figure is the median over
+    ``repeats`` calls, after one warm-up call each.
+
+    Returns:
+        ``{"threads", "by_batch": {b: {"encoder_ms_per_image", "defense_ms_per_image", "ratio"}}}``.
+    """
+    import statistics
+
+    old = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    out: Dict[str, Any] = {"threads": torch.get_num_threads(), "by_batch": {}}
+    try:
+        for b in batch_sizes:
+            x = images[:b]
+            with torch.no_grad():
+                encoder(x), defense(x)
+            enc_t, def_t = [], []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    encoder(x)
+                enc_t.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                defense(x)
+                def_t.append(time.perf_counter() - t0)
+            e, d = statistics.median(enc_t) / b, statistics.median(def_t) / b
+            out["by_batch"][str(b)] = {"encoder_ms_per_image": 1e3 * e, "defense_ms_per_image": 1e3 * d,
+                                       "ratio": d / e}
+    finally:
+        torch.set_num_threads(old)
+    return out

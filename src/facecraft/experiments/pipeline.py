@@ -32,7 +32,7 @@ from facecraft.experiments.evaluate import EvalContext, oracle_ceiling, privacy_
 from facecraft.experiments.study import Study
 from facecraft.models.train import train_head
 
-__all__ = ["run_demo", "DEMO_ATTACKS", "defense_grid", "build_report", "selected_attacks"]
+__all__ = ["run_demo", "DEMO_ATTACKS", "StudyRunner", "defense_grid", "build_report", "selected_attacks"]
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,13 @@ def defense_grid(cfg: RunConfig) -> List[Tuple[str, Optional[float], Dict[str, A
     return out
 
 
-class _Demo:
+class StudyRunner:
+    """Runs defence settings against attacks on a :class:`Study`, storing every cell (module docstring).
+
+    Used by :func:`run_demo` (settings one after the other) and by
+    :mod:`facecraft.experiments.sweep` (settings in parallel processes).
+    """
+
     def __init__(self, study: Study, progress: Optional[ProgressFn]) -> None:
         self.study = study
         self.cfg = study.cfg
@@ -339,7 +345,7 @@ def run_demo(cfg: RunConfig, run_dir: Path, *, data_root: Optional[str] = None,
             raise ValueError(f"defences {sorted(unknown)} are not in the {cfg.profile} profile; "
                              f"choose from {sorted(cfg.defenses)}")
     study = Study(cfg, run_dir, data_root=data_root, progress=progress)
-    demo = _Demo(study, progress)
+    demo = StudyRunner(study, progress)
     ctx = demo.context()
     names = selected_attacks(cfg, attacks)
     demo.shared_models(names)

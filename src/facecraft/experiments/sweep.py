@@ -2,7 +2,7 @@
 
 A sweep is a list of *tasks*, one per defence setting (name, parameter value,
 constructor arguments). A task runs every chosen attack against its setting
-through the demo's own code path (:meth:`facecraft.experiments.pipeline._Demo.run_setting`),
+through the demo's own code path (:meth:`facecraft.experiments.pipeline.StudyRunner.run_setting`),
 so its cells are stored, resumable and identical to the demo's. Everything the
 settings share (data, target network, prior, amortizer, oracles, the target's
 decoder) is trained first in the calling process; tasks only read it.
@@ -36,7 +36,7 @@ import torch
 from facecraft._io import config_hash
 from facecraft.defenses import available_defenses
 from facecraft.experiments.config import RunConfig, config_from_dict, config_to_dict
-from facecraft.experiments.pipeline import _Demo, build_report, defense_grid, selected_attacks
+from facecraft.experiments.pipeline import StudyRunner, build_report, defense_grid, selected_attacks
 from facecraft.experiments.study import Study
 
 __all__ = ["BACKENDS", "SweepAxis", "parse_axis", "sweep_config", "run_sweep", "run_task"]
@@ -92,7 +92,7 @@ def run_task(task: Dict[str, Any]) -> List[Dict[str, Any]]:
     torch.set_num_threads(int(task["threads"]))
     cfg = config_from_dict(RunConfig, task["config"])
     study = Study(cfg, Path(task["run_dir"]), data_root=task["data_root"])
-    demo = _Demo(study, None)
+    demo = StudyRunner(study, None)
     ctx = demo.context()
     return demo.run_setting(task["defense"], task["param"], task["kwargs"], task["attacks"], ctx)
 
@@ -117,7 +117,7 @@ def _pool(backend: str, workers: int):
         try:
             from ray.util.multiprocessing import Pool
         except ImportError:
-            raise RuntimeError("the 'ray' backend needs Ray: pip install 'ray[default]'") from None
+            raise RuntimeError("the 'ray' backend needs Ray: pip install -e '.[cluster]'") from None
         return Pool(processes=workers)
     raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
 
@@ -146,7 +146,7 @@ def run_sweep(cfg: RunConfig, run_dir: Path, *, workers: int = 2, backend: str =
         raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
     run_dir = Path(run_dir)
     study = Study(cfg, run_dir, data_root=data_root, progress=progress)
-    demo = _Demo(study, progress)
+    demo = StudyRunner(study, progress)
     ctx = demo.context()
     names = selected_attacks(cfg, attacks)
     demo.shared_models(names)
