@@ -266,6 +266,25 @@ def demo(profile: str = typer.Option("tiny", "--profile", "-p", help="tiny, smal
     console.print(f"[green]done[/green]: {result}")
 
 
+@bench_app.command("steps")
+def bench_steps_cmd(profile: str = ProfileOpt, threads: int = typer.Option(2, help="torch intra-op threads."),
+                    repeats: int = typer.Option(5, help="Timed steps per training (after one warm-up)."),
+                    public_images: Optional[int] = typer.Option(
+                        None, help="Size of the public split (9872 for celeba-chips), to predict the target's total.")
+                    ) -> None:
+    """Seconds per step of the target, prior and amortizer trainings of a profile, and the predicted totals."""
+    from facecraft.experiments.bench import bench_train_steps
+
+    cfg = _config(profile, None, "cpu")
+    out = bench_train_steps(cfg, repeats=repeats, num_threads=threads)
+    if public_images:
+        steps = cfg.target.epochs * -(-public_images // cfg.target.batch_size)
+        out["target_predicted_s"] = out["target_s_per_step"] * steps
+    out["prior_predicted_s"] = out["prior_s_per_step"] * cfg.prior.steps
+    out["amortizer_predicted_s"] = out["amortizer_s_per_step"] * cfg.amortizer.steps
+    typer.echo(json.dumps({"profile": profile, **{k: round(v, 4) for k, v in out.items()}}))
+
+
 @bench_app.command("latency")
 def bench_latency_cmd(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt, out: Path = OutOpt,
                       device: str = DeviceOpt, beta: float = typer.Option(1.0, help="The amortized Crafter's beta."),

@@ -104,3 +104,11 @@ def test_bench_latency_reports_per_image_times_and_ratios() -> None:
     for v in out["by_batch"].values():
         assert v["encoder_ms_per_image"] > 0 and v["defense_ms_per_image"] > 0
         assert v["ratio"] == pytest.approx(v["defense_ms_per_image"] / v["encoder_ms_per_image"])
+
+
+def test_bench_train_steps_times_each_training() -> None:
+    from facecraft.experiments.bench import bench_train_steps
+
+    out = bench_train_steps(profile_config("tiny"), num_outputs=3, repeats=1, num_threads=1)
+    assert out["threads"] == 1
+    assert all(out[f"{k}_s_per_step"] > 0 for k in ("target", "prior", "amortizer"))

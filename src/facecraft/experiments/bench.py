@@ -54,7 +54,7 @@ from facecraft.experiments.study import Study, machine_info
 from facecraft.metrics.identity import topk_accuracy
 from facecraft.metrics.pii import epsilon_pii
 
-__all__ = ["BENCH_DEFAULTS", "bench_craft", "bench_defaults", "bench_latency", "profile_fast"]
+__all__ = ["BENCH_DEFAULTS", "bench_craft", "bench_defaults", "bench_latency", "bench_train_steps", "profile_fast"]
 
 log = logging.getLogger(__name__)
 
@@ -555,3 +555,69 @@ def bench_latency(encoder: torch.nn.Module, defense: Callable[[torch.Tensor], to
     finally:
         torch.set_num_threads(old)
     return out
+
+
+def bench_train_steps(cfg: Any, *, image_size: Optional[int] = None, num_outputs: int = 40, repeats: int = 5,
+                      num_threads: Optional[int] = None) -> Dict[str, float]:
+    """Seconds per optimisation step of the three foundation trainings of ``cfg`` (a RunConfig), on
+    random data of the profile's shapes: target (BCE step), prior (``n_critic`` critic steps with
+    gradient penalty + one generator step) and amortizer. Mean over ``repeats`` after one warm-up step.
+    Multiply by the profile's step counts to predict a training's wall time on this machine."""
+    import torch.nn.functional as nnf
+
+    from facecraft.models import Amortizer, Critic, Generator, build_target, feature_shape, gradient_penalty
+
+    old = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        m, s = cfg.model, image_size or cfg.data.image_size
+        torch.manual_seed(0)
+        net = build_target(m.target_arch, num_outputs=num_outputs, width=m.target_width)
+        g, d = Generator(m.latent_dim, s, m.generator_width), Critic(s, m.critic_width)
+        amor = Amortizer(feature_shape(net.encoder, s), m.latent_dim, m.amortizer_width)
+        opt_t, opt_g = torch.optim.Adam(net.parameters()), torch.optim.Adam(g.parameters())
+        opt_d, opt_a = torch.optim.Adam(d.parameters()), torch.optim.Adam(amor.parameters())
+        gp_gen = torch.Generator().manual_seed(0)
+        tb, pb, ab = cfg.target.batch_size, cfg.prior.batch_size, cfg.amortizer.batch_size
+
+        def target_step() -> None:
+            x, y = torch.rand(tb, 3, s, s), (torch.rand(tb, num_outputs) > 0.5).float()
+            loss = nnf.binary_cross_entropy_with_logits(net(x), y)
+            opt_t.zero_grad()
+            loss.backward()
+            opt_t.step()
+
+        def prior_step() -> None:
+            for _ in range(cfg.prior.n_critic):
+                real = torch.rand(pb, 3, s, s)
+                with torch.no_grad():
+                    fake = g(torch.randn(pb, m.latent_dim))
+                loss = d(fake).mean() - d(real).mean() + cfg.prior.gp_weight * gradient_penalty(d, real, fake, gp_gen)
+                opt_d.zero_grad()
+                loss.backward()
+                opt_d.step()
+            loss = -d(g(torch.randn(pb, m.latent_dim))).mean()
+            opt_g.zero_grad()
+            loss.backward()
+            opt_g.step()
+
+        def amortizer_step() -> None:
+            z = torch.randn(ab, m.latent_dim)
+            with torch.no_grad():
+                f = net.encoder(g(z))
+            loss = nnf.mse_loss(amor(f), z)
+            opt_a.zero_grad()
+            loss.backward()
+            opt_a.step()
+
+        out: Dict[str, float] = {"threads": float(torch.get_num_threads())}
+        for name, fn in (("target", target_step), ("prior", prior_step), ("amortizer", amortizer_step)):
+            fn()
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            out[f"{name}_s_per_step"] = (time.perf_counter() - t0) / repeats
+        return out
+    finally:
+        torch.set_num_threads(old)
