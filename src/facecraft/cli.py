@@ -252,7 +252,9 @@ def bench_craft_cmd(profile: str = ProfileOpt, data_root: Optional[str] = DataRo
 @app.command()
 def demo(profile: str = typer.Option("tiny", "--profile", "-p", help="tiny, small or paper."),
          data_root: Optional[str] = DataRootOpt, out: Path = typer.Option(Path("runs/demo"), "--out", "-o"),
-         device: str = DeviceOpt, verbose: bool = typer.Option(False, "-v")) -> None:
+         device: str = DeviceOpt,
+         workers: int = typer.Option(1, "--workers", "-w", help="Defence settings run at once (processes)."),
+         verbose: bool = typer.Option(False, "-v")) -> None:
     """Run the whole study: data, models, defences x attacks, results.json and a report. Resumable."""
     _setup_logging(verbose)
     from facecraft.data import DataError
@@ -260,7 +262,8 @@ def demo(profile: str = typer.Option("tiny", "--profile", "-p", help="tiny, smal
 
     try:
         with _Bars() as bars:
-            result = run_demo(_config(profile, None, device), out, data_root=data_root, progress=bars)
+            result = run_demo(_config(profile, None, device), out, data_root=data_root, progress=bars,
+                              workers=workers)
     except (DataError, ValueError) as e:
         _fail(e)
     console.print(f"[green]done[/green]: {result}")

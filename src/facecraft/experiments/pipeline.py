@@ -123,9 +123,9 @@ class StudyRunner:
         stem = s.model_stem(f"decoder-{key.replace(':', '_')}", kw, config_to_dict(self.cfg.model),
                             config_to_dict(self.cfg.target), None if shared else defense_key)
         atk = DecoderAttack(defense.encoder, image_size=s.data.image_size, **kw)
-        t0 = time.time()
+        t0, existed = time.time(), checkpoint_exists(stem)
         atk.fit(s.data.public.images, progress=self.progress, checkpoint_stem=stem)
-        s.record_stage(f"decoder[{key}]", time.time() - t0, cached=False)
+        s.record_stage(f"decoder[{key}]", time.time() - t0, cached=existed)
         self._decoders[key] = atk
         return atk
 
@@ -165,17 +165,17 @@ class StudyRunner:
         if name in ("advlearn", "disco"):
             stem = s.model_stem(f"defense-{name}-{param}", kwargs, config_to_dict(self.cfg.model),
                                 config_to_dict(self.cfg.target))
-            t0 = time.time()
+            t0, existed = time.time(), checkpoint_exists(stem)
             d.fit(s.data.public.float_images(), s.data.public.attributes, progress=self.progress, checkpoint_stem=stem)
-            s.record_stage(f"fit[{name}:{param}]", time.time() - t0, cached=False)
+            s.record_stage(f"fit[{name}:{param}]", time.time() - t0, cached=existed)
         if name == "amortized-crafter":
             g, _ = s.prior()
             stem = s.model_stem(f"defense-{name}-{param}", kwargs, config_to_dict(self.cfg.model),
                                 config_to_dict(self.cfg.target), config_to_dict(self.cfg.prior),
                                 config_to_dict(self.cfg.amortizer))
-            t0 = time.time()
+            t0, existed = time.time(), checkpoint_exists(stem)
             d.fit(s.data.public.images, progress=self.progress, checkpoint_stem=stem)
-            s.record_stage(f"fit[{name}:{param}]", time.time() - t0, cached=False)
+            s.record_stage(f"fit[{name}:{param}]", time.time() - t0, cached=existed)
         return d
 
     def released(self, key: str, defense: FeatureDefense, ctx: EvalContext) -> Tuple[torch.Tensor, float]:
@@ -325,7 +325,7 @@ def selected_attacks(cfg: RunConfig, attacks: Optional[List[str]]) -> List[str]:
 
 def run_demo(cfg: RunConfig, run_dir: Path, *, data_root: Optional[str] = None,
              progress: Optional[ProgressFn] = None, attacks: Optional[List[str]] = None,
-             defenses: Optional[List[str]] = None) -> Path:
+             defenses: Optional[List[str]] = None, workers: int = 1) -> Path:
     """Run (or resume) the study of ``cfg`` in ``run_dir``; writes ``results.json`` and the report.
 
     Args:
@@ -335,10 +335,14 @@ def run_demo(cfg: RunConfig, run_dir: Path, *, data_root: Optional[str] = None,
         progress: ``progress(done, total, desc)``.
         attacks: attack names to run (default: ``cfg.eval['attacks']`` or :data:`DEMO_ATTACKS`).
         defenses: defence names to run (default: every one in ``cfg.defenses``).
+        workers: defence settings run at once in separate processes
+            (:func:`facecraft.experiments.sweep.run_settings`); 1 runs them here, one after the other.
 
     Returns:
         The path of ``report.html``.
     """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     if defenses is not None:
         unknown = set(defenses) - set(cfg.defenses)
         if unknown:
@@ -349,11 +353,16 @@ def run_demo(cfg: RunConfig, run_dir: Path, *, data_root: Optional[str] = None,
     ctx = demo.context()
     names = selected_attacks(cfg, attacks)
     demo.shared_models(names)
+    settings = [st for st in defense_grid(cfg) if defenses is None or st[0] in defenses]
     rows: List[Dict[str, Any]] = []
-    for name, param, kwargs in defense_grid(cfg):
-        if defenses is not None and name not in defenses:
-            continue
-        rows += demo.run_setting(name, param, kwargs, names, ctx)
+    if workers > 1:
+        from facecraft.experiments.sweep import run_settings  # (sweep builds on this module)
+
+        rows = run_settings(cfg, study.run_dir, settings, names, workers=workers, data_root=data_root,
+                            progress=progress)
+    else:
+        for name, param, kwargs in settings:
+            rows += demo.run_setting(name, param, kwargs, names, ctx)
     demo.write_results(ctx, rows)
     return build_report(study.run_dir)
 

@@ -39,7 +39,7 @@ from facecraft.experiments.config import RunConfig, config_from_dict, config_to_
 from facecraft.experiments.pipeline import StudyRunner, build_report, defense_grid, selected_attacks
 from facecraft.experiments.study import Study
 
-__all__ = ["BACKENDS", "SweepAxis", "parse_axis", "sweep_config", "run_sweep", "run_task"]
+__all__ = ["BACKENDS", "SweepAxis", "parse_axis", "sweep_config", "run_settings", "run_sweep", "run_task"]
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -122,6 +122,25 @@ def _pool(backend: str, workers: int):
     raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
 
 
+def run_settings(cfg: RunConfig, run_dir: Path, settings: Sequence[Tuple[str, Optional[float], Dict[str, Any]]],
+                 attacks: List[str], *, workers: int, backend: str = "process", data_root: Optional[str] = None,
+                 progress: Optional[ProgressFn] = None) -> List[Dict[str, Any]]:
+    """Run defence ``settings`` (``(name, param, kwargs)``) against ``attacks``, ``workers`` at a time, each
+    worker with ``cpu_count // workers`` torch threads; the shared models must exist already. Rows in
+    the order of ``settings``."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    tasks = [{"config": config_to_dict(cfg), "run_dir": str(Path(run_dir).resolve()), "data_root": data_root,
+              "defense": d, "param": p, "kwargs": kw, "attacks": list(attacks), "threads": threads}
+             for d, p, kw in settings]
+    rows: List[Dict[str, Any]] = []
+    with _pool(backend, workers) as pool:
+        for i, task_rows in enumerate(pool.imap(run_task, tasks)):
+            rows += task_rows
+            if progress:
+                progress(i + 1, len(tasks), "defence settings")
+    return rows
+
+
 def run_sweep(cfg: RunConfig, run_dir: Path, *, workers: int = 2, backend: str = "process",
               attacks: Optional[List[str]] = None, data_root: Optional[str] = None,
               progress: Optional[ProgressFn] = None, name: Optional[str] = None) -> Path:
@@ -150,17 +169,8 @@ def run_sweep(cfg: RunConfig, run_dir: Path, *, workers: int = 2, backend: str =
     ctx = demo.context()
     names = selected_attacks(cfg, attacks)
     demo.shared_models(names)
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    settings = defense_grid(cfg)
-    tasks = [{"config": config_to_dict(cfg), "run_dir": str(run_dir.resolve()), "data_root": data_root,
-              "defense": d, "param": p, "kwargs": kw, "attacks": names, "threads": threads}
-             for d, p, kw in settings]
-    rows: List[Dict[str, Any]] = []
-    with _pool(backend, workers) as pool:
-        for i, task_rows in enumerate(pool.imap(run_task, tasks)):
-            rows += task_rows
-            if progress:
-                progress(i + 1, len(tasks), "sweep settings")
+    rows = run_settings(cfg, run_dir, defense_grid(cfg), names, workers=workers, backend=backend,
+                        data_root=data_root, progress=progress)
     out_dir = run_dir / "sweeps" / (name or config_hash([config_to_dict(cfg)["defenses"], names])[:12])
     demo.write_results(ctx, rows, out_dir)
     return build_report(out_dir)
