@@ -320,6 +320,94 @@ def bench_latency_cmd(profile: str = ProfileOpt, data_root: Optional[str] = Data
 
 
 @app.command()
+def craft(defense: str = typer.Option(..., "--defense", "-d", help="A registered defence (facecraft list defenses)."),
+          param: Optional[float] = typer.Option(None, "--param", help="The value of the profile's swept parameter "
+                                                 "(e.g. beta for crafter); default: the profile's first."),
+          split: str = typer.Option("eval_test", "--split", help="eval_test, eval_train or public."),
+          limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N images of the split."),
+          output: Path = typer.Option(..., "--output", help="Where to write the features (.safetensors + .json)."),
+          profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt, out: Path = OutOpt,
+          device: str = DeviceOpt, verbose: bool = typer.Option(False, "-v")) -> None:
+    """Protect a split's faces with a defence and write the released features (with identities) to OUTPUT."""
+    _setup_logging(verbose)
+    import torch
+
+    from facecraft._io import save_checkpoint
+    from facecraft.attacks._common import query_in_batches
+    from facecraft.data import DataError
+    from facecraft.experiments.pipeline import StudyRunner
+    from facecraft.experiments.study import Study
+
+    try:
+        cfg = _config(profile, None, device)
+        spec = cfg.defenses.get(defense, {})
+        sweep_spec = spec.get("sweep")
+        if param is None and sweep_spec:
+            param = float(sweep_spec["values"][0])
+        kwargs = dict(spec.get("kwargs", {}))
+        if sweep_spec and param is not None:
+            kwargs[sweep_spec["param"]] = param
+        if split not in ("eval_test", "eval_train", "public"):
+            raise ValueError(f"--split must be eval_test, eval_train or public, got {split!r}")
+        with _Bars() as bars:
+            study = Study(cfg, out, data_root=data_root, progress=bars)
+            d = StudyRunner(study, bars).build_defense(defense, param, kwargs)
+            faces = getattr(study.data, split)
+            n = len(faces) if limit is None else min(limit, len(faces))
+            feats = query_in_batches(d, faces.float_images(slice(0, n)), torch.device("cpu"), 64, bars,
+                                     f"protect ({defense})")
+        save_checkpoint(output.with_suffix(""), {"features": feats, "identities": faces.identities[:n]},
+                        kind="released-features", meta={"defense": defense, "param": param, "split": split,
+                                                        "profile": profile, "kwargs": kwargs})
+    except (DataError, ValueError) as e:
+        _fail(e)
+    console.print(f"[green]wrote[/green] {output.with_suffix('.safetensors')} ({n} released features)")
+
+
+@app.command()
+def attack(features: Path = typer.Option(..., "--features", help="Released features written by `facecraft craft`."),
+           name: str = typer.Option("whitebox", "--attack", "-a", help="whitebox, blackbox or hybrid."),
+           output: Optional[Path] = typer.Option(None, "--output", help="Also write the reconstructions here."),
+           profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt, out: Path = OutOpt,
+           device: str = DeviceOpt, verbose: bool = typer.Option(False, "-v")) -> None:
+    """Reconstruct faces from any feature release of the target's encoder and judge them with the dlib oracle.
+
+    Prints one JSON line: Eval Acc top-1/top-5 (dlib, gallery = eval_train) when the file holds identities.
+    """
+    _setup_logging(verbose)
+    from facecraft._io import CheckpointError, load_checkpoint, save_checkpoint
+    from facecraft.data import DataError
+    from facecraft.defenses import create_defense
+    from facecraft.experiments.pipeline import StudyRunner
+    from facecraft.experiments.study import Study
+    from facecraft.metrics.identity import topk_accuracy
+
+    try:
+        if name not in ("whitebox", "blackbox", "hybrid"):
+            raise ValueError(f"--attack must be whitebox, blackbox or hybrid (the adaptive ones need the defence: "
+                             f"use `facecraft evaluate`), got {name!r}")
+        tensors, meta = load_checkpoint(features.with_suffix(""), kind="released-features")
+        with _Bars() as bars:
+            study = Study(_config(profile, None, device), out, data_root=data_root, progress=bars)
+            runner = StudyRunner(study, bars)
+            target = study.target()
+            release = create_defense("none", encoder=target.encoder, head=target.head)  # the encoder it came from
+            recon = runner.make_attack(name, "none:None", release)(tensors["features"].to(study.device), progress=bars)
+            result = {"attack": name, "features": str(features), "defense": meta.get("defense"),
+                      "param": meta.get("param"), "n": int(recon.shape[0])}
+            if "identities" in tensors:
+                scores = study.dlib_oracle().scores(recon.cpu(), progress=bars)
+                for k in (1, 5):
+                    result[f"eval_acc_top{k}_dlib"] = float(topk_accuracy(scores, tensors["identities"], k=k))
+        if output:
+            save_checkpoint(output.with_suffix(""), {"images": recon.cpu()}, kind="reconstructions",
+                            meta={"attack": name, "features": str(features)})
+    except (DataError, ValueError, CheckpointError) as e:
+        _fail(e)
+    typer.echo(json.dumps(result))
+
+
+@app.command()
 def sweep(grid: List[str] = typer.Option(..., "--grid", "-g",
                                          help="DEFENCE:PARAM=V1,V2,... (repeat), e.g. noise:sigma=0.5,1,2"),
           profile: str = typer.Option("small", "--profile", "-p", help="tiny, small or paper."),

@@ -121,3 +121,24 @@ def test_sweep_axis_parsing_and_config() -> None:
     assert spec["kwargs"]["solver"] == "gn-cg" and "beta" not in spec["kwargs"]
     with pytest.raises(ValueError, match="at least one"):
         sweep_config(profile_config("tiny"), [])
+
+
+@pytest.mark.slow
+def test_cli_craft_then_attack_any_release(demo_run: Path) -> None:
+    from typer.testing import CliRunner
+
+    from facecraft.cli import app
+
+    runner = CliRunner()
+    feats = demo_run / "released-noise.safetensors"
+    common = ["--profile", "tiny", "--out", str(demo_run), "--device", "cpu"]
+    r = runner.invoke(app, ["craft", "-d", "noise", "--limit", "6", "--output", str(feats), *common])
+    assert r.exit_code == 0, r.output
+    assert feats.exists() and feats.with_suffix(".json").exists()
+    r = runner.invoke(app, ["attack", "--features", str(feats), "-a", "blackbox",
+                            "--output", str(demo_run / "recon.safetensors"), *common])
+    assert r.exit_code == 0, r.output
+    line = json.loads(r.output.strip().splitlines()[-1])
+    assert line["n"] == 6 and line["defense"] == "noise" and 0.0 <= line["eval_acc_top1_dlib"] <= 1.0
+    r = runner.invoke(app, ["attack", "--features", str(demo_run / "missing.safetensors"), *common])
+    assert r.exit_code == 2 and "error" in r.output
