@@ -254,6 +254,8 @@ def demo(profile: str = typer.Option("tiny", "--profile", "-p", help="tiny, smal
          data_root: Optional[str] = DataRootOpt, out: Path = typer.Option(Path("runs/demo"), "--out", "-o"),
          device: str = DeviceOpt,
          workers: int = typer.Option(1, "--workers", "-w", help="Defence settings run at once (processes)."),
+         finished_only: bool = typer.Option(False, "--finished-only",
+                                            help="Compute nothing: results and report of the cells finished so far."),
          verbose: bool = typer.Option(False, "-v")) -> None:
     """Run the whole study: data, models, defences x attacks, results.json and a report. Resumable."""
     _setup_logging(verbose)
@@ -263,7 +265,7 @@ def demo(profile: str = typer.Option("tiny", "--profile", "-p", help="tiny, smal
     try:
         with _Bars() as bars:
             result = run_demo(_config(profile, None, device), out, data_root=data_root, progress=bars,
-                              workers=workers)
+                              workers=workers, finished_only=finished_only)
     except (DataError, ValueError) as e:
         _fail(e)
     console.print(f"[green]done[/green]: {result}")

@@ -142,3 +142,21 @@ def test_cli_craft_then_attack_any_release(demo_run: Path) -> None:
     assert line["n"] == 6 and line["defense"] == "noise" and 0.0 <= line["eval_acc_top1_dlib"] <= 1.0
     r = runner.invoke(app, ["attack", "--features", str(demo_run / "missing.safetensors"), *common])
     assert r.exit_code == 2 and "error" in r.output
+
+
+@pytest.mark.slow
+def test_finished_only_reports_without_computing(demo_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(demo_run, out)
+    cells = next(p for p in (out / "cells").iterdir() if (p / "crafter_10.0--whitebox.json").exists())
+    for f in cells.glob("crafter_10.0*"):
+        f.unlink()  # as if the run had been stopped before this setting
+    (out / "results.json").unlink()
+    run_demo(profile_config("tiny", device="cpu"), out, finished_only=True)
+    r = json.loads((out / "results.json").read_text())
+    assert (out / "report.html").exists()
+    assert not any(row["defense"] == "crafter" and row["param"] == 10.0 for row in r["rows"])
+    assert any(row["defense"] == "crafter" and row["param"] == 1.0 for row in r["rows"])
+    assert not list(cells.glob("crafter_10.0*"))  # nothing was recomputed

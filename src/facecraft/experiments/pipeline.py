@@ -285,6 +285,12 @@ class StudyRunner:
             rows.append(self.cell(key, attack, defense, feats, ctx, utility))
         return rows
 
+    def finished_rows(self, name: str, param: Optional[float], attacks: List[str]) -> List[Dict[str, Any]]:
+        """The stored rows of one setting's finished cells (nothing is computed)."""
+        key = f"{name}:{param}".replace(":", "_")
+        paths = [self.cells / f"{key}--{a}.json" for a in attacks if not (name == "none" and a in _ADAPTIVE)]
+        return [read_json(p) for p in paths if p.exists()]
+
     def shared_models(self, attacks: List[str]) -> None:
         """Train (or load) everything several settings share, before any of them runs (so parallel
         workers of :mod:`facecraft.experiments.sweep` never train the same model twice)."""
@@ -325,7 +331,7 @@ def selected_attacks(cfg: RunConfig, attacks: Optional[List[str]]) -> List[str]:
 
 def run_demo(cfg: RunConfig, run_dir: Path, *, data_root: Optional[str] = None,
              progress: Optional[ProgressFn] = None, attacks: Optional[List[str]] = None,
-             defenses: Optional[List[str]] = None, workers: int = 1) -> Path:
+             defenses: Optional[List[str]] = None, workers: int = 1, finished_only: bool = False) -> Path:
     """Run (or resume) the study of ``cfg`` in ``run_dir``; writes ``results.json`` and the report.
 
     Args:
@@ -337,6 +343,8 @@ def run_demo(cfg: RunConfig, run_dir: Path, *, data_root: Optional[str] = None,
         defenses: defence names to run (default: every one in ``cfg.defenses``).
         workers: defence settings run at once in separate processes
             (:func:`facecraft.experiments.sweep.run_settings`); 1 runs them here, one after the other.
+        finished_only: compute no cell: write the results and report of the cells finished so far
+            (to look at a long run while it goes on, or after it was stopped).
 
     Returns:
         The path of ``report.html``.
@@ -352,9 +360,16 @@ def run_demo(cfg: RunConfig, run_dir: Path, *, data_root: Optional[str] = None,
     demo = StudyRunner(study, progress)
     ctx = demo.context()
     names = selected_attacks(cfg, attacks)
-    demo.shared_models(names)
     settings = [st for st in defense_grid(cfg) if defenses is None or st[0] in defenses]
     rows: List[Dict[str, Any]] = []
+    if finished_only:
+        for name, param, _ in settings:
+            rows += demo.finished_rows(name, param, names)
+        if not rows:
+            raise ValueError(f"no finished cell in {demo.cells}: nothing to report yet")
+        demo.write_results(ctx, rows)
+        return build_report(study.run_dir)
+    demo.shared_models(names)
     if workers > 1:
         from facecraft.experiments.sweep import run_settings  # (sweep builds on this module)
 
