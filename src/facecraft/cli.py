@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -14,7 +13,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from facecraft.experiments.config import DataConfig, RunConfig, profile_config
+from facecraft.experiments.config import RunConfig, profile_config
 
 app = typer.Typer(help="Protect face features against inversion (Crafter) and audit feature releases.",
                   no_args_is_help=True, add_completion=False)
@@ -212,6 +211,27 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory holding res
     console.print(f"[green]wrote[/green] {path} and {path.with_suffix('.md')}")
 
 
+@bench_app.command("spectrum")
+def bench_spectrum_cmd(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt, out: Path = OutOpt,
+                       device: str = DeviceOpt, batch: int = typer.Option(32, help="Private faces."),
+                       inner_steps: int = typer.Option(40, help="Inversion steps after the amortizer."),
+                       iters: int = typer.Option(40, help="Power iterations per end of the spectrum."),
+                       verbose: bool = typer.Option(False, "-v")) -> None:
+    """Extreme eigenvalues of the inversion Hessian at z* (which Neumann step converges): prints one JSON line."""
+    _setup_logging(verbose)
+    from facecraft.data import DataError
+    from facecraft.experiments.bench import bench_spectrum
+    from facecraft.experiments.study import Study
+
+    try:
+        with _Bars() as bars:
+            study = Study(_config(profile, None, device), out, data_root=data_root, progress=bars)
+            result = bench_spectrum(study, batch=batch, inner_steps=inner_steps, iters=iters)
+    except (DataError, ValueError) as e:
+        _fail(e)
+    typer.echo(json.dumps(result))
+
+
 @bench_app.command("craft")
 def bench_craft_cmd(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt, out: Path = OutOpt,
                     device: str = DeviceOpt, batch: int = typer.Option(32, help="Private faces in the batch."),
@@ -220,6 +240,7 @@ def bench_craft_cmd(profile: str = ProfileOpt, data_root: Optional[str] = DataRo
                     threads: int = typer.Option(1, help="torch intra-op threads during the timed runs."),
                     json_out: Optional[Path] = typer.Option(None, help="Also write the JSON line to this file."),
                     top: int = typer.Option(15, help="Functions to list in the fast run's profile (0: none)."),
+                    pii_repeats: int = typer.Option(3, help="Seeded epsilon-PII estimates averaged per release."),
                     verbose: bool = typer.Option(False, "-v")) -> None:
     """Reference (paper) vs fast Crafter on one batch at equal epsilon-PII: prints one JSON line."""
     _setup_logging(verbose)
@@ -232,7 +253,7 @@ def bench_craft_cmd(profile: str = ProfileOpt, data_root: Optional[str] = DataRo
     try:
         with _Bars() as bars:
             study = Study(_config(profile, None, device), out, data_root=data_root, progress=bars)
-            result = bench_craft(study, batch=batch, num_threads=threads, progress=bars,
+            result = bench_craft(study, batch=batch, num_threads=threads, progress=bars, pii_repeats=pii_repeats,
                                  reference_steps=reference_steps or defaults["reference_steps"],
                                  max_fast_steps=max_fast_steps or defaults["max_fast_steps"])
             hot = profile_fast(study, batch=batch, top=top, num_threads=threads) if top else []

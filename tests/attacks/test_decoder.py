@@ -53,8 +53,9 @@ def test_fit_resumes_from_checkpoint(enc_gen, public_images, tmp_path) -> None:
     torch.manual_seed(0)
     resumed = DecoderAttack(enc, epochs=3, **kw)
     resumed.fit(public_images, checkpoint_stem=tmp_path / "dec")
-    assert resumed.epochs_done == 3 and len(resumed.history) == 3
+    assert resumed.epochs_done == 3 and len(resumed.history) == 3 and resumed.fit_trained
     assert part.epochs_done == 2
+    assert not DecoderAttack(enc, epochs=3, **kw).fit(public_images, checkpoint_stem=tmp_path / "dec").fit_trained
     for a, b in zip(full.decoder.state_dict().values(), resumed.decoder.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-6)
 

@@ -64,6 +64,9 @@ def test_resume_from_checkpoint_matches_uninterrupted(tiny_target, public, tmp_p
     resumed.fit(*public, checkpoint_stem=stem)
     assert [h["epoch"] for h in resumed.history] == [0, 1]
     assert torch.equal(full(public[0]), resumed(public[0]))
+    assert resumed.fit_trained  # a partial checkpoint is resumed, not "cached"
+    again = AdversarialLearning(tiny_target.encoder, tiny_target.head, **{**KW, "epochs": 2})
+    assert not again.fit(*public, checkpoint_stem=stem).fit_trained  # a finished one is loaded
 
 
 def test_resume_with_other_hyperparameters_raises(tiny_target, public, tmp_path):

@@ -75,7 +75,9 @@ def test_fit_resumes_after_a_kill_to_the_same_weights(tiny_target, tiny_gan, pub
         d.fit(public_images, progress=killer, checkpoint_stem=tmp_path / "ac")
     resumed = AmortizedCrafter(tiny_target.encoder, tiny_target.head, tiny_gan[0], **{**PRIVACY, **kw})
     resumed.fit(public_images, checkpoint_stem=tmp_path / "ac")
-    assert [h["step"] for h in resumed.history] == list(range(6))
+    assert [h["step"] for h in resumed.history] == list(range(6)) and resumed.fit_trained
+    again = AmortizedCrafter(tiny_target.encoder, tiny_target.head, tiny_gan[0], **{**PRIVACY, **kw})
+    assert not again.fit(public_images, checkpoint_stem=tmp_path / "ac").fit_trained
     for a, b in zip(whole.crafter.state_dict().values(), resumed.crafter.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6)
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-import facecraft.defenses.crafter as crafter_module
+import facecraft.defenses._critic as critic_module  # where Crafter takes its hypergradient
 from facecraft.defenses import Crafter
 from facecraft.models import Amortizer
 
@@ -147,8 +147,8 @@ def test_reversed_hypergradient_pushes_away(
     crafted = _crafter(tiny_target, tiny_gan, critic=mean_critic, solver="cg", **PRIVACY)(
         private_images
     )
-    orig = crafter_module.implicit_feature_grad
-    monkeypatch.setattr(crafter_module, "implicit_feature_grad", lambda *a, **k: -orig(*a, **k))
+    orig = critic_module.implicit_feature_grad
+    monkeypatch.setattr(critic_module, "implicit_feature_grad", lambda *a, **k: -orig(*a, **k))
     reversed_ = _crafter(tiny_target, tiny_gan, critic=mean_critic, solver="cg", **PRIVACY)(
         private_images
     )

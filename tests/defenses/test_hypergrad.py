@@ -12,6 +12,7 @@ from torch import nn
 from facecraft.defenses.hypergrad import (
     SOLVERS,
     cg_ihvp,
+    extreme_eigenvalues,
     gauss_newton_vp,
     ihvp,
     implicit_feature_grad,
@@ -155,6 +156,24 @@ def test_neumann_does_not_warn_when_converging():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         neumann_ihvp(_matvec(a), torch.ones(1, 4, dtype=torch.float64), alpha=0.05, iters=20)
+
+
+def test_extreme_eigenvalues_match_dense_spectrum_per_sample():
+    a = _spd_batch(3, 5, cond=20.0, seed=7)  # eigenvalues 1 .. 20 (log-spaced) in every sample
+    a[1] *= 3.0  # a different scale per sample: 3 .. 60
+    lam_max, lam_min = extreme_eigenvalues(_matvec(a), torch.zeros(3, 5, dtype=torch.float64), iters=300)
+    ev = torch.linalg.eigvalsh(a)
+    assert torch.allclose(lam_max, ev[:, -1], rtol=1e-6)
+    assert torch.allclose(lam_min, ev[:, 0], rtol=1e-4)
+    # the Neumann step these bound: alpha = 1.9 / lambda_max converges, 2.1 / lambda_max does not
+    v = torch.ones(3, 5, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        neumann_ihvp(_matvec(a[:1]), v[:1], alpha=float(1.9 / lam_max[0]), iters=200)
+    with pytest.warns(RuntimeWarning, match="diverging"):
+        neumann_ihvp(_matvec(a[:1]), v[:1], alpha=float(2.1 / lam_max[0]), iters=200)
+    with pytest.raises(ValueError, match="iters"):
+        extreme_eigenvalues(_matvec(a), v, iters=0)
 
 
 def test_cg_negative_curvature_stops_with_finite_result():

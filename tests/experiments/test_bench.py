@@ -112,3 +112,15 @@ def test_bench_train_steps_times_each_training() -> None:
     out = bench_train_steps(profile_config("tiny"), num_outputs=3, repeats=1, num_threads=1)
     assert out["threads"] == 1
     assert all(out[f"{k}_s_per_step"] > 0 for k in ("target", "prior", "amortizer"))
+
+
+def test_bench_spectrum_reports_a_positive_spectrum_and_a_converging_alpha(study: Study) -> None:
+    from facecraft.experiments.bench import bench_spectrum
+
+    out = bench_spectrum(study, batch=4, inner_steps=5, iters=30)
+    json.dumps(out)
+    assert out["batch"] == 4 and len(out["hessian_max"]) == 4 and len(out["gauss_newton_min"]) == 4
+    for lo, hi in zip(out["gauss_newton_min"], out["gauss_newton_max"]):
+        assert -1e-3 * hi <= lo <= hi  # Gauss-Newton is positive semi-definite
+    assert out["neumann_alpha_max"] == pytest.approx(2.0 / max(out["hessian_max"]))
+    assert 0.0 <= out["neumann_residual_120"] <= 1.0

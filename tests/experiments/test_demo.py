@@ -150,8 +150,8 @@ def test_finished_only_reports_without_computing(demo_run: Path, tmp_path: Path)
 
     out = tmp_path / "copy"
     shutil.copytree(demo_run, out)
-    cells = next(p for p in (out / "cells").iterdir() if (p / "crafter_10.0--whitebox.json").exists())
-    for f in cells.glob("crafter_10.0*"):
+    cells = next(p for p in (out / "cells").iterdir() if list(p.glob("crafter_10.0-*--whitebox.json")))
+    for f in cells.glob("crafter_10.0-*"):
         f.unlink()  # as if the run had been stopped before this setting
     (out / "results.json").unlink()
     run_demo(profile_config("tiny", device="cpu"), out, finished_only=True)
@@ -159,4 +159,27 @@ def test_finished_only_reports_without_computing(demo_run: Path, tmp_path: Path)
     assert (out / "report.html").exists()
     assert not any(row["defense"] == "crafter" and row["param"] == 10.0 for row in r["rows"])
     assert any(row["defense"] == "crafter" and row["param"] == 1.0 for row in r["rows"])
-    assert not list(cells.glob("crafter_10.0*"))  # nothing was recomputed
+    assert not list(cells.glob("crafter_10.0-*"))  # nothing was recomputed
+
+
+@pytest.mark.slow
+def test_cells_are_keyed_per_defence_setting(demo_run: Path) -> None:
+    """A changed defence recomputes only its own cells; a changed attack gets a fresh cells folder."""
+    import dataclasses
+
+    from facecraft.experiments.pipeline import StudyRunner, defense_grid
+    from facecraft.experiments.study import Study
+    from facecraft.experiments.sweep import parse_axis, sweep_config
+
+    cfg = profile_config("tiny", device="cpu")
+    runner = StudyRunner(Study(cfg, demo_run), None)
+    kwargs = {(n, p): kw for n, p, kw in defense_grid(cfg)}[("crafter", 1.0)]
+    rows = runner.finished_rows("crafter", 1.0, kwargs, ["whitebox", "blackbox"])
+    assert len(rows) == 2 and all(r["setting"].startswith("crafter_1.0-") for r in rows)
+    assert runner.finished_rows("crafter", 1.0, {**kwargs, "outer_steps": 99}, ["whitebox"]) == []
+    other = sweep_config(cfg, [parse_axis("noise:sigma=0.1")])  # other defences: same folder
+    assert StudyRunner(Study(other, demo_run), None).cells == runner.cells
+    harder = dataclasses.replace(cfg, attacks={**cfg.attacks, "whitebox": {"steps": 16}})
+    assert StudyRunner(Study(harder, demo_run), None).cells != runner.cells
+    with pytest.raises(KeyError, match="not registered"):
+        runner.setting_stem("noise:0.5")

@@ -165,6 +165,7 @@ class DecoderAttack(InversionAttack):
         self.flip = flip
         self.seed = seed
         self.epochs_done = 0
+        self.fit_trained = False
         self.decoder: Optional[nn.Module] = None
         self._opt: Optional[torch.optim.Optimizer] = None
         if decoder is not None:
@@ -216,7 +217,8 @@ class DecoderAttack(InversionAttack):
                 run returns at once).
 
         Returns:
-            ``self``.
+            ``self``; ``fit_trained`` says whether this call trained at all (False:
+            loaded from a finished checkpoint).
         """
         check_image_set(public_images)
         if self.decoder is None:
@@ -229,6 +231,7 @@ class DecoderAttack(InversionAttack):
                                  optimizers={"decoder": self._opt}, rng=gen)
             self.epochs_done = int(meta["epoch"])
             self.history = list(meta.get("history", []))
+        self.fit_trained = self.epochs_done < self.epochs
         with frozen(self.encoder):
             for epoch in range(self.epochs_done, self.epochs):
                 loss = train_decoder_epoch(decoder, self._opt, public_images, batch_size=self.batch_size, gen=gen,

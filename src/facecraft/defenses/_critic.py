@@ -20,6 +20,7 @@ from torch import nn
 
 from facecraft._torchutils import frozen, make_generator
 from facecraft.defenses.base import FeatureDefense
+from facecraft.defenses.hypergrad import implicit_feature_grad
 from facecraft.models import Critic, gradient_penalty
 
 __all__ = [
@@ -237,6 +238,42 @@ class CriticDefense(FeatureDefense):
             return critic(
                 gen(prior_latents(n, latent_dim_of(gen), like=like, seed_gen=seed_gen))
             ).mean()
+
+    def _privacy_round(
+        self,
+        critic: Optional[nn.Module],
+        critic_opt: Optional[torch.optim.Optimizer],
+        features: torch.Tensor,
+        z_star: torch.Tensor,
+        image_size: int,
+        *,
+        seed_gen: torch.Generator,
+        gp_gen: torch.Generator,
+        **solver: Any,
+    ) -> Tuple[nn.Module, Optional[torch.optim.Optimizer], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The privacy side of one step of the feature-space Crafter objective (CRAFTER.md section 3).
+
+        At the attacker's best response ``z* = z*(F)``: one critic round
+        (:meth:`_critic_round`), the prior term ``E[D'(G(z_r))]``
+        (:meth:`_prior_score`), ``E[D'(G(z*))]`` with its gradient in ``z*``,
+        and the implicit hypergradient ``dL_p/dF`` of ``L_p = -E[D'(G(z*(F)))]``
+        (:func:`~facecraft.defenses.hypergrad.implicit_feature_grad`, with the
+        ``solver`` keyword arguments). Shared by Crafter (per batch) and the
+        amortized Crafter (per training step), in this order of random draws.
+
+        Returns:
+            ``(critic, critic_opt, d_prior, d_star, G(z*) detached, dL_p/dF)``.
+        """
+        critic, critic_opt = self._critic_round(critic, critic_opt, z_star, image_size,
+                                                seed_gen=seed_gen, gp_gen=gp_gen)
+        d_prior = self._prior_score(critic, features.shape[0], like=features, seed_gen=seed_gen)
+        with frozen(critic):
+            zs = z_star.clone().requires_grad_(True)
+            x = self.generator(zs)
+            d_star = critic(x).mean()
+            (grad_z,) = torch.autograd.grad(-d_star, zs)
+        grad_p = implicit_feature_grad(self.encoder, self.generator, features, z_star, grad_z, **solver)
+        return critic, critic_opt, d_prior, d_star, x.detach(), grad_p
 
     def _record_step(
         self,

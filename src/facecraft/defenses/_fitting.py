@@ -52,6 +52,7 @@ class FittedDefense(Protocol):
     batch_size: int
     seed: int
     history: List[Dict[str, Any]]
+    fit_trained: bool
 
     def name(self) -> str: ...
 
@@ -258,6 +259,7 @@ def train_epochs(
         if meta is not None:
             start = int(meta["epoch"])
             defense.history = list(meta.get("history", []))
+    defense.fit_trained = start < defense.epochs
     for epoch in range(start, defense.epochs):
         for key, m in modules.items():
             m.train(key not in eval_modules)

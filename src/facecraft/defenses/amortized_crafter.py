@@ -43,7 +43,7 @@ from facecraft._validation import validate_images
 from facecraft.attacks._state import checkpoint_exists, load_state, save_state
 from facecraft.attacks.whitebox import invert_latent
 from facecraft.defenses._critic import CriticDefense, latent_dim_of, new_critic, seeded_init
-from facecraft.defenses.hypergrad import SOLVERS, implicit_feature_grad
+from facecraft.defenses.hypergrad import SOLVERS
 from facecraft.defenses.registry import register_defense
 
 __all__ = ["FeatureCrafter", "AmortizedCrafter"]
@@ -237,6 +237,7 @@ class AmortizedCrafter(CriticDefense):
             self.history = list(meta.get("history", []))
         n = public_images.shape[0]
         image_size = public_images.shape[-1]
+        self.fit_trained = start < self.steps
         with frozen(enc, gen, amor):
             for step in range(start, self.steps):
                 for g in opt.param_groups:
@@ -253,16 +254,10 @@ class AmortizedCrafter(CriticDefense):
                         fd.shape[0], latent_dim_of(gen), generator=seed_gen).to(fd)
                 z_star = invert_latent(enc, gen, fd, z0, steps=self.inner_steps, lr=self.inner_lr,
                                        momentum=self.inner_momentum)
-                critic, critic_opt = self._critic_round(critic, critic_opt, z_star, image_size,
-                                                        seed_gen=seed_gen, gp_gen=gp_gen)
-                d_prior = self._prior_score(critic, fd.shape[0], like=fd, seed_gen=seed_gen)
-                with frozen(critic):
-                    zs = z_star.clone().requires_grad_(True)
-                    d_star = critic(gen(zs)).mean()
-                    (grad_z,) = torch.autograd.grad(-d_star, zs)
-                grad_p = implicit_feature_grad(enc, gen, fd, z_star, grad_z, solver=self.solver,
-                                               neumann_alpha=self.neumann_alpha, neumann_iters=self.neumann_iters,
-                                               cg_iters=self.cg_iters)
+                critic, critic_opt, d_prior, d_star, _, grad_p = self._privacy_round(
+                    critic, critic_opt, fd, z_star, image_size, seed_gen=seed_gen, gp_gen=gp_gen,
+                    solver=self.solver, neumann_alpha=self.neumann_alpha, neumann_iters=self.neumann_iters,
+                    cg_iters=self.cg_iters)
                 l_u = (feat - f0).flatten(1).pow(2).mean(dim=1).mean()
                 # d/dtheta of this surrogate is (dL_p/dF')^T dF'/dtheta + beta dL_u/dtheta
                 surrogate = (grad_p.detach() * feat).sum() + self.beta * l_u

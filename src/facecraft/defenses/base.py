@@ -39,6 +39,8 @@ class FeatureDefense(abc.ABC):
         self.encoder = encoder
         self.head = head
         self.history: List[Dict[str, Any]] = []
+        #: whether the last :meth:`fit` trained anything (False: nothing to learn, or a finished checkpoint)
+        self.fit_trained = False
 
     @classmethod
     @abc.abstractmethod

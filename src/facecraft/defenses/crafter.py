@@ -31,7 +31,7 @@ from torch import nn
 from facecraft._torchutils import frozen
 from facecraft.attacks.whitebox import invert_latent
 from facecraft.defenses._critic import CriticDefense, latent_dim_of, prior_latents
-from facecraft.defenses.hypergrad import SOLVERS, implicit_feature_grad
+from facecraft.defenses.hypergrad import SOLVERS
 from facecraft.defenses.registry import register_defense
 
 __all__ = ["UTILITIES", "Crafter"]
@@ -291,32 +291,14 @@ class Crafter(CriticDefense):
                     enc, gen, fd, z0, steps=steps, lr=self.inner_lr, momentum=self.inner_momentum
                 )
                 z_prev = z_star
-                # 2. the critic D' between G(z_r) and G(z*)
-                critic, critic_opt = self._critic_round(
-                    critic, critic_opt, z_star, image_size, seed_gen=seed_gen, gp_gen=gp_gen
+                # 2-3. the critic D' between G(z_r) and G(z*), L_p and the hypergradient dL_p/dF
+                critic, critic_opt, d_prior, d_star, x, grad_p = self._privacy_round(
+                    critic, critic_opt, fd, z_star, image_size, seed_gen=seed_gen, gp_gen=gp_gen,
+                    solver=self.solver, neumann_alpha=self.neumann_alpha, neumann_iters=self.neumann_iters,
+                    cg_iters=self.cg_iters, cg_tol=self.cg_tol, damping=self.damping,
                 )
-                # 3. L_p, dL_p/dz* and the hypergradient dL_p/dF
-                d_prior = self._prior_score(critic, n, like=fd, seed_gen=seed_gen)
-                with frozen(critic):
-                    zs = z_star.clone().requires_grad_(True)
-                    x = gen(zs)
-                    d_star = critic(x).mean()
-                    (grad_z,) = torch.autograd.grad(-d_star, zs)
-                    with torch.no_grad():
-                        inv = (enc(x) - fd).flatten(1).pow(2).mean(dim=1).mean()
-                grad_p = implicit_feature_grad(
-                    enc,
-                    gen,
-                    fd,
-                    z_star,
-                    grad_z,
-                    solver=self.solver,
-                    neumann_alpha=self.neumann_alpha,
-                    neumann_iters=self.neumann_iters,
-                    cg_iters=self.cg_iters,
-                    cg_tol=self.cg_tol,
-                    damping=self.damping,
-                )
+                with torch.no_grad():
+                    inv = (enc(x) - fd).flatten(1).pow(2).mean(dim=1).mean()
                 # 4. utility and the Adam step on F
                 l_u = self._utility_loss(feat, f0, targets)
                 (grad_u,) = torch.autograd.grad(l_u, feat)

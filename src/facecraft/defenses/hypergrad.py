@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import nn
@@ -58,6 +58,7 @@ __all__ = [
     "SOLVERS",
     "MatVec",
     "cg_ihvp",
+    "extreme_eigenvalues",
     "feature_jvp",
     "gauss_newton_vp",
     "ihvp",
@@ -181,6 +182,48 @@ def cg_ihvp(
         p = r + beta.view(shape) * p
         rs = rs_new
     return x
+
+
+def extreme_eigenvalues(
+    matvec: MatVec, like: torch.Tensor, *, iters: int = 40, seed: int = 0
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    r"""Per-sample ``(lambda_max, lambda_min)`` of a symmetric ``matvec`` by power iteration.
+
+    ``lambda_max`` from ``iters`` power iterations on ``H``, ``lambda_min`` from
+    as many on the shifted ``1.01 * lambda_max * I - H``; both are Rayleigh
+    quotients, so ``lambda_max`` is a lower bound and ``lambda_min`` an upper
+    bound, tight once the iterations converge. It tells whether the Neumann
+    series converges (``alpha * lambda_max < 2``) and how fast (its error along
+    ``lambda_min`` shrinks as ``(1 - alpha * lambda_min)^i``), and the
+    condition number that CG's cost grows with (its square root).
+
+    Args:
+        matvec: ``v (N, ...) -> H v``, batched per sample.
+        like: a tensor of the vectors' shape ``(N, ...)`` (dtype, device).
+        iters: power iterations for each end (Default: 40).
+        seed: seed of the start vectors (Default: 0).
+
+    Returns:
+        ``(lambda_max, lambda_min)``, each of shape ``(N,)``.
+    """
+    if iters < 1:
+        raise ValueError(f"iters must be >= 1, got {iters}")
+    gen = torch.Generator().manual_seed(seed)
+
+    def rayleigh(op: MatVec) -> torch.Tensor:
+        v = torch.randn(like.shape, generator=gen).to(like)
+        lam = torch.zeros(like.shape[0], dtype=like.dtype, device=like.device)
+        for _ in range(iters):
+            v = v / _norms(v).clamp_min(1e-30).view(-1, *([1] * (v.dim() - 1)))
+            hv = op(v)
+            lam = _dots(v, hv)
+            v = hv
+        return lam
+
+    lam_max = rayleigh(matvec)
+    shift = 1.01 * lam_max.view(-1, *([1] * (like.dim() - 1)))
+    lam_min = 1.01 * lam_max - rayleigh(lambda v: shift * v - matvec(v))
+    return lam_max, lam_min
 
 
 def inversion_hvp(

@@ -1,9 +1,12 @@
 """The whole study behind ``facecraft demo``: defences x attacks, evaluated, with a report.
 
 Every cell (one defence at one parameter value, one attack) is stored as soon
-as it is finished (``cells/<key>.json`` plus a few reconstructions for the
-report grid), keyed by the hash of everything it depends on; killed at any
-point, the same command resumes and recomputes nothing that was finished.
+as it is finished (``cells/<hash>/<setting>--<attack>.json`` plus a few
+reconstructions for the report grid), keyed by the hash of everything it depends
+on: the folder by the data, models, attacks and evaluation, the ``<setting>``
+prefix by the defence's own keyword arguments. Killed at any point, the same
+command resumes and recomputes nothing that was finished; a profile or sweep
+that changes one defence's settings recomputes only that defence's cells.
 """
 
 from __future__ import annotations
@@ -75,9 +78,11 @@ class StudyRunner:
         self.study = study
         self.cfg = study.cfg
         self.progress = progress
-        # cells are keyed by everything they depend on: a changed config computes a fresh set beside the old
-        cfg = {k: v for k, v in config_to_dict(self.cfg).items() if k != "device"}
+        # cells are keyed by everything they depend on (module docstring): the folder by the config less its
+        # defences, each setting's files by its own kwargs (setting_stem)
+        cfg = {k: v for k, v in config_to_dict(self.cfg).items() if k not in ("device", "defenses")}
         self.cells = study.run_dir / "cells" / study.key(cfg)
+        self._stems: Dict[str, str] = {}
         self.cells.mkdir(parents=True, exist_ok=True)
         self._decoders: Dict[str, DecoderAttack] = {}
         self.oracles = tuple(self.cfg.eval.get("oracles", ("dlib", "evalnet")))
@@ -120,12 +125,13 @@ class StudyRunner:
         if key in self._decoders:
             return self._decoders[key]
         kw = self.attack_kwargs("blackbox")
-        stem = s.model_stem(f"decoder-{key.replace(':', '_')}", kw, config_to_dict(self.cfg.model),
-                            config_to_dict(self.cfg.target), None if shared else defense_key)
+        name = "target" if shared else self.setting_stem(defense_key)
+        stem = s.model_stem(f"decoder-{name}", kw, config_to_dict(self.cfg.model), config_to_dict(self.cfg.target),
+                            None if shared else name)
         atk = DecoderAttack(defense.encoder, image_size=s.data.image_size, **kw)
-        t0, existed = time.time(), checkpoint_exists(stem)
+        t0 = time.time()
         atk.fit(s.data.public.images, progress=self.progress, checkpoint_stem=stem)
-        s.record_stage(f"decoder[{key}]", time.time() - t0, cached=existed)
+        s.record_stage(f"decoder[{key}]", time.time() - t0, cached=not atk.fit_trained)
         self._decoders[key] = atk
         return atk
 
@@ -138,18 +144,25 @@ class StudyRunner:
         return pub.float_images(idx)
 
     def public_released(self, key: str, defense: FeatureDefense) -> torch.Tensor:
-        """The defence's release of :meth:`public_subset`, queried once per defence setting and stored:
-        both adaptive attacks train on it (an optimisation defence such as Crafter is costly to query)."""
-        stem = self.cells / f"{key.replace(':', '_')}-public-features"
+        """The defence's release of :meth:`public_subset` (both adaptive attacks train on it)."""
+        return self._stored_release(key, "public-features", defense, self.public_subset(),
+                                    f"protect attacker's public images ({key})")[0]
+
+    def _stored_release(self, key: str, what: str, defense: FeatureDefense, images: torch.Tensor,
+                        desc: str) -> Tuple[torch.Tensor, float]:
+        """``(features, seconds)`` of the defence's release of ``images``, queried once per defence
+        setting and stored in the cells folder as ``<key>-<what>`` (an optimisation defence such as
+        Crafter is costly to query, and a crash must not lose it)."""
+        stem = self.cells / f"{self.setting_stem(key)}-{what}"
         if checkpoint_exists(stem):
-            return load_checkpoint(stem, kind="released-features")[0]["features"]
+            t, meta = load_checkpoint(stem, kind="released-features")
+            return t["features"], meta["seconds"]
         t0 = time.time()
         bs = int(self.cfg.eval.get("protect_batch", 64))
-        f = query_in_batches(defense, self.public_subset(), torch.device("cpu"), bs, self.progress,
-                             f"protect attacker's public images ({key})")
-        save_checkpoint(stem, {"features": f}, kind="released-features",
-                        meta={"seconds": time.time() - t0, "defense": key})
-        return f
+        f = query_in_batches(defense, images, torch.device("cpu"), bs, self.progress, desc)
+        secs = time.time() - t0
+        save_checkpoint(stem, {"features": f}, kind="released-features", meta={"seconds": secs, "defense": key})
+        return f, secs
 
     # -- defences ---------------------------------------------------------------------------------
     def build_defense(self, name: str, param: Optional[float], kwargs: Dict[str, Any]) -> FeatureDefense:
@@ -165,30 +178,22 @@ class StudyRunner:
         if name in ("advlearn", "disco"):
             stem = s.model_stem(f"defense-{name}-{param}", kwargs, config_to_dict(self.cfg.model),
                                 config_to_dict(self.cfg.target))
-            t0, existed = time.time(), checkpoint_exists(stem)
+            t0 = time.time()
             d.fit(s.data.public.float_images(), s.data.public.attributes, progress=self.progress, checkpoint_stem=stem)
-            s.record_stage(f"fit[{name}:{param}]", time.time() - t0, cached=existed)
+            s.record_stage(f"fit[{name}:{param}]", time.time() - t0, cached=not d.fit_trained)
         if name == "amortized-crafter":
             g, _ = s.prior()
             stem = s.model_stem(f"defense-{name}-{param}", kwargs, config_to_dict(self.cfg.model),
                                 config_to_dict(self.cfg.target), config_to_dict(self.cfg.prior),
                                 config_to_dict(self.cfg.amortizer))
-            t0, existed = time.time(), checkpoint_exists(stem)
+            t0 = time.time()
             d.fit(s.data.public.images, progress=self.progress, checkpoint_stem=stem)
-            s.record_stage(f"fit[{name}:{param}]", time.time() - t0, cached=existed)
+            s.record_stage(f"fit[{name}:{param}]", time.time() - t0, cached=not d.fit_trained)
         return d
 
     def released(self, key: str, defense: FeatureDefense, ctx: EvalContext) -> Tuple[torch.Tensor, float]:
-        stem = self.cells / f"{key.replace(':', '_')}-features"
-        if checkpoint_exists(stem):
-            t, meta = load_checkpoint(stem, kind="released-features")
-            return t["features"], meta["seconds"]
-        t0 = time.time()
-        bs = int(self.cfg.eval.get("protect_batch", 64))
-        f = query_in_batches(defense, ctx.originals, torch.device("cpu"), bs, self.progress, f"protect ({key})")
-        secs = time.time() - t0
-        save_checkpoint(stem, {"features": f}, kind="released-features", meta={"seconds": secs, "defense": key})
-        return f, secs
+        """``(features, seconds)``: the defence's release of the attacked private faces."""
+        return self._stored_release(key, "features", defense, ctx.originals, f"protect ({key})")
 
     # -- attacks ----------------------------------------------------------------------------------
     def make_attack(self, attack: str, key: str, defense: FeatureDefense):
@@ -212,9 +217,9 @@ class StudyRunner:
     def cell(self, key: str, attack: str, defense: FeatureDefense, feats: Tuple[torch.Tensor, float],
              ctx: EvalContext, utility: Dict[str, Any]) -> Dict[str, Any]:
         name, param = key.split(":")[0], self._param(key)
-        path = self.cells / f"{key.replace(':', '_')}--{attack}.json"
+        path = self.cells / f"{self.setting_stem(key)}--{attack}.json"
         if path.exists():
-            return read_json(path)
+            return {**read_json(path), "setting": self.setting_stem(key)}
         atk = self.make_attack(attack, key, defense)  # a decoder it trains is timed as its own stage
         t0 = time.time()
         history: List[Dict[str, Any]] = []
@@ -226,15 +231,29 @@ class StudyRunner:
             def on_epoch(epoch: int, a) -> Dict[str, Any]:
                 return {**privacy_metrics(a(feats[0][:n_curve]), curve_ctx, full=False), "n_images": n_curve}
             atk.fit(self.public_subset(), protected=self.public_released(key, defense), progress=self.progress,
-                    on_epoch=on_epoch, checkpoint_stem=self.cells / f"{key.replace(':', '_')}--{attack}-state")
+                    on_epoch=on_epoch, checkpoint_stem=self.cells / f"{self.setting_stem(key)}--{attack}-state")
             history = [{k: v for k, v in h.items()} for h in atk.history]
         recon = atk(feats[0], progress=self.progress)
-        row = {"defense": name, "param": param, "attack": attack, **privacy_metrics(recon, ctx),
+        row = {"defense": name, "param": param, "setting": self.setting_stem(key), "attack": attack,
+               **privacy_metrics(recon, ctx),
                **utility, "protect_seconds": feats[1], "attack_seconds": time.time() - t0}
-        save_checkpoint(self.cells / f"{key.replace(':', '_')}--{attack}-recon", {"images": recon[:_GRID_FACES]},
+        save_checkpoint(self.cells / f"{self.setting_stem(key)}--{attack}-recon", {"images": recon[:_GRID_FACES]},
                         kind="reconstructions")
         atomic_write_json(path, {**row, "history": history})
         return {**row, "history": history}
+
+    def setting_key(self, name: str, param: Optional[float], kwargs: Dict[str, Any]) -> str:
+        """``"name:param"``, the key of one defence setting; registers its file prefix
+        (:meth:`setting_stem`), which also hashes the setting's constructor ``kwargs``."""
+        key = f"{name}:{param}"
+        self._stems[key] = f"{name}_{param}-{self.study.key('defense', name, kwargs)[:8]}"
+        return key
+
+    def setting_stem(self, key: str) -> str:
+        """File prefix of a setting registered by :meth:`setting_key`, e.g. ``crafter_1.0-3f2a9c1d``."""
+        if key not in self._stems:
+            raise KeyError(f"defence setting {key!r} was not registered with setting_key()")
+        return self._stems[key]
 
     @staticmethod
     def _param(key: str) -> Optional[float]:
@@ -253,27 +272,26 @@ class StudyRunner:
         train = self.study.data.eval_train
         if not spec or train.attributes is None or ctx.attributes is None:
             return {}
-        path = self.cells / f"{key.replace(':', '_')}-train-scenario.json"
+        path = self.cells / f"{self.setting_stem(key)}-train-scenario.json"
         if path.exists():
             return read_json(path)
         n = min(int(spec.get("images", 256)), len(train))
         idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.cfg.seed + 31))[:n]
-        bs = int(self.cfg.eval.get("protect_batch", 64))
+        feats, secs = self._stored_release(key, "train-scenario-features", defense, train.float_images(idx),
+                                           f"protect private training images ({key})")
         t0 = time.time()
-        feats = query_in_batches(defense, train.float_images(idx), torch.device("cpu"), bs, self.progress,
-                                 f"protect private training images ({key})")
         head = defense.head if defense.head is not None else self.study.target().head
         trained = train_head(head, feats, train.attributes[idx], epochs=int(spec.get("epochs", 20)),
                              lr=float(spec.get("lr", 1e-3)), device=self.study.device, seed=self.cfg.seed)
         out = {"mean_auc_train_scenario": utility_metrics(released, trained, ctx)["mean_auc"],
-               "train_scenario_images": n, "train_scenario_seconds": time.time() - t0}
+               "train_scenario_images": n, "train_scenario_seconds": secs + time.time() - t0}
         atomic_write_json(path, out)
         return out
 
     def run_setting(self, name: str, param: Optional[float], kwargs: Dict[str, Any], attacks: List[str],
                     ctx: EvalContext) -> List[Dict[str, Any]]:
         """Every attack against one defence setting: its release, utility (both scenarios) and the cells."""
-        key = f"{name}:{param}"
+        key = self.setting_key(name, param, kwargs)
         defense = self.build_defense(name, param, kwargs)
         feats = self.released(key, defense, ctx)
         head = defense.head if defense.head is not None else self.study.target().head
@@ -285,11 +303,12 @@ class StudyRunner:
             rows.append(self.cell(key, attack, defense, feats, ctx, utility))
         return rows
 
-    def finished_rows(self, name: str, param: Optional[float], attacks: List[str]) -> List[Dict[str, Any]]:
+    def finished_rows(self, name: str, param: Optional[float], kwargs: Dict[str, Any],
+                      attacks: List[str]) -> List[Dict[str, Any]]:
         """The stored rows of one setting's finished cells (nothing is computed)."""
-        key = f"{name}:{param}".replace(":", "_")
-        paths = [self.cells / f"{key}--{a}.json" for a in attacks if not (name == "none" and a in _ADAPTIVE)]
-        return [read_json(p) for p in paths if p.exists()]
+        stem = self.setting_stem(self.setting_key(name, param, kwargs))
+        paths = [self.cells / f"{stem}--{a}.json" for a in attacks if not (name == "none" and a in _ADAPTIVE)]
+        return [{**read_json(p), "setting": stem} for p in paths if p.exists()]
 
     def shared_models(self, attacks: List[str]) -> None:
         """Train (or load) everything several settings share, before any of them runs (so parallel
@@ -363,8 +382,8 @@ def run_demo(cfg: RunConfig, run_dir: Path, *, data_root: Optional[str] = None,
     settings = [st for st in defense_grid(cfg) if defenses is None or st[0] in defenses]
     rows: List[Dict[str, Any]] = []
     if finished_only:
-        for name, param, _ in settings:
-            rows += demo.finished_rows(name, param, names)
+        for name, param, kwargs in settings:
+            rows += demo.finished_rows(name, param, kwargs, names)
         if not rows:
             raise ValueError(f"no finished cell in {demo.cells}: nothing to report yet")
         demo.write_results(ctx, rows)
@@ -400,15 +419,17 @@ def build_report(run_dir: Path) -> Path:
     attacks: List[str] = list(dict.fromkeys(r["attack"] for r in results["rows"]))
     # one row per defence: the setting with the median parameter, so the grid stays readable
     chosen: Dict[str, Any] = {}
+    stems: Dict[Tuple[str, Any], str] = {}
     for r in results["rows"]:
         chosen.setdefault(r["defense"], []).append(r["param"])
+        stems[(r["defense"], r["param"])] = r.get("setting", f"{r['defense']}_{r['param']}")
     for d, params in chosen.items():
         ps = sorted(set(params), key=lambda p: (p is None, p))
         p = ps[len(ps) // 2]
         label = d if p is None else f"{d} {p:g}"
         recon[label] = {}
         for a in attacks:
-            stem = cells / f"{d}_{p}--{a}-recon"
+            stem = cells / f"{stems[(d, p)]}--{a}-recon"
             if checkpoint_exists(stem):
                 recon[label][a] = load_checkpoint(stem, kind="reconstructions")[0]["images"]
     if recon:

@@ -107,25 +107,32 @@ def plot_grid(originals: torch.Tensor, recon: Dict[str, Dict[str, torch.Tensor]]
         recon: ``recon[defence_label][attack]`` -> ``(k, 3, S, S)`` reconstructions.
         attacks: column order.
     """
-    def strip(x: torch.Tensor) -> np.ndarray:
+    k = max(1, originals.shape[0])
+    rows = 2 if k >= 4 else 1  # faces of a cell in two rows: on a page-wide figure each face stays large
+    cols = -(-k // rows)
+
+    def tile(x: torch.Tensor) -> np.ndarray:
         x = x.detach().float().clamp(0, 1).cpu()
-        pad = torch.ones(x.shape[0], 3, x.shape[2], 2)
-        return torch.cat([torch.cat([xi, pi], dim=2) for xi, pi in zip(x, pad)], dim=2).permute(1, 2, 0).numpy()
+        s = x.shape[-1]
+        canvas = torch.ones(3, rows * (s + 2), cols * (s + 2))
+        for i, xi in enumerate(x[:rows * cols]):
+            r, c = divmod(i, cols)
+            canvas[:, r * (s + 2):r * (s + 2) + s, c * (s + 2):c * (s + 2) + s] = xi
+        return canvas.permute(1, 2, 0).numpy()
 
     defs = list(recon)
-    k = max(1, originals.shape[0])
-    # each cell is a strip of k square faces: size the figure so strips keep their aspect ratio
-    fig, axes = plt.subplots(len(defs) + 1, len(attacks), figsize=(0.62 * k * len(attacks) + 1.2,
-                                                                 0.66 * (len(defs) + 1) + 0.5), squeeze=False)
+    # each cell is a block of rows x cols square faces: size the figure so blocks keep their aspect ratio
+    fig, axes = plt.subplots(len(defs) + 1, len(attacks), figsize=(0.75 * cols * len(attacks) + 1.4,
+                                                                 0.78 * rows * (len(defs) + 1) + 0.5), squeeze=False)
     for j, a in enumerate(attacks):
-        axes[0, j].imshow(strip(originals))
+        axes[0, j].imshow(tile(originals))
         axes[0, j].set_title(a, fontsize=9)
     axes[0, 0].set_ylabel("raw", rotation=0, ha="right", va="center", fontsize=9)
     for i, d in enumerate(defs, start=1):
         axes[i, 0].set_ylabel(d, rotation=0, ha="right", va="center", fontsize=9)
         for j, a in enumerate(attacks):
             if a in recon[d]:
-                axes[i, j].imshow(strip(recon[d][a]))
+                axes[i, j].imshow(tile(recon[d][a]))
             else:
                 axes[i, j].text(0.5, 0.5, "n/a", ha="center", va="center", fontsize=8)
     for ax in axes.flat:
