@@ -81,8 +81,11 @@ def test_schedule_grows_to_the_cap() -> None:
     assert _schedule(4, 3, 2.0) == [3]
     assert set(BENCH_DEFAULTS) == set(PROFILES)
     paper = BENCH_DEFAULTS["paper"]["reference"]
-    assert (paper["inner_steps"], paper["neumann_iters"], paper["neumann_alpha"], paper["critic_steps"]) == \
-        (80, 120, 1e-3, 10)
+    assert (paper["inner_steps"], paper["neumann_iters"], paper["critic_steps"]) == (80, 120, 10)
+    # the Neumann step converges on the largest inversion-Hessian eigenvalue measured on our models
+    # (2.2e4, `facecraft bench spectrum --profile small`; docs/BENCHMARKS.md), unlike the paper's 1e-3
+    for prof in ("small", "paper"):
+        assert BENCH_DEFAULTS[prof]["reference"]["neumann_alpha"] * 2.23e4 < 2.0
 
 
 def test_bench_craft_validates_before_training(tmp_path: Path) -> None:
