@@ -221,11 +221,10 @@ def bench_spectrum_cmd(profile: str = ProfileOpt, data_root: Optional[str] = Dat
     _setup_logging(verbose)
     from facecraft.data import DataError
     from facecraft.experiments.bench import bench_spectrum
-    from facecraft.experiments.study import Study
 
     try:
         with _Bars() as bars:
-            study = Study(_config(profile, None, device), out, data_root=data_root, progress=bars)
+            study = _study(profile, None, data_root, out, device, bars)
             result = bench_spectrum(study, batch=batch, inner_steps=inner_steps, iters=iters)
     except (DataError, ValueError) as e:
         _fail(e)
@@ -247,12 +246,11 @@ def bench_craft_cmd(profile: str = ProfileOpt, data_root: Optional[str] = DataRo
     from facecraft._io import atomic_write_json, atomic_write_text
     from facecraft.data import DataError
     from facecraft.experiments.bench import bench_craft, bench_defaults, profile_fast
-    from facecraft.experiments.study import Study
 
     defaults = bench_defaults(profile)
     try:
         with _Bars() as bars:
-            study = Study(_config(profile, None, device), out, data_root=data_root, progress=bars)
+            study = _study(profile, None, data_root, out, device, bars)
             result = bench_craft(study, batch=batch, num_threads=threads, progress=bars, pii_repeats=pii_repeats,
                                  reference_steps=reference_steps or defaults["reference_steps"],
                                  max_fast_steps=max_fast_steps or defaults["max_fast_steps"])
@@ -402,7 +400,6 @@ def attack(features: Path = typer.Option(..., "--features", help="Released featu
     from facecraft.data import DataError
     from facecraft.defenses import create_defense
     from facecraft.experiments.pipeline import StudyRunner
-    from facecraft.experiments.study import Study
     from facecraft.metrics.identity import topk_accuracy
 
     try:
@@ -411,7 +408,7 @@ def attack(features: Path = typer.Option(..., "--features", help="Released featu
                              f"use `facecraft evaluate`), got {name!r}")
         tensors, meta = load_checkpoint(features.with_suffix(""), kind="released-features")
         with _Bars() as bars:
-            study = Study(_config(profile, None, device), out, data_root=data_root, progress=bars)
+            study = _study(profile, None, data_root, out, device, bars)
             runner = StudyRunner(study, bars)
             target = study.target()
             release = create_defense("none", encoder=target.encoder, head=target.head)  # the encoder it came from

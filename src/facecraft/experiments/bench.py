@@ -81,7 +81,7 @@ ProgressFn = Callable[[int, int, str], None]
 #: only when ``alpha * lambda_max(H) < 2``, and the Hessian of our
 #: ``||F - Enc(G(z))||^2`` at the small profile's ``z*`` (32 private faces, 40
 #: amortized inner steps, 40 power iterations) has ``lambda_max`` up to 2.2e4 and
-#: ``lambda_min`` of 50 to 81 (docs/BENCHMARKS.md): at 1e-3, and at 1e-4 for some
+#: ``lambda_min`` of 35 to 130 (docs/BENCHMARKS.md): at 1e-3, and at 1e-4 for some
 #: faces, the reference diverges and its hypergradient is noise. The paper's
 #: ``alpha`` belongs to its loss scale; 5e-5 converges on ours with a margin of 2.
 #:

@@ -246,9 +246,9 @@ def _small() -> RunConfig:
             "adaptive-whitebox": {"epochs": 2, "inner_steps": 20, "init_steps": 60, "steps": 100, "batch_size": 64},
             "adaptive-blackbox": {"epochs": 4, "batch_size": 64},
         },
-        # one setting per baseline, two Crafter betas and the amortized Crafter keep the demo near
-        # an hour on two CPU cores;
-        # `facecraft sweep` runs wider parameter grids
+        # one setting per baseline, two Crafter betas and the amortized Crafter; still far from an hour
+        # on two CPU cores (259 min of recorded process time, docs/BENCHMARKS.md: the three Crafter
+        # releases per setting and the adaptive white-box cells dominate); `facecraft sweep` runs wider grids
         defenses={
             "none": {},
             "noise": {"sweep": {"param": "sigma", "values": [1.0]}},
