@@ -8,7 +8,7 @@ from typing import Callable, Iterator, Optional, Union
 import torch
 from torch import nn
 
-__all__ = ["resolve_device", "eval_mode", "frozen", "batched_apply", "make_generator", "modules_device"]
+__all__ = ["resolve_device", "eval_mode", "frozen", "batched_apply", "make_generator", "modules_device", "seeded"]
 
 
 def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
@@ -62,6 +62,15 @@ def batched_apply(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, b
     if x.shape[0] == 0:
         raise ValueError("batched_apply: empty input")
     return torch.cat([fn(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run the block with the global CPU RNG seeded by ``seed``, restoring its state afterwards (so a
+    model's initialisation depends on its seed, not on what ran before it in the process)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def make_generator(seed: int, device: Union[str, torch.device] = "cpu") -> torch.Generator:

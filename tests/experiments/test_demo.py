@@ -51,6 +51,8 @@ def test_demo_writes_results_in_schema(demo_run: Path) -> None:
     for d in ("none", "noise", "advlearn", "disco", "crafter-z", "crafter"):
         assert (d, "whitebox") in pairs and (d, "blackbox") in pairs
     assert ("crafter", "adaptive-whitebox") in pairs and ("crafter", "adaptive-blackbox") in pairs
+    assert not any(d == "amortized-crafter" for d, _ in pairs)  # "demo": False in the profile
+    assert r["wall_seconds"] > 0
     for row in r["rows"]:
         for key in ("eval_acc_top1", "eval_acc_top5"):
             assert 0.0 <= row[key]["dlib"] <= 1.0 and 0.0 <= row[key]["evalnet"] <= 1.0
@@ -183,3 +185,54 @@ def test_cells_are_keyed_per_defence_setting(demo_run: Path) -> None:
     assert StudyRunner(Study(harder, demo_run), None).cells != runner.cells
     with pytest.raises(KeyError, match="not registered"):
         runner.setting_stem("noise:0.5")
+
+
+def test_settings_run_slowest_first_and_come_back_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    from facecraft.experiments import sweep
+
+    started = []
+
+    def fake_task(task):
+        started.append(task["defense"])
+        return [{"defense": task["defense"], "param": task["param"]}]
+
+    monkeypatch.setattr(sweep, "run_task", fake_task)
+    settings = [("none", None, {}), ("noise", 1.0, {}), ("crafter", 0.1, {}), ("disco", 0.5, {}), ("crafter", 1.0, {})]
+    rows = sweep.run_settings(profile_config("tiny"), Path("unused"), settings, ["whitebox"], workers=1,
+                              backend="serial")
+    assert started == ["crafter", "crafter", "disco", "noise", "none"]
+    assert [(r["defense"], r["param"]) for r in rows] == [(d, p) for d, p, _ in settings]
+
+
+def test_a_model_trained_in_this_run_is_not_recorded_as_cached(tmp_path: Path) -> None:
+    from facecraft.experiments.study import Study
+
+    cfg = profile_config("tiny", device="cpu")
+    first = Study(cfg, tmp_path)
+    first.record_stage("prior", 12.0, cached=False)
+    worker = Study(cfg, tmp_path, run_started=first.run_started)  # another process of the same invocation
+    worker.record_stage("prior", 0.1, cached=True)
+    stages = json.loads((tmp_path / "stages.json").read_text())["stages"]
+    assert stages["prior"]["cached"] is False and stages["prior"]["seconds"] == 12.0
+    later = Study(cfg, tmp_path)  # a later invocation loads it from the cache
+    later.record_stage("prior", 0.1, cached=True)
+    stages = json.loads((tmp_path / "stages.json").read_text())["stages"]
+    assert stages["prior"]["cached"] is True and stages["prior"]["seconds"] == 12.0
+
+
+@pytest.mark.slow
+def test_shared_models_train_in_two_lanes(tmp_path: Path) -> None:
+    """With workers, the prior and amortizer train in a second process; every stage is recorded as trained
+    (not cached) and the settings can then load them all."""
+    from facecraft.experiments.pipeline import StudyRunner
+    from facecraft.experiments.study import Study
+    from facecraft.experiments.sweep import train_shared
+
+    cfg = profile_config("tiny", device="cpu")
+    runner = StudyRunner(Study(cfg, tmp_path), None)
+    train_shared(runner, ["whitebox", "blackbox"], workers=2)
+    stages = json.loads((tmp_path / "stages.json").read_text())["stages"]
+    for name in ("target", "prior", "amortizer", "dlib_oracle", "evalnet", "decoder[target]"):
+        assert stages[name]["cached"] is False, name
+    names = {p.name.split("-")[0] for p in (tmp_path / "models").glob("*.safetensors")}
+    assert {"target", "prior", "amortizer", "evalnet", "decoder"} <= names

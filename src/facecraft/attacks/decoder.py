@@ -25,7 +25,7 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from facecraft._io import PathLike
-from facecraft._torchutils import eval_mode, frozen, make_generator
+from facecraft._torchutils import eval_mode, frozen, make_generator, seeded
 from facecraft.attacks._common import as_float_images, check_image_set, epoch_batches
 from facecraft.attacks._state import checkpoint_exists, load_state, save_state
 from facecraft.attacks.base import InversionAttack, ProgressFn
@@ -187,7 +187,9 @@ class DecoderAttack(InversionAttack):
     def _build(self, image_size: int) -> None:
         p = next(self.encoder.parameters())
         shape = feature_shape(self.encoder, image_size)
-        self._set_decoder(Decoder(shape, image_size, width=self.width).to(p.device, p.dtype))
+        with seeded(self.seed + 2):
+            decoder = Decoder(shape, image_size, width=self.width)
+        self._set_decoder(decoder.to(p.device, p.dtype))
 
     def _require_decoder(self) -> nn.Module:
         if self.decoder is None:

@@ -223,7 +223,7 @@ def _tiny() -> RunConfig:
                         "sweep": {"param": "beta", "values": [1.0, 10.0]}},
             "amortized-crafter": {"kwargs": {"steps": 4, "batch_size": 8, "width": 8, "inner_steps": 3,
                                              "critic_steps": 2, "critic_width": 8, "cg_iters": 3},
-                                  "sweep": {"param": "beta", "values": [1.0]}},
+                                  "sweep": {"param": "beta", "values": [1.0]}, "demo": False},
         },
         eval={"n_images": 8, "pii_steps": 10, "pii_width": 8, "adaptive_public": 16, "adaptive_curve_images": 4,
               "evalnet": {"epochs": 3, "width": 0.25}, "train_scenario": {"images": 24, "epochs": 5}},
@@ -246,9 +246,10 @@ def _small() -> RunConfig:
             "adaptive-whitebox": {"epochs": 2, "inner_steps": 20, "init_steps": 60, "steps": 100, "batch_size": 64},
             "adaptive-blackbox": {"epochs": 4, "batch_size": 64},
         },
-        # one setting per baseline, two Crafter betas and the amortized Crafter; still far from an hour
-        # on two CPU cores (259 min of recorded process time, docs/BENCHMARKS.md: the three Crafter
-        # releases per setting and the adaptive white-box cells dominate); `facecraft sweep` runs wider grids
+        # one setting per baseline and two Crafter betas (the amortized Crafter only in sweeps: "demo": False);
+        # the three Crafter releases per setting (attacked, attacker's public, training-scenario faces) and
+        # the adaptive white-box cells dominate the demo's time (docs/BENCHMARKS.md); `facecraft sweep`
+        # runs wider grids
         defenses={
             "none": {},
             "noise": {"sweep": {"param": "sigma", "values": [1.0]}},
@@ -259,15 +260,18 @@ def _small() -> RunConfig:
                           "sweep": {"param": "beta", "values": [1.0]}},
             # Adam moves each feature by at most ~lr per outer step: the paper's 450 steps at lr 1e-2 may
             # travel 4.5, our 30 at 1e-2 only 0.3 (features have std 1.35; measured: max |F - Enc(X)| = 0.33,
-            # AUC drop 0.002, black-box Eval Acc 34% vs 38% unprotected), so lr 0.1 restores the reach
-            "crafter": {"kwargs": {"outer_steps": 30, "lr": 0.1, "inner_steps": 5, "init_steps": 60, "critic_steps": 5,
-                                   "critic_width": 16, "solver": "gn-cg", "cg_iters": 10, "warm_start": True},
+            # AUC drop 0.002, black-box Eval Acc 34% vs 38% unprotected), so lr 0.1 restores the reach.
+            # Each outer step is the fast configuration of `facecraft bench craft` (3 warm-started inversion
+            # steps, 4 Gauss-Newton CG iterations, 2 steps of a persistent critic), cheaper than the
+            # session-3 study's (5, 10, 5; docs/sweep-small); docs/BENCHMARKS.md compares cost and privacy
+            "crafter": {"kwargs": {"outer_steps": 30, "lr": 0.1, "inner_steps": 3, "init_steps": 30, "critic_steps": 2,
+                                   "critic_width": 16, "solver": "gn-cg", "cg_iters": 4, "warm_start": True},
                         "sweep": {"param": "beta", "values": [0.1, 1.0]}},
             # lr 1e-2 for the same reason: at 1e-3 (cosine-decayed over 100 steps) C moved the features as
             # little as Crafter at lr 1e-2 (mean squared change 0.04; black-box Eval Acc 35.9%)
             "amortized-crafter": {"kwargs": {"steps": 100, "lr": 1e-2, "batch_size": 32, "width": 64, "inner_steps": 10,
                                              "critic_steps": 5, "critic_width": 16, "cg_iters": 5},
-                                  "sweep": {"param": "beta", "values": [1.0]}},
+                                  "sweep": {"param": "beta", "values": [1.0]}, "demo": False},
         },
         # 64 attacked faces (chance 0.47%: one hit is 1.6%); each cell's metrics (dlib embeddings, a fresh
         # epsilon-PII critic) cost about as much as a white-box attack, so they are kept small too

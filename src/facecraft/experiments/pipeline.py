@@ -53,7 +53,8 @@ _SAME_ENCODER = ("none", "noise", "crafter", "crafter-z", "amortized-crafter")
 def defense_grid(cfg: RunConfig) -> List[Tuple[str, Optional[float], Dict[str, Any]]]:
     """``(name, param value, constructor kwargs)`` for every defence setting in ``cfg.defenses``.
 
-    ``cfg.defenses[name] = {"kwargs": {...}, "sweep": {"param": p, "values": [...]}}``.
+    ``cfg.defenses[name] = {"kwargs": {...}, "sweep": {"param": p, "values": [...]}}``; ``"demo": False``
+    in a spec leaves that defence out of :func:`run_demo` unless asked for by name (sweeps still use its kwargs).
     """
     out = []
     for name, spec in cfg.defenses.items():
@@ -310,16 +311,32 @@ class StudyRunner:
         paths = [self.cells / f"{stem}--{a}.json" for a in attacks if not (name == "none" and a in _ADAPTIVE)]
         return [{**read_json(p), "setting": stem} for p in paths if p.exists()]
 
+    def oracles_ready(self) -> None:
+        """Fit (or load) the identity oracles every cell is judged by."""
+        self.study.dlib_oracle()
+        if "evalnet" in self.oracles:
+            self.study.evalnet()
+
+    def shared_decoder(self, attacks: List[str]) -> None:
+        """Train (or load) the black-box decoder of the target's own encoder, if ``attacks`` use it."""
+        if set(attacks) & {"blackbox", "hybrid", "adaptive-blackbox"}:
+            t = self.study.target()
+            self.decoder("none:None", create_defense("none", encoder=t.encoder, head=t.head))
+
     def shared_models(self, attacks: List[str]) -> None:
         """Train (or load) everything several settings share, before any of them runs (so parallel
-        workers of :mod:`facecraft.experiments.sweep` never train the same model twice)."""
+        workers of :mod:`facecraft.experiments.sweep` never train the same model twice);
+        :func:`facecraft.experiments.sweep.train_shared` does it in two processes."""
         s = self.study
         s.target(), s.prior(), s.amortizer()
-        if set(attacks) & {"blackbox", "hybrid", "adaptive-blackbox"}:
-            self.decoder("none:None", create_defense("none", encoder=s.target().encoder, head=s.target().head))
+        self.oracles_ready()
+        self.shared_decoder(attacks)
 
-    def write_results(self, ctx: EvalContext, rows: List[Dict[str, Any]], out_dir: Optional[Path] = None) -> Path:
-        """``results.json`` (the issue-3 schema plus curves and config) in ``out_dir`` (the run directory)."""
+    def write_results(self, ctx: EvalContext, rows: List[Dict[str, Any]], out_dir: Optional[Path] = None,
+                      wall_seconds: Optional[float] = None) -> Path:
+        """``results.json`` (the issue-3 schema plus curves and config) in ``out_dir`` (the run directory);
+        ``wall_seconds``: the wall-clock time of the invocation that computed them (a resumed run's is
+        only that of its last invocation)."""
         s, cfg = self.study, self.cfg
         out_dir = Path(out_dir or s.run_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -337,6 +354,7 @@ class StudyRunner:
             "config": config_to_dict(cfg),
             "cells": os.path.relpath(self.cells, out_dir),
             "run_dir": os.path.relpath(s.run_dir, out_dir),
+            "wall_seconds": wall_seconds,
         }
         save_checkpoint(self.cells / "originals", {"images": ctx.originals[:_GRID_FACES]}, kind="originals")
         atomic_write_json(out_dir / "results.json", results)
@@ -375,29 +393,30 @@ def run_demo(cfg: RunConfig, run_dir: Path, *, data_root: Optional[str] = None,
         if unknown:
             raise ValueError(f"defences {sorted(unknown)} are not in the {cfg.profile} profile; "
                              f"choose from {sorted(cfg.defenses)}")
+    from facecraft.experiments.sweep import run_settings, train_shared  # (sweep builds on this module)
+
     study = Study(cfg, run_dir, data_root=data_root, progress=progress)
     demo = StudyRunner(study, progress)
-    ctx = demo.context()
     names = selected_attacks(cfg, attacks)
-    settings = [st for st in defense_grid(cfg) if defenses is None or st[0] in defenses]
+    settings = [st for st in defense_grid(cfg)
+                if (st[0] in defenses if defenses is not None else cfg.defenses[st[0]].get("demo", True))]
     rows: List[Dict[str, Any]] = []
     if finished_only:
         for name, param, kwargs in settings:
             rows += demo.finished_rows(name, param, kwargs, names)
         if not rows:
             raise ValueError(f"no finished cell in {demo.cells}: nothing to report yet")
-        demo.write_results(ctx, rows)
+        demo.write_results(demo.context(), rows)
         return build_report(study.run_dir)
-    demo.shared_models(names)
+    train_shared(demo, names, workers=workers, data_root=data_root)
+    ctx = demo.context()
     if workers > 1:
-        from facecraft.experiments.sweep import run_settings  # (sweep builds on this module)
-
         rows = run_settings(cfg, study.run_dir, settings, names, workers=workers, data_root=data_root,
-                            progress=progress)
+                            progress=progress, run_started=study.run_started)
     else:
         for name, param, kwargs in settings:
             rows += demo.run_setting(name, param, kwargs, names, ctx)
-    demo.write_results(ctx, rows)
+    demo.write_results(ctx, rows, wall_seconds=time.time() - study.run_started)
     return build_report(study.run_dir)
 
 

@@ -180,7 +180,10 @@ def _time_rows(results: Dict[str, Any], stages: Dict[str, Any]) -> List[List[str
              ["attack cells (sum)", attacks]]
     rows += [[k, f"{v:.1f}", ""] for k, v in extra]
     total = sum(float(r[1]) for r in rows)
-    rows.append(["total", f"{total:.1f}", f"{total / 60:.1f} min"])
+    rows.append(["total (process time, summed over parallel workers)", f"{total:.1f}", f"{total / 60:.1f} min"])
+    wall = results.get("wall_seconds")
+    if wall is not None:
+        rows.append(["wall clock of the last invocation", f"{wall:.1f}", f"{wall / 60:.1f} min"])
     return rows
 
 

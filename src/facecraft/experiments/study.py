@@ -28,7 +28,7 @@ import torch
 
 from facecraft import __version__
 from facecraft._io import atomic_write_json, config_hash, file_lock, read_json
-from facecraft._torchutils import resolve_device
+from facecraft._torchutils import resolve_device, seeded
 from facecraft.data.types import PreparedData
 from facecraft.experiments.config import RunConfig, config_to_dict
 from facecraft.experiments.images import save_grid
@@ -66,10 +66,13 @@ class Study:
         run_dir: where everything is stored.
         data_root: dataset folder or a parent of it (else ``FACECRAFT_DATA``).
         progress: ``progress(done, total, desc)`` for long loops.
+        run_started: when the invocation this study belongs to began (``time.time()``); worker processes
+            get their parent's, so a model one process trained is not recorded as "cached" when another
+            loads it (Default: None: now).
     """
 
     def __init__(self, cfg: RunConfig, run_dir: Path, *, data_root: Optional[str] = None,
-                 progress: Optional[ProgressFn] = None) -> None:
+                 progress: Optional[ProgressFn] = None, run_started: Optional[float] = None) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -77,6 +80,7 @@ class Study:
         self.progress = progress
         self.device = resolve_device(cfg.device)
         self._cache: Dict[str, Any] = {}
+        self.run_started = time.time() if run_started is None else float(run_started)
         atomic_write_json(self.run_dir / "config.json", config_to_dict(cfg))
 
     # -- bookkeeping ---------------------------------------------------------------------------
@@ -86,8 +90,10 @@ class Study:
             record = read_json(path) if path.exists() else {"stages": {}}
             record["machine"] = machine_info(self.device)
             prev = record["stages"].get(name, {})
+            if cached and not prev.get("cached", True) and prev.get("finished_at", 0.0) >= self.run_started:
+                return  # trained in this invocation (by another process): keep that record
             entry = {"seconds": prev.get("seconds", seconds) if cached else seconds, "cached": cached,
-                     **(extra or {})}
+                     "finished_at": time.time(), **(extra or {})}
             record["stages"][name] = entry
             atomic_write_json(path, record)
 
@@ -132,7 +138,8 @@ class Study:
             data, m, t = self.data, self.cfg.model, self.cfg.target
             if not data.has_attributes:
                 raise ValueError("the target network is an attribute classifier and this dataset has no attributes")
-            net = build_target(m.target_arch, num_outputs=len(data.attribute_names), width=m.target_width)
+            with seeded(self.cfg.seed + 1):
+                net = build_target(m.target_arch, num_outputs=len(data.attribute_names), width=m.target_width)
             stem = self.model_stem("target", m.target_arch, m.target_width, config_to_dict(t))
             cached = (stem.parent / (stem.name + ".json")).exists()
 
@@ -158,8 +165,9 @@ class Study:
         """The attacker's WGAN-GP face prior on public images (``facecraft train prior``)."""
         def run():
             data, m, p = self.data, self.cfg.model, self.cfg.prior
-            g = Generator(m.latent_dim, data.image_size, width=m.generator_width)
-            d = Critic(data.image_size, width=m.critic_width)
+            with seeded(self.cfg.seed + 2):
+                g = Generator(m.latent_dim, data.image_size, width=m.generator_width)
+                d = Critic(data.image_size, width=m.critic_width)
             stem = self.model_stem("prior", m.latent_dim, m.generator_width, m.critic_width, config_to_dict(p))
             cached = (stem.parent / (stem.name + ".json")).exists()
             grid = self.run_dir / "samples" / f"{stem.name}.png"
@@ -183,7 +191,9 @@ class Study:
             m, a = self.cfg.model, self.cfg.amortizer
             net = self.target()
             g, _ = self.prior()
-            amor = Amortizer(self.feature_shape(), m.latent_dim, width=m.amortizer_width)
+            shape = self.feature_shape()
+            with seeded(self.cfg.seed + 3):
+                amor = Amortizer(shape, m.latent_dim, width=m.amortizer_width)
             stem = self.model_stem("amortizer", config_to_dict(m), config_to_dict(self.cfg.target),
                                    config_to_dict(self.cfg.prior), config_to_dict(a))
             cached = (stem.parent / (stem.name + ".json")).exists()

@@ -5,7 +5,8 @@ constructor arguments). A task runs every chosen attack against its setting
 through the demo's own code path (:meth:`facecraft.experiments.pipeline.StudyRunner.run_setting`),
 so its cells are stored, resumable and identical to the demo's. Everything the
 settings share (data, target network, prior, amortizer, oracles, the target's
-decoder) is trained first in the calling process; tasks only read it.
+decoder) is trained first (:func:`train_shared`, in two processes when there are
+workers); tasks only read it.
 
 A task is a plain picklable ``dict`` and :func:`run_task` a module-level
 function, so any executor with a ``multiprocessing.Pool``-like ``imap`` runs a
@@ -28,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -39,7 +41,7 @@ from facecraft.experiments.config import RunConfig, config_from_dict, config_to_
 from facecraft.experiments.pipeline import StudyRunner, build_report, defense_grid, selected_attacks
 from facecraft.experiments.study import Study
 
-__all__ = ["BACKENDS", "SweepAxis", "parse_axis", "sweep_config", "run_settings", "run_sweep", "run_task"]
+__all__ = ["BACKENDS", "SweepAxis", "parse_axis", "sweep_config", "run_settings", "run_sweep", "run_task", "train_shared"]
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -91,7 +93,7 @@ def run_task(task: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Run one defence setting of a sweep (in whichever process or node receives it); returns its rows."""
     torch.set_num_threads(int(task["threads"]))
     cfg = config_from_dict(RunConfig, task["config"])
-    study = Study(cfg, Path(task["run_dir"]), data_root=task["data_root"])
+    study = Study(cfg, Path(task["run_dir"]), data_root=task["data_root"], run_started=task.get("run_started"))
     demo = StudyRunner(study, None)
     ctx = demo.context()
     return demo.run_setting(task["defense"], task["param"], task["kwargs"], task["attacks"], ctx)
@@ -122,23 +124,74 @@ def _pool(backend: str, workers: int):
     raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
 
 
+#: defences by how long one setting takes (slowest first; measured in docs/BENCHMARKS.md: an optimisation
+#: defence queries cost seconds per face, a trained one fits once); a pool hands tasks out in order, so the
+#: long settings start first and the short ones fill the tail
+_SLOWEST_FIRST = ("crafter", "crafter-z", "disco", "amortized-crafter", "advlearn", "noise", "none")
+
+
+def _cost_rank(name: str) -> int:
+    return _SLOWEST_FIRST.index(name) if name in _SLOWEST_FIRST else 0
+
+
 def run_settings(cfg: RunConfig, run_dir: Path, settings: Sequence[Tuple[str, Optional[float], Dict[str, Any]]],
                  attacks: List[str], *, workers: int, backend: str = "process", data_root: Optional[str] = None,
-                 progress: Optional[ProgressFn] = None) -> List[Dict[str, Any]]:
+                 progress: Optional[ProgressFn] = None, run_started: Optional[float] = None) -> List[Dict[str, Any]]:
     """Run defence ``settings`` (``(name, param, kwargs)``) against ``attacks``, ``workers`` at a time, each
-    worker with ``cpu_count // workers`` torch threads; the shared models must exist already. Rows in
-    the order of ``settings``."""
+    worker with ``cpu_count // workers`` torch threads, the slowest defences first; the shared models must
+    exist already. Rows in the order of ``settings``."""
     threads = max(1, (os.cpu_count() or 1) // workers)
     tasks = [{"config": config_to_dict(cfg), "run_dir": str(Path(run_dir).resolve()), "data_root": data_root,
-              "defense": d, "param": p, "kwargs": kw, "attacks": list(attacks), "threads": threads}
+              "defense": d, "param": p, "kwargs": kw, "attacks": list(attacks), "threads": threads,
+              "run_started": run_started}
              for d, p, kw in settings]
-    rows: List[Dict[str, Any]] = []
+    order = sorted(range(len(tasks)), key=lambda i: (_cost_rank(tasks[i]["defense"]), i))
+    done: Dict[int, List[Dict[str, Any]]] = {}
     with _pool(backend, workers) as pool:
-        for i, task_rows in enumerate(pool.imap(run_task, tasks)):
-            rows += task_rows
+        for n, task_rows in enumerate(pool.imap(run_task, [tasks[i] for i in order])):
+            done[order[n]] = task_rows
             if progress:
-                progress(i + 1, len(tasks), "defence settings")
-    return rows
+                progress(n + 1, len(tasks), "defence settings")
+    return [row for i in range(len(tasks)) for row in done[i]]
+
+
+def _train_stages(task: Dict[str, Any]) -> None:
+    """Train (or load) the named :class:`Study` stages in a worker process (:func:`train_shared`)."""
+    torch.set_num_threads(int(task["threads"]))
+    cfg = config_from_dict(RunConfig, task["config"])
+    study = Study(cfg, Path(task["run_dir"]), data_root=task["data_root"], run_started=task["run_started"])
+    for stage in task["stages"]:
+        getattr(study, stage)()
+
+
+def train_shared(runner: StudyRunner, attacks: List[str], *, workers: int = 1,
+                 data_root: Optional[str] = None) -> None:
+    """Train (or load) everything the settings share before any of them runs.
+
+    With ``workers > 1`` the independent trainings run in two lanes: a spawned process trains the WGAN-GP
+    prior, then the amortizer, while this one trains the target network, the identity oracles and the
+    target's black-box decoder (each lane with ``cpu_count // 2`` torch threads). ``stages.json`` keeps
+    the time of each stage where it ran.
+    """
+    study = runner.study
+    study.data  # prepared once, here, before the worker reads it
+    if workers > 1:
+        base = {"config": config_to_dict(study.cfg), "run_dir": str(study.run_dir.resolve()), "data_root": data_root,
+                "threads": max(1, (os.cpu_count() or 1) // 2), "run_started": study.run_started}
+        prev = torch.get_num_threads()
+        torch.set_num_threads(base["threads"])
+        try:
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                job = pool.apply_async(_train_stages, ({**base, "stages": ["prior"]},))
+                study.target()
+                runner.oracles_ready()
+                job.get()
+                job = pool.apply_async(_train_stages, ({**base, "stages": ["amortizer"]},))
+                runner.shared_decoder(attacks)
+                job.get()
+        finally:
+            torch.set_num_threads(prev)
+    runner.shared_models(attacks)
 
 
 def run_sweep(cfg: RunConfig, run_dir: Path, *, workers: int = 2, backend: str = "process",
@@ -166,11 +219,11 @@ def run_sweep(cfg: RunConfig, run_dir: Path, *, workers: int = 2, backend: str =
     run_dir = Path(run_dir)
     study = Study(cfg, run_dir, data_root=data_root, progress=progress)
     demo = StudyRunner(study, progress)
-    ctx = demo.context()
     names = selected_attacks(cfg, attacks)
-    demo.shared_models(names)
+    train_shared(demo, names, workers=workers if backend == "process" else 1, data_root=data_root)
     rows = run_settings(cfg, run_dir, defense_grid(cfg), names, workers=workers, backend=backend,
-                        data_root=data_root, progress=progress)
+                        data_root=data_root, progress=progress, run_started=study.run_started)
+    ctx = demo.context()
     out_dir = run_dir / "sweeps" / (name or config_hash([config_to_dict(cfg)["defenses"], names])[:12])
-    demo.write_results(ctx, rows, out_dir)
+    demo.write_results(ctx, rows, out_dir, wall_seconds=time.time() - study.run_started)
     return build_report(out_dir)
