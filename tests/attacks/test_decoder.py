@@ -17,7 +17,8 @@ def _recon_mse(atk: DecoderAttack, enc, images: torch.Tensor) -> float:
 def test_training_lowers_loss_and_keeps_encoder_clean(enc_gen, public_images) -> None:
     enc, _ = enc_gen
     enc.train()
-    atk = DecoderAttack(enc, epochs=4, batch_size=8, width=8, image_size=SIZE, lr=3e-3)
+    # 8 epochs: eval-mode BatchNorm statistics need ~30 updates to settle (at 4, one init in six ends worse)
+    atk = DecoderAttack(enc, epochs=8, batch_size=8, width=8, image_size=SIZE, lr=3e-3)
     before = _recon_mse(atk, enc.eval(), public_images)
     enc.train()
     calls = []
@@ -26,8 +27,8 @@ def test_training_lowers_loss_and_keeps_encoder_clean(enc_gen, public_images) ->
     enc.eval()
     after = _recon_mse(atk, enc, public_images)
     assert after < before
-    assert len(atk.history) == 4 and atk.history[-1]["loss"] < 0.7 * atk.history[0]["loss"]
-    assert calls == [1, 2, 3, 4]
+    assert len(atk.history) == 8 and atk.history[-1]["loss"] < 0.7 * atk.history[0]["loss"]
+    assert calls == list(range(1, 9))
     assert grads_are_none(enc, atk.decoder)
     out = atk(enc(public_images[:3]))
     assert out.shape == (3, 3, SIZE, SIZE) and out.min() >= 0 and out.max() <= 1
@@ -68,8 +69,8 @@ def test_fine_tune_fits_new_pairs(enc_gen, public_images) -> None:
     with torch.no_grad():
         before = float(nnf.mse_loss(atk(feats), public_images))
     seen = []
-    atk.fine_tune(feats, public_images, epochs=3, lr=3e-3, on_epoch=lambda e, a: seen.append(e) or {"e": e})
+    atk.fine_tune(feats, public_images, epochs=8, lr=3e-3, on_epoch=lambda e, a: seen.append(e) or {"e": e})
     with torch.no_grad():
         after = float(nnf.mse_loss(atk(feats), public_images))
     assert after < 0.7 * before
-    assert seen == [0, 1, 2] and [h["e"] for h in atk.history] == [0, 1, 2]
+    assert seen == list(range(8)) and [h["e"] for h in atk.history] == list(range(8))
