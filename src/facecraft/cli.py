@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import signal
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -63,6 +65,12 @@ class _Bars:
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False)], force=True)
+
+
+def _exit_on_sigterm() -> None:
+    """Turn SIGTERM (``kill``, a scheduler's stop) into ``SystemExit``, so the process pools of a demo or
+    sweep are shut down by their ``with`` blocks instead of outliving the command."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def _config(profile: str, dataset: Optional[str], device: str) -> RunConfig:
@@ -278,6 +286,7 @@ def demo(profile: str = typer.Option("tiny", "--profile", "-p", help="tiny, smal
          verbose: bool = typer.Option(False, "-v")) -> None:
     """Run the whole study: data, models, defences x attacks, results.json and a report. Resumable."""
     _setup_logging(verbose)
+    _exit_on_sigterm()
     from facecraft.data import DataError
     from facecraft.experiments.pipeline import run_demo
 
@@ -443,6 +452,7 @@ def sweep(grid: List[str] = typer.Option(..., "--grid", "-g",
     Reuses the models of a demo in the same --out directory; writes OUT/sweeps/NAME/results.json and a report.
     """
     _setup_logging(verbose)
+    _exit_on_sigterm()
     from facecraft.data import DataError
     from facecraft.experiments.sweep import parse_axis, run_sweep, sweep_config
 
