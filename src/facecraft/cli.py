@@ -331,17 +331,16 @@ def bench_latency_cmd(profile: str = ProfileOpt, data_root: Optional[str] = Data
     _setup_logging(verbose)
     from facecraft.data import DataError
     from facecraft.experiments.bench import bench_latency
-    from facecraft.experiments.pipeline import StudyRunner
+    from facecraft.experiments.pipeline import StudyRunner, profile_setting
     from facecraft.experiments.study import Study
 
     try:
         with _Bars() as bars:
             cfg = _config(profile, None, device)
-            spec = cfg.defenses.get("amortized-crafter")
-            if spec is None:
+            if "amortized-crafter" not in cfg.defenses:
                 raise ValueError(f"the {profile} profile has no amortized-crafter settings")
             study = Study(cfg, out, data_root=data_root, progress=bars)
-            defense = StudyRunner(study, bars).build_defense("amortized-crafter", beta, {**spec.get("kwargs", {}), "beta": beta})
+            defense = StudyRunner(study, bars).build_defense(profile_setting(cfg, "amortized-crafter", beta))
             images = study.data.eval_test.float_images(study.eval_indices()[:32]).to(study.device)
             result = bench_latency(study.target().encoder, defense, images, repeats=repeats, num_threads=threads)
     except (DataError, ValueError) as e:
@@ -365,30 +364,24 @@ def craft(defense: str = typer.Option(..., "--defense", "-d", help="A registered
     from facecraft._io import save_checkpoint
     from facecraft.attacks._common import query_in_batches
     from facecraft.data import DataError
-    from facecraft.experiments.pipeline import StudyRunner
+    from facecraft.experiments.pipeline import StudyRunner, profile_setting
     from facecraft.experiments.study import Study
 
     try:
         cfg = _config(profile, None, device)
-        spec = cfg.defenses.get(defense, {})
-        sweep_spec = spec.get("sweep")
-        if param is None and sweep_spec:
-            param = float(sweep_spec["values"][0])
-        kwargs = dict(spec.get("kwargs", {}))
-        if sweep_spec and param is not None:
-            kwargs[sweep_spec["param"]] = param
+        setting = profile_setting(cfg, defense, param)
         if split not in ("eval_test", "eval_train", "public"):
             raise ValueError(f"--split must be eval_test, eval_train or public, got {split!r}")
         with _Bars() as bars:
             study = Study(cfg, out, data_root=data_root, progress=bars)
-            d = StudyRunner(study, bars).build_defense(defense, param, kwargs)
+            d = StudyRunner(study, bars).build_defense(setting)
             faces = getattr(study.data, split)
             n = len(faces) if limit is None else min(limit, len(faces))
             feats = query_in_batches(d, faces.float_images(slice(0, n)), torch.device("cpu"), 64, bars,
                                      f"protect ({defense})")
         save_checkpoint(output.with_suffix(""), {"features": feats, "identities": faces.identities[:n]},
-                        kind="released-features", meta={"defense": defense, "param": param, "split": split,
-                                                        "profile": profile, "kwargs": kwargs})
+                        kind="released-features", meta={"defense": defense, "param": setting.param, "split": split,
+                                                        "profile": profile, "kwargs": setting.kwargs})
     except (DataError, ValueError) as e:
         _fail(e)
     console.print(f"[green]wrote[/green] {output.with_suffix('.safetensors')} ({n} released features)")
@@ -408,7 +401,7 @@ def attack(features: Path = typer.Option(..., "--features", help="Released featu
     from facecraft._io import CheckpointError, load_checkpoint, save_checkpoint
     from facecraft.data import DataError
     from facecraft.defenses import create_defense
-    from facecraft.experiments.pipeline import StudyRunner
+    from facecraft.experiments.pipeline import UNPROTECTED, StudyRunner
     from facecraft.metrics.identity import topk_accuracy
 
     try:
@@ -421,7 +414,7 @@ def attack(features: Path = typer.Option(..., "--features", help="Released featu
             runner = StudyRunner(study, bars)
             target = study.target()
             release = create_defense("none", encoder=target.encoder, head=target.head)  # the encoder it came from
-            recon = runner.make_attack(name, "none:None", release)(tensors["features"].to(study.device), progress=bars)
+            recon = runner.make_attack(name, UNPROTECTED, release)(tensors["features"].to(study.device), progress=bars)
             result = {"attack": name, "features": str(features), "defense": meta.get("defense"),
                       "param": meta.get("param"), "n": int(recon.shape[0])}
             if "identities" in tensors:

@@ -169,22 +169,23 @@ def test_cells_are_keyed_per_defence_setting(demo_run: Path) -> None:
     """A changed defence recomputes only its own cells; a changed attack gets a fresh cells folder."""
     import dataclasses
 
-    from facecraft.experiments.pipeline import StudyRunner, defense_grid
+    from facecraft.experiments.pipeline import StudyRunner, defense_grid, profile_setting
     from facecraft.experiments.study import Study
     from facecraft.experiments.sweep import parse_axis, sweep_config
 
     cfg = profile_config("tiny", device="cpu")
     runner = StudyRunner(Study(cfg, demo_run), None)
-    kwargs = {(n, p): kw for n, p, kw in defense_grid(cfg)}[("crafter", 1.0)]
-    rows = runner.finished_rows("crafter", 1.0, kwargs, ["whitebox", "blackbox"])
-    assert len(rows) == 2 and all(r["setting"].startswith("crafter_1.0-") for r in rows)
-    assert runner.finished_rows("crafter", 1.0, {**kwargs, "outer_steps": 99}, ["whitebox"]) == []
+    setting = {(st.name, st.param): st for st in defense_grid(cfg)}[("crafter", 1.0)]
+    assert profile_setting(cfg, "crafter", 1.0) == setting
+    rows = runner.finished_rows(setting, ["whitebox", "blackbox"])
+    assert len(rows) == 2 and all(r["setting"] == runner.stem(setting) for r in rows)
+    assert runner.stem(setting).startswith("crafter_1.0-")
+    changed = setting._replace(kwargs={**setting.kwargs, "outer_steps": 99})
+    assert runner.stem(changed) != runner.stem(setting) and runner.finished_rows(changed, ["whitebox"]) == []
     other = sweep_config(cfg, [parse_axis("noise:sigma=0.1")])  # other defences: same folder
     assert StudyRunner(Study(other, demo_run), None).cells == runner.cells
     harder = dataclasses.replace(cfg, attacks={**cfg.attacks, "whitebox": {"steps": 16}})
     assert StudyRunner(Study(harder, demo_run), None).cells != runner.cells
-    with pytest.raises(KeyError, match="not registered"):
-        runner.setting_stem("noise:0.5")
 
 
 def test_settings_run_slowest_first_and_come_back_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -197,7 +198,10 @@ def test_settings_run_slowest_first_and_come_back_in_order(monkeypatch: pytest.M
         return [{"defense": task["defense"], "param": task["param"]}]
 
     monkeypatch.setattr(sweep, "run_task", fake_task)
-    settings = [("none", None, {}), ("noise", 1.0, {}), ("crafter", 0.1, {}), ("disco", 0.5, {}), ("crafter", 1.0, {})]
+    from facecraft.experiments.pipeline import Setting
+
+    settings = [Setting("none", None, {}), Setting("noise", 1.0, {}), Setting("crafter", 0.1, {}),
+                Setting("disco", 0.5, {}), Setting("crafter", 1.0, {})]
     rows = sweep.run_settings(profile_config("tiny"), Path("unused"), settings, ["whitebox"], workers=1,
                               backend="serial")
     assert started == ["crafter", "crafter", "disco", "noise", "none"]

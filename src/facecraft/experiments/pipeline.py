@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
@@ -35,7 +35,8 @@ from facecraft.experiments.evaluate import EvalContext, oracle_ceiling, privacy_
 from facecraft.experiments.study import Study
 from facecraft.models.train import train_head
 
-__all__ = ["run_demo", "DEMO_ATTACKS", "StudyRunner", "defense_grid", "build_report", "selected_attacks"]
+__all__ = ["run_demo", "DEMO_ATTACKS", "Setting", "UNPROTECTED", "StudyRunner", "defense_grid", "profile_setting",
+           "build_report", "selected_attacks"]
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,31 @@ _GRID_FACES = 6
 _SAME_ENCODER = ("none", "noise", "crafter", "crafter-z", "amortized-crafter")
 
 
-def defense_grid(cfg: RunConfig) -> List[Tuple[str, Optional[float], Dict[str, Any]]]:
-    """``(name, param value, constructor kwargs)`` for every defence setting in ``cfg.defenses``.
+class Setting(NamedTuple):
+    """One defence at one parameter value: its registered name, the swept value (``None`` when the defence
+    has no sweep) and the constructor keyword arguments (the swept value included)."""
+
+    name: str
+    param: Optional[float]
+    kwargs: Dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        """``"name:param"``, e.g. ``crafter:0.1``, for stage names and progress messages."""
+        return f"{self.name}:{self.param}"
+
+    @property
+    def same_encoder(self) -> bool:
+        """Whether the release comes from the target's own encoder (so its decoder and amortizer apply)."""
+        return self.name in _SAME_ENCODER
+
+
+#: the target's own release, through which stored features of any defence are attacked
+UNPROTECTED = Setting("none", None, {})
+
+
+def defense_grid(cfg: RunConfig) -> List[Setting]:
+    """Every defence setting in ``cfg.defenses``.
 
     ``cfg.defenses[name] = {"kwargs": {...}, "sweep": {"param": p, "values": [...]}}``; ``"demo": False``
     in a spec leaves that defence out of :func:`run_demo` unless asked for by name (sweeps still use its kwargs).
@@ -61,11 +85,23 @@ def defense_grid(cfg: RunConfig) -> List[Tuple[str, Optional[float], Dict[str, A
         kwargs = dict(spec.get("kwargs", {}))
         sweep = spec.get("sweep")
         if not sweep:
-            out.append((name, None, kwargs))
+            out.append(Setting(name, None, kwargs))
             continue
         for v in sweep["values"]:
-            out.append((name, v, {**kwargs, sweep["param"]: v}))
+            out.append(Setting(name, v, {**kwargs, sweep["param"]: v}))
     return out
+
+
+def profile_setting(cfg: RunConfig, name: str, param: Optional[float] = None) -> Setting:
+    """The setting of defence ``name`` in ``cfg``'s profile at value ``param`` of its swept parameter
+    (default: the profile's first value); a defence the profile does not list gets its defaults."""
+    spec = cfg.defenses.get(name, {})
+    sweep = spec.get("sweep")
+    kwargs = dict(spec.get("kwargs", {}))
+    if sweep:
+        param = float(sweep["values"][0]) if param is None else float(param)
+        kwargs[sweep["param"]] = param
+    return Setting(name, param, kwargs)
 
 
 class StudyRunner:
@@ -80,10 +116,9 @@ class StudyRunner:
         self.cfg = study.cfg
         self.progress = progress
         # cells are keyed by everything they depend on (module docstring): the folder by the config less its
-        # defences, each setting's files by its own kwargs (setting_stem)
+        # defences, each setting's files by its own kwargs (stem)
         cfg = {k: v for k, v in config_to_dict(self.cfg).items() if k not in ("device", "defenses")}
         self.cells = study.run_dir / "cells" / study.key(cfg)
-        self._stems: Dict[str, str] = {}
         self.cells.mkdir(parents=True, exist_ok=True)
         self._decoders: Dict[str, DecoderAttack] = {}
         self.oracles = tuple(self.cfg.eval.get("oracles", ("dlib", "evalnet")))
@@ -118,15 +153,15 @@ class StudyRunner:
     def attack_kwargs(self, name: str) -> Dict[str, Any]:
         return dict(self.cfg.attacks.get(name, {}))
 
-    def decoder(self, defense_key: str, defense: FeatureDefense) -> DecoderAttack:
+    def decoder(self, setting: Setting, defense: FeatureDefense) -> DecoderAttack:
         """The black-box decoder for the encoder ``defense`` exposes (one per distinct encoder)."""
         s = self.study
-        shared = defense_key.split(":")[0] in _SAME_ENCODER
-        key = "target" if shared else defense_key
+        shared = setting.same_encoder
+        key = "target" if shared else setting.label
         if key in self._decoders:
             return self._decoders[key]
         kw = self.attack_kwargs("blackbox")
-        name = "target" if shared else self.setting_stem(defense_key)
+        name = "target" if shared else self.stem(setting)
         stem = s.model_stem(f"decoder-{name}", kw, config_to_dict(self.cfg.model), config_to_dict(self.cfg.target),
                             None if shared else name)
         atk = DecoderAttack(defense.encoder, image_size=s.data.image_size, **kw)
@@ -144,17 +179,17 @@ class StudyRunner:
         idx = torch.randperm(len(pub), generator=g)[:n]
         return pub.float_images(idx)
 
-    def public_released(self, key: str, defense: FeatureDefense) -> torch.Tensor:
+    def public_released(self, setting: Setting, defense: FeatureDefense) -> torch.Tensor:
         """The defence's release of :meth:`public_subset` (both adaptive attacks train on it)."""
-        return self._stored_release(key, "public-features", defense, self.public_subset(),
-                                    f"protect attacker's public images ({key})")[0]
+        return self._stored_release(setting, "public-features", defense, self.public_subset(),
+                                    f"protect attacker's public images ({setting.label})")[0]
 
-    def _stored_release(self, key: str, what: str, defense: FeatureDefense, images: torch.Tensor,
+    def _stored_release(self, setting: Setting, what: str, defense: FeatureDefense, images: torch.Tensor,
                         desc: str) -> Tuple[torch.Tensor, float]:
         """``(features, seconds)`` of the defence's release of ``images``, queried once per defence
-        setting and stored in the cells folder as ``<key>-<what>`` (an optimisation defence such as
+        setting and stored in the cells folder as ``<stem>-<what>`` (an optimisation defence such as
         Crafter is costly to query, and a crash must not lose it)."""
-        stem = self.cells / f"{self.setting_stem(key)}-{what}"
+        stem = self.cells / f"{self.stem(setting)}-{what}"
         if checkpoint_exists(stem):
             t, meta = load_checkpoint(stem, kind="released-features")
             return t["features"], meta["seconds"]
@@ -162,12 +197,15 @@ class StudyRunner:
         bs = int(self.cfg.eval.get("protect_batch", 64))
         f = query_in_batches(defense, images, torch.device("cpu"), bs, self.progress, desc)
         secs = time.time() - t0
-        save_checkpoint(stem, {"features": f}, kind="released-features", meta={"seconds": secs, "defense": key})
+        save_checkpoint(stem, {"features": f}, kind="released-features",
+                        meta={"seconds": secs, "defense": setting.label})
         return f, secs
 
     # -- defences ---------------------------------------------------------------------------------
-    def build_defense(self, name: str, param: Optional[float], kwargs: Dict[str, Any]) -> FeatureDefense:
+    def build_defense(self, setting: Setting) -> FeatureDefense:
+        """The setting's defence, fitted (or loaded) where it trains on public faces."""
         s = self.study
+        name, param, kwargs = setting
         target = s.target()
         extra: Dict[str, Any] = {}
         if name in ("crafter", "crafter-z", "amortized-crafter"):
@@ -192,36 +230,37 @@ class StudyRunner:
             s.record_stage(f"fit[{name}:{param}]", time.time() - t0, cached=not d.fit_trained)
         return d
 
-    def released(self, key: str, defense: FeatureDefense, ctx: EvalContext) -> Tuple[torch.Tensor, float]:
+    def released(self, setting: Setting, defense: FeatureDefense, ctx: EvalContext) -> Tuple[torch.Tensor, float]:
         """``(features, seconds)``: the defence's release of the attacked private faces."""
-        return self._stored_release(key, "features", defense, ctx.originals, f"protect ({key})")
+        return self._stored_release(setting, "features", defense, ctx.originals, f"protect ({setting.label})")
 
     # -- attacks ----------------------------------------------------------------------------------
-    def make_attack(self, attack: str, key: str, defense: FeatureDefense):
+    def make_attack(self, attack: str, setting: Setting, defense: FeatureDefense):
+        """The attack ``attack`` against ``setting``'s release, with the attacker's models."""
         s = self.study
         g, critic = s.prior()
-        same = key.split(":")[0] in _SAME_ENCODER
-        amor = s.amortizer() if same else None
+        amor = s.amortizer() if setting.same_encoder else None
         kw = self.attack_kwargs(attack)
         if attack == "whitebox":
             return WhiteBoxAttack(defense.encoder, g, amortizer=amor, **kw)
         if attack == "blackbox":
-            return self.decoder(key, defense)
+            return self.decoder(setting, defense)
         if attack == "hybrid":
-            return HybridAttack(defense.encoder, self.decoder(key, defense), **kw)
+            return HybridAttack(defense.encoder, self.decoder(setting, defense), **kw)
         if attack == "adaptive-whitebox":
             return AdaptiveWhiteBoxAttack(defense.encoder, g, defense, amortizer=amor, **kw)
         if attack == "adaptive-blackbox":
-            return AdaptiveBlackBoxAttack(self.decoder(key, defense), defense, **kw)
+            return AdaptiveBlackBoxAttack(self.decoder(setting, defense), defense, **kw)
         raise ValueError(f"the demo does not run attack {attack!r}")
 
-    def cell(self, key: str, attack: str, defense: FeatureDefense, feats: Tuple[torch.Tensor, float],
+    def cell(self, setting: Setting, attack: str, defense: FeatureDefense, feats: Tuple[torch.Tensor, float],
              ctx: EvalContext, utility: Dict[str, Any]) -> Dict[str, Any]:
-        name, param = key.split(":")[0], self._param(key)
-        path = self.cells / f"{self.setting_stem(key)}--{attack}.json"
+        """One (setting, attack) row: computed, or read back if a run finished it before."""
+        stem = self.stem(setting)
+        path = self.cells / f"{stem}--{attack}.json"
         if path.exists():
-            return {**read_json(path), "setting": self.setting_stem(key)}
-        atk = self.make_attack(attack, key, defense)  # a decoder it trains is timed as its own stage
+            return {**read_json(path), "setting": stem}
+        atk = self.make_attack(attack, setting, defense)  # a decoder it trains is timed as its own stage
         t0 = time.time()
         history: List[Dict[str, Any]] = []
         if attack in _ADAPTIVE:
@@ -231,38 +270,25 @@ class StudyRunner:
 
             def on_epoch(epoch: int, a) -> Dict[str, Any]:
                 return {**privacy_metrics(a(feats[0][:n_curve]), curve_ctx, full=False), "n_images": n_curve}
-            atk.fit(self.public_subset(), protected=self.public_released(key, defense), progress=self.progress,
-                    on_epoch=on_epoch, checkpoint_stem=self.cells / f"{self.setting_stem(key)}--{attack}-state")
+            atk.fit(self.public_subset(), protected=self.public_released(setting, defense), progress=self.progress,
+                    on_epoch=on_epoch, checkpoint_stem=self.cells / f"{stem}--{attack}-state")
             history = [{k: v for k, v in h.items()} for h in atk.history]
         recon = atk(feats[0], progress=self.progress)
-        row = {"defense": name, "param": param, "setting": self.setting_stem(key), "attack": attack,
+        row = {"defense": setting.name, "param": setting.param, "setting": stem, "attack": attack,
                **privacy_metrics(recon, ctx),
                **utility, "protect_seconds": feats[1], "attack_seconds": time.time() - t0}
-        save_checkpoint(self.cells / f"{self.setting_stem(key)}--{attack}-recon", {"images": recon[:_GRID_FACES]},
+        save_checkpoint(self.cells / f"{stem}--{attack}-recon", {"images": recon[:_GRID_FACES]},
                         kind="reconstructions")
         atomic_write_json(path, {**row, "history": history})
         return {**row, "history": history}
 
-    def setting_key(self, name: str, param: Optional[float], kwargs: Dict[str, Any]) -> str:
-        """``"name:param"``, the key of one defence setting; registers its file prefix
-        (:meth:`setting_stem`), which also hashes the setting's constructor ``kwargs``."""
-        key = f"{name}:{param}"
-        self._stems[key] = f"{name}_{param}-{self.study.key('defense', name, kwargs)[:8]}"
-        return key
-
-    def setting_stem(self, key: str) -> str:
-        """File prefix of a setting registered by :meth:`setting_key`, e.g. ``crafter_1.0-3f2a9c1d``."""
-        if key not in self._stems:
-            raise KeyError(f"defence setting {key!r} was not registered with setting_key()")
-        return self._stems[key]
-
-    @staticmethod
-    def _param(key: str) -> Optional[float]:
-        p = key.split(":", 1)[1] if ":" in key else "None"
-        return None if p == "None" else float(p)
+    def stem(self, setting: Setting) -> str:
+        """File prefix of a setting's cells, e.g. ``crafter_1.0-3f2a9c1d``: name, value and a hash of its
+        constructor ``kwargs`` (so a changed defence setting never reads another's cells)."""
+        return f"{setting.name}_{setting.param}-{self.study.key('defense', setting.name, setting.kwargs)[:8]}"
 
     # -- one defence setting ------------------------------------------------------------------------
-    def train_scenario(self, key: str, defense: FeatureDefense, released: torch.Tensor,
+    def train_scenario(self, setting: Setting, defense: FeatureDefense, released: torch.Tensor,
                        ctx: EvalContext) -> Dict[str, Any]:
         """Training-scenario utility (CRAFTER.md section 1): a fresh cloud head trained on the defence's
         release of ``eval.train_scenario.images`` private training images, its mean AUC on ``released``.
@@ -273,43 +299,44 @@ class StudyRunner:
         train = self.study.data.eval_train
         if not spec or train.attributes is None or ctx.attributes is None:
             return {}
-        path = self.cells / f"{self.setting_stem(key)}-train-scenario.json"
+        path = self.cells / f"{self.stem(setting)}-train-scenario.json"
         if path.exists():
             return read_json(path)
         n = min(int(spec.get("images", 256)), len(train))
         idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.cfg.seed + 31))[:n]
-        feats, secs = self._stored_release(key, "train-scenario-features", defense, train.float_images(idx),
-                                           f"protect private training images ({key})")
+        feats, secs = self._stored_release(setting, "train-scenario-features", defense, train.float_images(idx),
+                                           f"protect private training images ({setting.label})")
         t0 = time.time()
-        head = defense.head if defense.head is not None else self.study.target().head
-        trained = train_head(head, feats, train.attributes[idx], epochs=int(spec.get("epochs", 20)),
+        trained = train_head(self._head(defense), feats, train.attributes[idx], epochs=int(spec.get("epochs", 20)),
                              lr=float(spec.get("lr", 1e-3)), device=self.study.device, seed=self.cfg.seed)
         out = {"mean_auc_train_scenario": utility_metrics(released, trained, ctx)["mean_auc"],
                "train_scenario_images": n, "train_scenario_seconds": secs + time.time() - t0}
         atomic_write_json(path, out)
         return out
 
-    def run_setting(self, name: str, param: Optional[float], kwargs: Dict[str, Any], attacks: List[str],
-                    ctx: EvalContext) -> List[Dict[str, Any]]:
-        """Every attack against one defence setting: its release, utility (both scenarios) and the cells."""
-        key = self.setting_key(name, param, kwargs)
-        defense = self.build_defense(name, param, kwargs)
-        feats = self.released(key, defense, ctx)
-        head = defense.head if defense.head is not None else self.study.target().head
-        utility = {**utility_metrics(feats[0], head, ctx), **self.train_scenario(key, defense, feats[0], ctx)}
-        rows = []
-        for attack in attacks:
-            if name == "none" and attack in _ADAPTIVE:
-                continue
-            rows.append(self.cell(key, attack, defense, feats, ctx, utility))
-        return rows
+    @staticmethod
+    def _attacks_on(setting: Setting, attacks: List[str]) -> List[str]:
+        # against the raw release an adaptive attack is its plain counterpart, so it is not run twice
+        return [a for a in attacks if not (setting.name == "none" and a in _ADAPTIVE)]
 
-    def finished_rows(self, name: str, param: Optional[float], kwargs: Dict[str, Any],
-                      attacks: List[str]) -> List[Dict[str, Any]]:
+    def run_setting(self, setting: Setting, attacks: List[str], ctx: EvalContext) -> List[Dict[str, Any]]:
+        """Every attack against one defence setting: its release, utility (both scenarios) and the cells."""
+        defense = self.build_defense(setting)
+        feats = self.released(setting, defense, ctx)
+        utility = {**utility_metrics(feats[0], self._head(defense), ctx),
+                   **self.train_scenario(setting, defense, feats[0], ctx)}
+        return [self.cell(setting, attack, defense, feats, ctx, utility) for attack in self._attacks_on(setting, attacks)]
+
+    def finished_rows(self, setting: Setting, attacks: List[str]) -> List[Dict[str, Any]]:
         """The stored rows of one setting's finished cells (nothing is computed)."""
-        stem = self.setting_stem(self.setting_key(name, param, kwargs))
-        paths = [self.cells / f"{stem}--{a}.json" for a in attacks if not (name == "none" and a in _ADAPTIVE)]
+        stem = self.stem(setting)
+        paths = [self.cells / f"{stem}--{a}.json" for a in self._attacks_on(setting, attacks)]
         return [{**read_json(p), "setting": stem} for p in paths if p.exists()]
+
+    def _head(self, defense: FeatureDefense) -> torch.nn.Module:
+        """The cloud head that reads ``defense``'s release: its own (adversarial learning and DISCO train one)
+        or the target's."""
+        return defense.head if defense.head is not None else self.study.target().head
 
     def oracles_ready(self) -> None:
         """Fit (or load) the identity oracles every cell is judged by."""
@@ -321,7 +348,7 @@ class StudyRunner:
         """Train (or load) the black-box decoder of the target's own encoder, if ``attacks`` use it."""
         if set(attacks) & {"blackbox", "hybrid", "adaptive-blackbox"}:
             t = self.study.target()
-            self.decoder("none:None", create_defense("none", encoder=t.encoder, head=t.head))
+            self.decoder(UNPROTECTED, create_defense("none", encoder=t.encoder, head=t.head))
 
     def shared_models(self, attacks: List[str]) -> None:
         """Train (or load) everything several settings share, before any of them runs (so parallel
@@ -399,11 +426,11 @@ def run_demo(cfg: RunConfig, run_dir: Path, *, data_root: Optional[str] = None,
     demo = StudyRunner(study, progress)
     names = selected_attacks(cfg, attacks)
     settings = [st for st in defense_grid(cfg)
-                if (st[0] in defenses if defenses is not None else cfg.defenses[st[0]].get("demo", True))]
+                if (st.name in defenses if defenses is not None else cfg.defenses[st.name].get("demo", True))]
     rows: List[Dict[str, Any]] = []
     if finished_only:
-        for name, param, kwargs in settings:
-            rows += demo.finished_rows(name, param, kwargs, names)
+        for setting in settings:
+            rows += demo.finished_rows(setting, names)
         if not rows:
             raise ValueError(f"no finished cell in {demo.cells}: nothing to report yet")
         demo.write_results(demo.context(), rows)
@@ -414,8 +441,8 @@ def run_demo(cfg: RunConfig, run_dir: Path, *, data_root: Optional[str] = None,
         rows = run_settings(cfg, study.run_dir, settings, names, workers=workers, data_root=data_root,
                             progress=progress, run_started=study.run_started)
     else:
-        for name, param, kwargs in settings:
-            rows += demo.run_setting(name, param, kwargs, names, ctx)
+        for setting in settings:
+            rows += demo.run_setting(setting, names, ctx)
     demo.write_results(ctx, rows, wall_seconds=time.time() - study.run_started)
     return build_report(study.run_dir)
 

@@ -38,7 +38,7 @@ import torch
 from facecraft._io import config_hash
 from facecraft.defenses import available_defenses
 from facecraft.experiments.config import RunConfig, config_from_dict, config_to_dict
-from facecraft.experiments.pipeline import StudyRunner, build_report, defense_grid, selected_attacks
+from facecraft.experiments.pipeline import Setting, StudyRunner, build_report, defense_grid, selected_attacks
 from facecraft.experiments.study import Study
 
 __all__ = ["BACKENDS", "SweepAxis", "parse_axis", "sweep_config", "run_settings", "run_sweep", "run_task", "train_shared"]
@@ -96,7 +96,7 @@ def run_task(task: Dict[str, Any]) -> List[Dict[str, Any]]:
     study = Study(cfg, Path(task["run_dir"]), data_root=task["data_root"], run_started=task.get("run_started"))
     demo = StudyRunner(study, None)
     ctx = demo.context()
-    return demo.run_setting(task["defense"], task["param"], task["kwargs"], task["attacks"], ctx)
+    return demo.run_setting(Setting(task["defense"], task["param"], task["kwargs"]), task["attacks"], ctx)
 
 
 class _Serial:
@@ -134,10 +134,10 @@ def _cost_rank(name: str) -> int:
     return _SLOWEST_FIRST.index(name) if name in _SLOWEST_FIRST else 0
 
 
-def run_settings(cfg: RunConfig, run_dir: Path, settings: Sequence[Tuple[str, Optional[float], Dict[str, Any]]],
+def run_settings(cfg: RunConfig, run_dir: Path, settings: Sequence[Setting],
                  attacks: List[str], *, workers: int, backend: str = "process", data_root: Optional[str] = None,
                  progress: Optional[ProgressFn] = None, run_started: Optional[float] = None) -> List[Dict[str, Any]]:
-    """Run defence ``settings`` (``(name, param, kwargs)``) against ``attacks``, ``workers`` at a time, each
+    """Run defence ``settings`` against ``attacks``, ``workers`` at a time, each
     worker with ``cpu_count // workers`` torch threads, the slowest defences first; the shared models must
     exist already. Rows in the order of ``settings``."""
     threads = max(1, (os.cpu_count() or 1) // workers)
