@@ -240,3 +240,15 @@ def test_shared_models_train_in_two_lanes(tmp_path: Path) -> None:
         assert stages[name]["cached"] is False, name
     names = {p.name.split("-")[0] for p in (tmp_path / "models").glob("*.safetensors")}
     assert {"target", "prior", "amortizer", "evalnet", "decoder"} <= names
+
+
+def test_profile_setting_takes_the_swept_value_into_the_kwargs() -> None:
+    from facecraft.experiments.pipeline import UNPROTECTED, Setting, profile_setting
+
+    cfg = profile_config("tiny")
+    first = profile_setting(cfg, "crafter")
+    assert first.param == cfg.defenses["crafter"]["sweep"]["values"][0] and first.kwargs["beta"] == first.param
+    other = profile_setting(cfg, "crafter", 7)
+    assert other.param == 7.0 and other.kwargs["beta"] == 7.0 and other.kwargs["solver"] == "gn-cg"
+    assert profile_setting(cfg, "none") == UNPROTECTED == Setting("none", None, {})
+    assert other.label == "crafter:7.0" and other.same_encoder and not profile_setting(cfg, "advlearn").same_encoder
