@@ -263,7 +263,8 @@ def _small() -> RunConfig:
             # AUC drop 0.002, black-box Eval Acc 34% vs 38% unprotected), so lr 0.1 restores the reach.
             # Each outer step is the fast configuration of `facecraft bench craft` (3 warm-started inversion
             # steps, 4 Gauss-Newton CG iterations, 2 steps of a persistent critic), cheaper than the
-            # session-3 study's (5, 10, 5; docs/sweep-small); docs/BENCHMARKS.md compares cost and privacy
+            # session-3 study's (5, 10, 5; docs/sweep-small); its privacy under the attack suite is not
+            # measured yet (docs/BENCHMARKS.md, session 4)
             "crafter": {"kwargs": {"outer_steps": 30, "lr": 0.1, "inner_steps": 3, "init_steps": 30, "critic_steps": 2,
                                    "critic_width": 16, "solver": "gn-cg", "cg_iters": 4, "warm_start": True},
                         "sweep": {"param": "beta", "values": [0.1, 1.0]}},
