@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 import typer
 from rich.console import Console
@@ -239,6 +239,19 @@ def bench_spectrum_cmd(profile: str = ProfileOpt, data_root: Optional[str] = Dat
     typer.echo(json.dumps(result))
 
 
+def _json_object(text: Optional[str], option: str) -> Optional[Dict[str, Any]]:
+    """The JSON object given to ``option`` (None when not given); ValueError for anything else."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{option}: not JSON ({e}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{option}: expected a JSON object such as '{{\"cg_iters\": 4}}', got {text!r}")
+    return value
+
+
 @bench_app.command("craft")
 def bench_craft_cmd(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt, out: Path = OutOpt,
                     device: str = DeviceOpt, batch: int = typer.Option(32, help="Private faces in the batch."),
@@ -248,6 +261,9 @@ def bench_craft_cmd(profile: str = ProfileOpt, data_root: Optional[str] = DataRo
                     json_out: Optional[Path] = typer.Option(None, help="Also write the JSON line to this file."),
                     top: int = typer.Option(15, help="Functions to list in the fast run's profile (0: none)."),
                     pii_repeats: int = typer.Option(3, help="Seeded epsilon-PII estimates averaged per release."),
+                    fast_kwargs: Optional[str] = typer.Option(
+                        None, help='JSON object of Crafter arguments updating the fast configuration, '
+                                   'e.g. \'{"critic_init_steps": 30}\'.'),
                     verbose: bool = typer.Option(False, "-v")) -> None:
     """Reference (paper) vs fast Crafter on one batch at equal epsilon-PII: prints one JSON line."""
     _setup_logging(verbose)
@@ -257,12 +273,13 @@ def bench_craft_cmd(profile: str = ProfileOpt, data_root: Optional[str] = DataRo
 
     defaults = bench_defaults(profile)
     try:
+        fast = _json_object(fast_kwargs, "--fast-kwargs")
         with _Bars() as bars:
             study = _study(profile, None, data_root, out, device, bars)
             result = bench_craft(study, batch=batch, num_threads=threads, progress=bars, pii_repeats=pii_repeats,
                                  reference_steps=reference_steps or defaults["reference_steps"],
-                                 max_fast_steps=max_fast_steps or defaults["max_fast_steps"])
-            hot = profile_fast(study, batch=batch, top=top, num_threads=threads) if top else []
+                                 max_fast_steps=max_fast_steps or defaults["max_fast_steps"], fast_kwargs=fast)
+            hot = profile_fast(study, batch=batch, top=top, num_threads=threads, fast_kwargs=fast) if top else []
     except (DataError, ValueError) as e:
         _fail(e)
     line = json.dumps({k: result[k] for k in ("batch", "reference_s", "fast_s", "ratio", "epsilon_reference",

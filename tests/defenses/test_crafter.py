@@ -177,3 +177,24 @@ def test_fixed_critic_is_not_modified(tiny_target, tiny_gan, private_images):
     _crafter(tiny_target, tiny_gan, critic=critic, **SMALL)(private_images)
     assert all(torch.equal(before[k], v) for k, v in critic.state_dict().items())
     assert all(p.grad is None for p in critic.parameters())
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_critic_init_steps_train_a_new_critic_longer(tiny_target, tiny_gan, private_images, monkeypatch, persistent):
+    counts = []
+    train = critic_module.train_critic
+
+    def counting(*args, steps, **kw):
+        counts.append(steps)
+        return train(*args, steps=steps, **kw)
+
+    monkeypatch.setattr(critic_module, "train_critic", counting)
+    kw = {**SMALL, "outer_steps": 3, "critic_steps": 2, "critic_init_steps": 7, "persistent_critic": persistent}
+    _crafter(tiny_target, tiny_gan, **kw)(private_images)
+    # a persistent critic is new once per batch; a non-persistent one at every outer step
+    assert counts == ([7, 2, 2] if persistent else [7, 7, 7])
+    counts.clear()
+    _crafter(tiny_target, tiny_gan, **{**kw, "critic_init_steps": None})(private_images)
+    assert counts == [2, 2, 2]
+    with pytest.raises(ValueError, match="critic_init_steps"):
+        _crafter(tiny_target, tiny_gan, **{**kw, "critic_init_steps": -1})

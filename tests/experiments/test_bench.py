@@ -65,6 +65,8 @@ def test_bench_craft_validates_before_running(study: Study) -> None:
         bench_craft(study, reference_steps=1, max_fast_steps=0)
     with pytest.raises(ValueError, match="num_threads"):
         bench_craft(study, reference_steps=1, max_fast_steps=1, num_threads=0)
+    with pytest.raises(ValueError, match=r"\['critic_int_steps'\] are not Crafter arguments"):
+        bench_craft(study, reference_steps=1, max_fast_steps=1, fast_kwargs={"critic_int_steps": 3})
 
 
 def test_profile_fast_lists_top_functions(study: Study) -> None:
@@ -94,6 +96,19 @@ def test_bench_craft_validates_before_training(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="growth"):
         bench_craft(s, reference_steps=1, max_fast_steps=1, growth=1.0)
     assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize("given, message", [("{cg_iters: 4}", "not JSON"), ("[4]", "expected a JSON object")])
+def test_bench_craft_cli_rejects_bad_fast_kwargs(tmp_path: Path, given: str, message: str) -> None:
+    from typer.testing import CliRunner
+
+    from facecraft.cli import app
+
+    r = CliRunner().invoke(app, ["bench", "craft", "--profile", "tiny", "--out", str(tmp_path / "run"),
+                                 "--fast-kwargs", given])
+    assert r.exit_code != 0
+    assert message in r.output
+    assert not (tmp_path / "run").exists()
 
 
 def test_bench_latency_reports_per_image_times_and_ratios() -> None:

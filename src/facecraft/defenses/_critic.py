@@ -157,6 +157,8 @@ class CriticDefense(FeatureDefense):
     critic: Optional[nn.Module]
     persistent_critic: bool
     seed: int
+    #: updates of a newly initialised critic in its first round (None: ``critic_steps``)
+    critic_init_steps: Optional[int] = None
 
     def __init__(self, encoder: nn.Module, head: Optional[nn.Module]) -> None:
         super().__init__(encoder, head)
@@ -201,14 +203,18 @@ class CriticDefense(FeatureDefense):
 
         A new critic (:func:`new_critic`) replaces ``critic`` when there is none
         yet or ``persistent_critic`` is off; it is then trained by
-        :func:`train_critic`.
+        :func:`train_critic`, for ``critic_init_steps`` updates when that is set
+        (a critic that starts a batch well trained), else ``critic_steps``.
 
         Returns:
             The (possibly new) critic and its optimiser.
         """
         with torch.no_grad():
             fake = self.generator(z)
+        steps = self.critic_steps
         if critic is None or not self.persistent_critic:
+            if self.critic_init_steps is not None:
+                steps = self.critic_init_steps
             critic, critic_opt = new_critic(
                 image_size,
                 self.critic_width,
@@ -222,7 +228,7 @@ class CriticDefense(FeatureDefense):
             critic_opt,
             self.generator,
             fake,
-            steps=self.critic_steps,
+            steps=steps,
             gp_weight=self.gp_weight,
             seed_gen=seed_gen,
             gp_gen=gp_gen,

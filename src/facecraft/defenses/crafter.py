@@ -74,6 +74,9 @@ class Crafter(CriticDefense):
         init_steps: iterations of the first inner solve of a batch; ``None`` means
             ``inner_steps`` with an amortizer and 600 (a cold attacker's) without (Default: None).
         critic_steps: critic updates per outer step (Default: 10, the paper's).
+        critic_init_steps: updates of a new critic at its first outer step, so a
+            cheap per-step ``critic_steps`` starts from a critic that already tells
+            ``G(z*)`` from the prior (Default: None: ``critic_steps``).
         critic_width: the critic's base width (Default: 64, the paper's critic).
         gp_weight: gradient-penalty weight (Default: 20, the paper's).
         critic_lr: critic Adam learning rate (Default: 5e-4, the authors' released code).
@@ -161,6 +164,7 @@ class Crafter(CriticDefense):
         inner_momentum: float = 0.9,
         init_steps: Optional[int] = None,
         critic_steps: int = 10,
+        critic_init_steps: Optional[int] = None,
         critic_width: int = 64,
         gp_weight: float = 20.0,
         critic_lr: float = 5e-4,
@@ -191,6 +195,7 @@ class Crafter(CriticDefense):
             ("outer_steps", outer_steps),
             ("inner_steps", inner_steps),
             ("critic_steps", critic_steps),
+            ("critic_init_steps", critic_init_steps or 0),
             ("neumann_iters", neumann_iters),
             ("cg_iters", cg_iters),
         ):
@@ -209,6 +214,7 @@ class Crafter(CriticDefense):
         self.inner_momentum = inner_momentum
         self.init_steps = init_steps
         self.critic_steps = critic_steps
+        self.critic_init_steps = critic_init_steps
         self.critic_width = critic_width
         self.gp_weight = gp_weight
         self.critic_lr = critic_lr

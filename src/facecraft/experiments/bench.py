@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import cProfile
+import inspect
 import logging
 import math
 import os
@@ -54,8 +55,8 @@ from facecraft.experiments.study import Study, machine_info
 from facecraft.metrics.identity import topk_accuracy
 from facecraft.metrics.pii import epsilon_pii
 
-__all__ = ["BENCH_DEFAULTS", "bench_craft", "bench_defaults", "bench_latency", "bench_spectrum", "bench_train_steps",
-           "profile_fast"]
+__all__ = ["BENCH_DEFAULTS", "CraftBench", "bench_craft", "bench_defaults", "bench_latency", "bench_spectrum",
+           "bench_train_steps", "profile_fast"]
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +279,7 @@ def _bench_craft(
     ref_kw = _resolve_kwargs(defaults["reference"], reference_kwargs, "reference_kwargs")
     fast_kw = _resolve_kwargs(defaults["fast"], fast_kwargs, "fast_kwargs")
 
-    bench = _Bench(study, batch, eval_dlib=eval_dlib, pii_repeats=pii_repeats, progress=progress)
+    bench = CraftBench(study, batch, eval_dlib=eval_dlib, pii_repeats=pii_repeats, progress=progress)
     if warmup:
         bench.warmup(ref_kw)
         bench.warmup(fast_kw)
@@ -444,7 +445,7 @@ def profile_fast(
 
 def _profile_fast(study: Study, batch: int, fast_kw: Dict[str, Any], outer_steps: int, top: int,
                   backend: str) -> List[Tuple[str, float]]:
-    bench = _Bench(study, batch, eval_dlib=False, pii_repeats=1, progress=None)
+    bench = CraftBench(study, batch, eval_dlib=False, pii_repeats=1, progress=None)
     bench.warmup(fast_kw)
     crafter = bench.crafter(fast_kw, outer_steps)
     if backend == "cprofile":
@@ -482,8 +483,14 @@ def _profile_fast(study: Study, batch: int, fast_kw: Dict[str, Any], outer_steps
 # -- helpers --------------------------------------------------------------------------------------
 
 
-class _Bench:
-    """The batch, the models and the one measurement both releases get."""
+class CraftBench:
+    """One batch of private faces, the study's models and the one measurement every release gets.
+
+    :func:`bench_craft` and :func:`profile_fast` are built on it; scripts use it to
+    compare Crafter configurations on the same batch (``benchmarks/fast_probe.py``).
+    :meth:`protect` times one Crafter run; :meth:`measure` gives its utility loss,
+    white-box epsilon-PII (CRAFTER.md section 3) and white-box Eval Acc.
+    """
 
     def __init__(self, study: Study, batch: int, *, eval_dlib: bool, pii_repeats: int,
                  progress: Optional[ProgressFn]) -> None:
@@ -561,6 +568,11 @@ def _resolve_kwargs(defaults: Dict[str, Any], given: Optional[Dict[str, Any]], n
     given = dict(given or {})
     if "outer_steps" in given:
         raise ValueError(f"{name} must not set outer_steps: the benchmark sets it (reference_steps, fast chunks)")
+    accepted = set(inspect.signature(Crafter.__init__).parameters) - {"self", "encoder", "head", "generator",
+                                                                     "amortizer"}
+    unknown = sorted(set(given) - accepted)
+    if unknown:
+        raise ValueError(f"{name}: {unknown} are not Crafter arguments; choose from {sorted(accepted)}")
     return {**defaults, **given}
 
 
