@@ -29,6 +29,9 @@ CANDIDATES = {
     "amor10+critic-init": {"warm_start": False, "inner_steps": 10, "critic_init_steps": 30},
     "warm10+critic-init": {"inner_steps": 10, "critic_init_steps": 30},
     "demo-step+critic-init": {"inner_steps": 5, "cg_iters": 10, "critic_steps": 5, "critic_init_steps": 30},
+    # diagnostics: the reference's critic alone; the reference with only its IHVP solver swapped for GN-CG
+    "fast+critic10": {"critic_steps": 10},
+    "reference-with-gn-cg4": {"warm_start": False, "inner_steps": 40, "critic_steps": 10},
 }
 
 

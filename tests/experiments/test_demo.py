@@ -75,6 +75,27 @@ def test_demo_report_holds_grid_plot_and_table(demo_run: Path) -> None:
 
 
 @pytest.mark.slow
+def test_demo_grid_shows_every_setting_and_a_sweep_one_per_defence(demo_run: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    import facecraft.experiments.pipeline as pipeline
+    import facecraft.experiments.report as report
+
+    rows_drawn = []
+    draw = report.plot_grid
+    monkeypatch.setattr(report, "plot_grid", lambda o, recon, a: rows_drawn.append(list(recon)) or draw(o, recon, a))
+    run = tmp_path / "run"
+    shutil.copytree(demo_run, run)
+    pipeline.build_report(run)
+    assert {"crafter 1", "crafter 10", "none", "noise 1"} <= set(rows_drawn[-1])
+    monkeypatch.setattr(pipeline, "_GRID_ROWS", 3)  # the grid of a larger sweep
+    pipeline.build_report(run)
+    crafters = [label for label in rows_drawn[-1] if label.startswith("crafter ")]
+    assert crafters == ["crafter 10"]  # the median of (1, 10)
+
+
+@pytest.mark.slow
 def test_demo_measures_the_training_scenario(demo_run: Path) -> None:
     r = json.loads((demo_run / "results.json").read_text())
     for row in r["rows"]:

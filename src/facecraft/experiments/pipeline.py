@@ -46,6 +46,8 @@ ProgressFn = Callable[[int, int, str], None]
 DEMO_ATTACKS = ("whitebox", "blackbox", "hybrid", "adaptive-whitebox", "adaptive-blackbox")
 _ADAPTIVE = ("adaptive-whitebox", "adaptive-blackbox")
 _GRID_FACES = 6
+#: the most settings the report's grid shows one row each; a larger grid (a sweep) gets one row per defence
+_GRID_ROWS = 10
 
 #: defences whose released features come from the target's own encoder (so the shared decoder and amortizer apply)
 _SAME_ENCODER = ("none", "noise", "crafter", "crafter-z", "amortized-crafter")
@@ -463,21 +465,24 @@ def build_report(run_dir: Path) -> Path:
         figures["adaptive"] = adaptive
     recon: Dict[str, Dict[str, torch.Tensor]] = {}
     attacks: List[str] = list(dict.fromkeys(r["attack"] for r in results["rows"]))
-    # one row per defence: the setting with the median parameter, so the grid stays readable
-    chosen: Dict[str, Any] = {}
+    # a row per setting (a demo's grid); over _GRID_ROWS settings (a sweep), one per defence, the setting with the
+    # median parameter, so the grid stays readable
+    chosen: Dict[str, List[Any]] = {}
     stems: Dict[Tuple[str, Any], str] = {}
     for r in results["rows"]:
-        chosen.setdefault(r["defense"], []).append(r["param"])
+        if r["param"] not in chosen.setdefault(r["defense"], []):
+            chosen[r["defense"]].append(r["param"])
         stems[(r["defense"], r["param"])] = r.get("setting", f"{r['defense']}_{r['param']}")
+    every = sum(len(ps) for ps in chosen.values()) <= _GRID_ROWS
     for d, params in chosen.items():
-        ps = sorted(set(params), key=lambda p: (p is None, p))
-        p = ps[len(ps) // 2]
-        label = d if p is None else f"{d} {p:g}"
-        recon[label] = {}
-        for a in attacks:
-            stem = cells / f"{stems[(d, p)]}--{a}-recon"
-            if checkpoint_exists(stem):
-                recon[label][a] = load_checkpoint(stem, kind="reconstructions")[0]["images"]
+        ps = sorted(params, key=lambda p: (p is None, p))
+        for p in ps if every else [ps[len(ps) // 2]]:
+            label = d if p is None else f"{d} {p:g}"
+            recon[label] = {}
+            for a in attacks:
+                stem = cells / f"{stems[(d, p)]}--{a}-recon"
+                if checkpoint_exists(stem):
+                    recon[label][a] = load_checkpoint(stem, kind="reconstructions")[0]["images"]
     if recon:
         figures["grid"] = plot_grid(originals, recon, attacks)
     return write_report(run_dir, figures=figures)["html"]

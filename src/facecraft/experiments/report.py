@@ -19,6 +19,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -85,14 +86,17 @@ def plot_adaptive(results: Dict[str, Any], *, oracle: str = "dlib") -> Optional[
     if not curves:
         return None
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    for j, c in enumerate(curves):
+    # one colour per defence setting, the line style tells the attack (solid: white-box, dashed: black-box)
+    settings = list(dict.fromkeys(_label(c) for c in curves))
+    for c in curves:
         ep = [h["epoch"] for h in c["history"]]
         acc = [h["eval_acc_top1"][oracle] for h in c["history"]]
         ax.plot(ep, acc, "o-" if c["attack"].endswith("whitebox") else "s--", ms=3,
-                color=_COLORS[j % len(_COLORS)], label=f"{_label(c)} / {c['attack']}")
+                color=_COLORS[settings.index(_label(c)) % len(_COLORS)], label=f"{_label(c)} / {c['attack']}")
     if results.get("chance") is not None:
         ax.axhline(results["chance"], color="grey", ls=":", lw=1, label="chance")
     ax.set_xlabel("attacker's training epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"Eval Acc top-1, {oracle}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
@@ -172,7 +176,7 @@ _HEADER = ["defence", "param", "attack", "Eval Acc top-1 (dlib)", "top-5 (dlib)"
 def _time_rows(results: Dict[str, Any], stages: Dict[str, Any]) -> List[List[str]]:
     """Stage times, then the sums over defence releases and attack cells, then the total."""
     rows = [[k, f"{v.get('seconds', 0):.1f}", "cached" if v.get("cached") else ""]
-            for k, v in stages.get("stages", {}).items()]
+            for k, v in sorted(stages.get("stages", {}).items(), key=lambda kv: -kv[1].get("seconds", 0))]
     releases = {(r["defense"], r.get("param")): r.get("protect_seconds", 0.0) for r in results["rows"]}
     scenario = {(r["defense"], r.get("param")): r.get("train_scenario_seconds", 0.0) for r in results["rows"]}
     attacks = sum(r.get("attack_seconds", 0.0) for r in results["rows"])
@@ -180,11 +184,11 @@ def _time_rows(results: Dict[str, Any], stages: Dict[str, Any]) -> List[List[str
              ["attack cells (sum)", attacks]]
     rows += [[k, f"{v:.1f}", ""] for k, v in extra]
     total = sum(float(r[1]) for r in rows)
-    rows.append(["total (process time, summed over parallel workers)", f"{total:.1f}", f"{total / 60:.1f} min"])
+    rows.append(["total (process time, summed over parallel workers)", f"{total:.1f}", ""])
     wall = results.get("wall_seconds")
     if wall is not None:
-        rows.append(["wall clock of the last invocation", f"{wall:.1f}", f"{wall / 60:.1f} min"])
-    return rows
+        rows.append(["wall clock of the last invocation", f"{wall:.1f}", ""])
+    return [[name, secs, f"{float(secs) / 60:.1f}" + (f" ({note})" if note else "")] for name, secs, note in rows]
 
 
 _CLAIM_NOTE = ("Claim: at a mean-AUC drop of at most 0.05 from no protection, Eval Acc (dlib top-1) under every "
@@ -192,7 +196,7 @@ _CLAIM_NOTE = ("Claim: at a mean-AUC drop of at most 0.05 from no protection, Ev
                "counterpart on unprotected features), and under the adaptive attacks lower than the best baseline "
                "whose mean AUC is at least as high (within 0.01).")
 _CLAIM_HEADER = ["defence", "param", "AUC drop", "attack", "Eval Acc", "none", "ratio (≤ 0.33)",
-                 "best baseline at matched AUC", "beats it", "claim"]
+                 "best baseline at matched AUC", "beats it", "this row", "claim for the setting"]
 
 
 def _claim_rows(results: Dict[str, Any]) -> List[List[str]]:
@@ -210,13 +214,15 @@ def _claim_rows(results: Dict[str, Any]) -> List[List[str]]:
         for st in check_claim(results, defense=d)["settings"]:
             verdict = "not tested (AUC drop > 0.05)" if not st["eligible"] else \
                 {True: "holds", False: "fails", None: "not testable"}[st["holds"]]
-            for c in st["attacks"]:
+            for i, c in enumerate(st["attacks"]):
                 base = c.get("best_baseline")
+                checks = [c["ratio_ok"], c.get("beats_baseline", True)]
+                row = "fails" if False in checks else "–" if None in checks else "meets"
                 out.append([d, _num(st["param"], "g"), _num(st["auc_drop"]), c["attack"], _pct(c["eval_acc"]),
                             _pct(c["none"]), _num(c["ratio"], ".2f"),
                             "–" if "best_baseline" not in c else (base or "none matched") +
                             ("" if base is None else f" ({_pct(c['baseline_acc'])})"),
-                            yes[c.get("beats_baseline")], verdict])
+                            yes[c.get("beats_baseline")], row, verdict if i == 0 else ""])
     return out
 
 
@@ -267,7 +273,7 @@ def write_report(run_dir: Path, *, figures: Dict[str, bytes]) -> Dict[str, Path]
                "|" + "---|" * len(_CLAIM_HEADER)]
         md += ["| " + " | ".join(r) + " |" for r in claim]
         md += [""]
-    md += ["## (f) Stages and machine", "", "| stage | seconds | |", "|---|---|---|"]
+    md += ["## (f) Stages and machine", "", "| stage (longest first) | seconds | minutes |", "|---|---|---|"]
     md += ["| " + " | ".join(r) + " |" for r in stage_rows]
     md += ["", "Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()), ""]
     atomic_write_text(run_dir / "report.md", "\n".join(md))
@@ -298,7 +304,7 @@ def write_report(run_dir: Path, *, figures: Dict[str, bytes]) -> Dict[str, Path]
         for r in claim:
             parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>")
         parts.append("</table>")
-    parts.append("<h2>(f) Stages and machine</h2><table><tr><th>stage</th><th>seconds</th><th></th></tr>")
+    parts.append("<h2>(f) Stages and machine</h2><table><tr><th>stage (longest first)</th><th>seconds</th><th>minutes</th></tr>")
     for r in stage_rows:
         parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>")
     parts.append("</table><p>" + esc(", ".join(f"{k}: {v}" for k, v in machine.items())) + "</p></body></html>")
