@@ -1,7 +1,7 @@
 """Probe (issue 5): which cheap Crafter step tracks the reference's epsilon-PII?
 
 Runs several Crafter configurations (each the profile's fast one of ``bench craft`` updated by a few
-keyword arguments) for the same number of outer steps on the benchmark's batch of private faces, and
+keyword arguments, with or without the defender's critic pre-trained on public faces) for the same number of outer steps on the benchmark's batch of private faces, and
 prints one JSON line per configuration: seconds, seconds per step, the white-box epsilon-PII, utility
 loss and white-box Eval Acc (dlib) that ``bench craft`` measures, and the defence's own critic estimate.
 The first line is the undefended release. Prints figures; not a test. One thread, so run it pinned:
@@ -21,17 +21,26 @@ from facecraft.experiments.bench import CraftBench, bench_defaults
 from facecraft.experiments.config import profile_config
 from facecraft.experiments.study import Study
 
-#: name -> updates of the fast configuration (the session-4 fast step is "fast")
+#: name -> (updates of the fast configuration, updates of the defender's critic pre-training or None).
+#: Session 5 probed the session-4 step (``fast-s4``: 3 warm-started inversion steps, 4 CG iterations, 2 fresh
+#: critic steps, beta 1); session 6 the pre-trained critic and the offset warm start (the profile's "fast").
+S4 = {"warm_offset": False, "inner_steps": 3, "cg_iters": 4, "beta": 1.0}
+PRE = {"steps": 200, "faces": 256}
 CANDIDATES = {
-    "fast": {},
-    "fast+critic-init": {"critic_init_steps": 30},
-    "amor5+critic-init": {"warm_start": False, "inner_steps": 5, "critic_init_steps": 30},
-    "amor10+critic-init": {"warm_start": False, "inner_steps": 10, "critic_init_steps": 30},
-    "warm10+critic-init": {"inner_steps": 10, "critic_init_steps": 30},
-    "demo-step+critic-init": {"inner_steps": 5, "cg_iters": 10, "critic_steps": 5, "critic_init_steps": 30},
-    # diagnostics: the reference's critic alone; the reference with only its IHVP solver swapped for GN-CG
-    "fast+critic10": {"critic_steps": 10},
-    "reference-with-gn-cg4": {"warm_start": False, "inner_steps": 40, "critic_steps": 10},
+    "fast-s4": (S4, {"steps": 0}),
+    "fast-s4+critic-init": ({**S4, "critic_init_steps": 30}, {"steps": 0}),
+    "fast-s4+critic10": ({**S4, "critic_steps": 10}, {"steps": 0}),
+    "reference-with-gn-cg4": ({"warm_start": False, "inner_steps": 40, "critic_steps": 10, "cg_iters": 4,
+                               "beta": 1.0}, {"steps": 0}),
+    # session 6
+    "offset3+critic10": ({**S4, "warm_offset": True, "critic_steps": 10}, {"steps": 0}),
+    "offset5+pre+cg4": ({"cg_iters": 4, "beta": 1.0}, PRE),
+    "offset5+pre+cg2": ({"cg_iters": 2, "beta": 1.0}, PRE),
+    "offset5+pre+cg1": ({"beta": 1.0}, PRE),
+    "offset5+pre+fixed-critic": ({"cg_iters": 4, "beta": 1.0, "critic_steps": 0}, PRE),
+    "amor40+pre+cg4": ({"warm_start": False, "inner_steps": 40, "cg_iters": 4, "beta": 1.0}, PRE),
+    "amor40+pre+cg4+beta3": ({"warm_start": False, "inner_steps": 40, "cg_iters": 4, "beta": 3.0}, PRE),
+    "fast": ({}, PRE),  # the profile's fast configuration: offset 5, CG 1, critic 2 after pre-training, beta 5
 }
 
 
@@ -50,15 +59,24 @@ def main() -> None:
     bench = CraftBench(study, args.batch, eval_dlib=True, pii_repeats=args.pii_repeats, progress=None)
     print(json.dumps({"config": "undefended", **bench.measure(bench.f0)}), flush=True)
     fast = bench_defaults(args.profile)["fast"]
-    for name, update in CANDIDATES.items():
+    critics = {}
+    for name, (update, pre) in CANDIDATES.items():
         if args.only and name not in args.only:
             continue
         kwargs = {**fast, **update}
-        bench.warmup(kwargs)
-        feats, secs, crafter = bench.protect(kwargs, args.steps, name)
+        critic = None
+        if pre["steps"] > 0:
+            key = (pre["steps"], pre["faces"])
+            if key not in critics:
+                critics[key] = bench.defender_critic(pre["steps"], pre["faces"], kwargs)
+                print(json.dumps({"defender_critic": pre, "seconds": round(critics[key][1], 1)}), flush=True)
+            critic = critics[key][0]
+        bench.warmup(kwargs, critic)
+        feats, secs, crafter = bench.protect(kwargs, args.steps, name, critic)
         print(json.dumps({"config": name, "steps": args.steps, "seconds": round(secs, 2),
                           "s_per_step": round(secs / args.steps, 3), **bench.measure(feats),
-                          "critic_epsilon": crafter.last_epsilon, "kwargs": update}), flush=True)
+                          "critic_epsilon": crafter.last_epsilon, "kwargs": update, "pretrained_critic": pre}),
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -264,6 +264,15 @@ def bench_craft_cmd(profile: str = ProfileOpt, data_root: Optional[str] = DataRo
                     fast_kwargs: Optional[str] = typer.Option(
                         None, help='JSON object of Crafter arguments updating the fast configuration, '
                                    'e.g. \'{"critic_init_steps": 30}\'.'),
+                    fast_start_steps: Optional[int] = typer.Option(
+                        None, min=1, help="Outer steps of the fast search's first chunk (Default: reference steps // 4)."),
+                    confirm_repeats: int = typer.Option(
+                        5, min=0, help="Fresh-seed epsilon-PII estimates that re-check the accepted fast release "
+                                       "and the reference after the search (0: none)."),
+                    fast_critic_steps: Optional[int] = typer.Option(
+                        None, min=0, help="Updates of the fast configuration's critic, trained once on public faces "
+                                          "(timed apart as fast_setup_s); 0: a fresh critic per batch. "
+                                          "Default: the profile's."),
                     verbose: bool = typer.Option(False, "-v")) -> None:
     """Reference (paper) vs fast Crafter on one batch at equal epsilon-PII: prints one JSON line."""
     _setup_logging(verbose)
@@ -278,13 +287,17 @@ def bench_craft_cmd(profile: str = ProfileOpt, data_root: Optional[str] = DataRo
             study = _study(profile, None, data_root, out, device, bars)
             result = bench_craft(study, batch=batch, num_threads=threads, progress=bars, pii_repeats=pii_repeats,
                                  reference_steps=reference_steps or defaults["reference_steps"],
-                                 max_fast_steps=max_fast_steps or defaults["max_fast_steps"], fast_kwargs=fast)
-            hot = profile_fast(study, batch=batch, top=top, num_threads=threads, fast_kwargs=fast) if top else []
+                                 max_fast_steps=max_fast_steps or defaults["max_fast_steps"], fast_kwargs=fast,
+                                 fast_critic_steps=fast_critic_steps, fast_start_steps=fast_start_steps,
+                                 confirm_repeats=confirm_repeats)
+            hot = profile_fast(study, batch=batch, top=top, num_threads=threads, fast_kwargs=fast,
+                               fast_critic_steps=fast_critic_steps) if top else []
     except (DataError, ValueError) as e:
         _fail(e)
     line = json.dumps({k: result[k] for k in ("batch", "reference_s", "fast_s", "ratio", "epsilon_reference",
                                               "epsilon_fast", "utility_loss_reference", "utility_loss_fast",
-                                              "eval_acc_whitebox_reference", "eval_acc_whitebox_fast")})
+                                              "eval_acc_whitebox_reference", "eval_acc_whitebox_fast",
+                                              "fast_setup_s", "ratio_with_setup")})
     for name, secs in hot:
         console.print(f"{secs:9.3f} s  {name}")
     if json_out:

@@ -198,3 +198,65 @@ def test_critic_init_steps_train_a_new_critic_longer(tiny_target, tiny_gan, priv
     assert counts == [2, 2, 2]
     with pytest.raises(ValueError, match="critic_init_steps"):
         _crafter(tiny_target, tiny_gan, **{**kw, "critic_init_steps": -1})
+
+
+@pytest.mark.parametrize("offset", [False, True])
+def test_warm_start_and_warm_offset_choose_the_inner_start(tiny_target, tiny_gan, private_images, monkeypatch,
+                                                           offset):
+    import facecraft.defenses.crafter as crafter_module
+
+    torch.manual_seed(0)
+    amor = Amortizer((16, 8, 8), 16, width=4).eval()
+    calls = []
+    invert = crafter_module.invert_latent
+
+    def recording(enc, gen, feats, z0, **kw):
+        z = invert(enc, gen, feats, z0, **kw)
+        calls.append((feats.clone(), z0.clone(), z.clone()))
+        return z
+
+    monkeypatch.setattr(crafter_module, "invert_latent", recording)
+    kw = {**SMALL, "outer_steps": 3, "warm_start": True, "warm_offset": offset}
+    _crafter(tiny_target, tiny_gan, amortizer=amor, **kw)(private_images)
+    assert len(calls) == 3
+    with torch.no_grad():
+        assert torch.allclose(calls[0][1], amor(calls[0][0]))  # the first solve starts from Amor(F0)
+        for (f_prev, _, z_prev), (f, z0, _) in zip(calls, calls[1:]):
+            assert not torch.allclose(f, f_prev)  # F moved, so the two starts differ
+            # warm start: the previous z*; with the offset, Amor(F) plus the previous solve's correction
+            want = amor(f) + (z_prev - amor(f_prev)) if offset else z_prev
+            assert torch.allclose(z0, want, atol=1e-6)
+
+
+def test_fit_pretrains_the_critic_once_and_reloads_it(tiny_target, tiny_gan, private_images, tmp_path):
+    kw = {**SMALL, "critic_pretrain_steps": 3, "critic_pretrain_faces": 4}
+    c = _crafter(tiny_target, tiny_gan, **kw)
+    with pytest.raises(RuntimeError, match="fit"):
+        c(private_images)  # its critic must be trained first
+    stem = tmp_path / "critic"
+    c.fit(private_images, checkpoint_stem=stem)
+    assert c.fit_trained and c.critic is not None and not any(p.requires_grad for p in c.critic.parameters())
+    out = c(private_images)
+    # a second defence loads the saved critic instead of training, and crafts the same features
+    d = _crafter(tiny_target, tiny_gan, **kw).fit(private_images, checkpoint_stem=stem)
+    assert not d.fit_trained
+    assert all(torch.equal(a, b) for a, b in zip(c.critic.state_dict().values(), d.critic.state_dict().values()))
+    assert torch.equal(d(private_images), out)
+    # without pre-training fit does nothing
+    e = _crafter(tiny_target, tiny_gan, **SMALL).fit(private_images)
+    assert e.critic is None and not e.fit_trained
+
+
+def test_crafter_fast_is_crafter_with_the_fast_step(tiny_target, tiny_gan):
+    from facecraft.defenses import create_defense
+    from facecraft.defenses.crafter import FAST_STEP, FastCrafter
+
+    d = create_defense("crafter-fast", encoder=tiny_target.encoder, head=tiny_target.head, generator=tiny_gan[0],
+                       beta=2.0)
+    assert isinstance(d, FastCrafter) and d.name() == "crafter-fast"
+    cfg = d.get_config()
+    assert cfg["beta"] == 2.0  # an argument overrides the preset
+    assert all(cfg[k] == v for k, v in FAST_STEP.items() if k != "beta")
+    # the config rebuilds the same defence
+    again = FastCrafter(tiny_target.encoder, tiny_target.head, tiny_gan[0], **cfg)
+    assert again.get_config() == cfg

@@ -76,6 +76,14 @@ def _kwargs(name, tiny_target, tiny_gan):
             "solver": "cg",
             "cg_iters": 1,
         },
+        "crafter-fast": {
+            "generator": G,
+            "outer_steps": 1,
+            "init_steps": 1,
+            "critic_width": 8,
+            "critic_pretrain_steps": 1,
+            "critic_pretrain_faces": 4,
+        },
         "amortized-crafter": {
             "generator": G,
             "steps": 1,

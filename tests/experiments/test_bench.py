@@ -54,6 +54,46 @@ def test_bench_craft_tiny_returns_the_schema(study: Study) -> None:
     assert out["fast_s"] == search[-1]["seconds"]
     assert math.isfinite(out["critic_epsilon_reference"]) and math.isfinite(out["epsilon_undefended"])
     assert out["torch_threads"] == 1
+    # the fast configuration's critic is trained once on public faces, timed apart from the batch
+    assert out["fast_critic"] == BENCH_DEFAULTS["tiny"]["fast_critic"] and out["fast_setup_s"] > 0
+    assert out["ratio_with_setup"] == pytest.approx(out["reference_s"] / (out["fast_s"] + out["fast_setup_s"]))
+
+
+def test_bench_craft_without_a_pretrained_critic(study: Study, monkeypatch: pytest.MonkeyPatch) -> None:
+    import facecraft.experiments.bench as bench_module
+
+    critics = []
+    crafter = bench_module.CraftBench.crafter
+
+    def recording(self, kwargs, outer_steps, critic=None):
+        critics.append(critic)
+        return crafter(self, kwargs, outer_steps, critic)
+
+    monkeypatch.setattr(bench_module.CraftBench, "crafter", recording)
+    out = bench_craft(study, batch=4, reference_steps=1, max_fast_steps=1, eval_dlib=False, eval_undefended=False,
+                      reference_kwargs={"neumann_iters": 2}, fast_critic_steps=0, warmup=False)
+    assert out["fast_critic"]["steps"] == 0 and out["fast_setup_s"] == 0.0
+    assert critics == [None, None]  # reference and fast both start from a fresh critic
+    critics.clear()
+    bench_craft(study, batch=4, reference_steps=1, max_fast_steps=1, eval_dlib=False, eval_undefended=False,
+                reference_kwargs={"neumann_iters": 2}, fast_critic_steps=2, warmup=False)
+    assert critics[0] is None and isinstance(critics[1], torch.nn.Module)  # only the fast one gets it
+    with pytest.raises(ValueError, match="fast_critic_steps"):
+        bench_craft(study, reference_steps=1, max_fast_steps=1, fast_critic_steps=-1)
+    with pytest.raises(ValueError, match="confirm_repeats"):
+        bench_craft(study, reference_steps=1, max_fast_steps=1, confirm_repeats=-1)
+
+
+def test_bench_craft_confirms_on_fresh_seeds(study: Study) -> None:
+    out = bench_craft(study, batch=4, reference_steps=1, max_fast_steps=1, eval_dlib=False, eval_undefended=False,
+                      reference_kwargs={"neumann_iters": 2}, pii_repeats=2, confirm_repeats=3, warmup=False)
+    assert len(out["epsilons_reference"]) == 2 and len(out["epsilons_reference_confirm"]) == 3
+    assert out["epsilon_reference"] == pytest.approx(sum(out["epsilons_reference"]) / 2)
+    assert out["epsilon_fast_confirm"] == pytest.approx(sum(out["epsilons_fast_confirm"]) / 3)
+    # other seeds, so other estimates of the same release
+    assert out["epsilons_reference_confirm"][:2] != out["epsilons_reference"]
+    bound = out["epsilon_reference_confirm"] + out["tolerance"] * abs(out["epsilon_reference_confirm"])
+    assert out["confirmed"] == (out["epsilon_fast_confirm"] <= bound)
 
 
 def test_bench_craft_validates_before_running(study: Study) -> None:

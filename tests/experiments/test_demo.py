@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from facecraft.experiments.config import profile_config
 from facecraft.experiments.pipeline import run_demo
@@ -273,3 +274,19 @@ def test_profile_setting_takes_the_swept_value_into_the_kwargs() -> None:
     assert other.param == 7.0 and other.kwargs["beta"] == 7.0 and other.kwargs["solver"] == "gn-cg"
     assert profile_setting(cfg, "none") == UNPROTECTED == Setting("none", None, {})
     assert other.label == "crafter:7.0" and other.same_encoder and not profile_setting(cfg, "advlearn").same_encoder
+
+
+@pytest.mark.slow
+def test_crafter_fast_fits_its_critic_once_per_study(demo_run: Path) -> None:
+    """The fast Crafter's critic is trained on public faces by the first build, then loaded from its file."""
+    from facecraft.experiments.pipeline import StudyRunner, profile_setting
+    from facecraft.experiments.study import Study
+
+    cfg = profile_config("tiny", device="cpu")
+    setting = profile_setting(cfg, "crafter-fast", 5.0)
+    first = StudyRunner(Study(cfg, demo_run), None).build_defense(setting)
+    assert first.critic is not None and first.fit_trained
+    again = StudyRunner(Study(cfg, demo_run), None).build_defense(setting)
+    assert not again.fit_trained  # loaded, not trained
+    assert all(torch.equal(a, b) for a, b in zip(first.critic.state_dict().values(),
+                                                 again.critic.state_dict().values()))

@@ -12,10 +12,12 @@ Importing this package registers every defence by name:
 * ``"amortized-crafter"``: :class:`AmortizedCrafter`, a network trained with Crafter's
   objective that crafts features in one forward pass (beyond the paper).
 
+:func:`fit_defender_critic` trains Crafter's critic once on public faces (its fast configuration);
 :class:`Protector` and :func:`load_protector` package any of them for the edge;
 :mod:`facecraft.defenses.hypergrad` holds the implicit-gradient maths.
 """
 
+from facecraft.defenses._critic import fit_defender_critic
 from facecraft.defenses.advlearn import AdversarialLearning
 from facecraft.defenses.amortized_crafter import AmortizedCrafter, FeatureCrafter
 from facecraft.defenses.base import FeatureDefense
@@ -50,6 +52,7 @@ __all__ = [
     "available_defenses",
     "cg_ihvp",
     "create_defense",
+    "fit_defender_critic",
     "get_defense_class",
     "implicit_feature_grad",
     "load_protector",

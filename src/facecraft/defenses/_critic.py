@@ -19,12 +19,14 @@ import torch
 from torch import nn
 
 from facecraft._torchutils import frozen, make_generator
+from facecraft.attacks.whitebox import invert_latent
 from facecraft.defenses.base import FeatureDefense
 from facecraft.defenses.hypergrad import implicit_feature_grad
 from facecraft.models import Critic, gradient_penalty
 
 __all__ = [
     "CriticDefense",
+    "fit_defender_critic",
     "latent_dim_of",
     "new_critic",
     "prior_latents",
@@ -118,6 +120,78 @@ def train_critic(
         opt.step()
         opt.zero_grad(set_to_none=True)
     critic.eval()
+
+
+def fit_defender_critic(
+    encoder: nn.Module,
+    generator: nn.Module,
+    amortizer: Optional[nn.Module],
+    images: torch.Tensor,
+    *,
+    steps: int = 200,
+    inner_steps: int = 40,
+    width: int = 64,
+    lr: float = 5e-4,
+    gp_weight: float = 20.0,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> nn.Module:
+    r"""A critic ``D'`` trained once, on public faces, to tell the attacker's reconstructions from its prior.
+
+    Beyond the paper, which starts every batch from a fresh critic and trains it
+    ``critic_steps`` times per outer step. The critic's job at the start of a
+    batch is the same for every batch: tell ``G(z*(Enc(X)))`` (the white-box
+    attacker's reconstructions of undefended faces: ``Amor(F)`` + ``inner_steps``
+    iterations of :func:`~facecraft.attacks.whitebox.invert_latent`) from
+    ``G(z_r)``, ``z_r ~ N(0, I)``. Trained once here on public ``images`` (WGAN-GP,
+    :func:`train_critic`, one random ``batch_size`` of reconstructions per update)
+    and passed as Crafter's ``critic``, it is copied for each batch and fine-tuned
+    by a few ``critic_steps``: from the first outer step on, the hypergradient
+    follows a critic that already sees the reconstructions' difference from the prior.
+
+    Args:
+        encoder, generator, amortizer: ``Enc``, the attacker's prior ``G`` and its
+            amortizer (None: a random ``N(0, I)`` start).
+        images: public faces ``(M, 3, S, S)`` in [0, 1] (never the private ones).
+        steps: critic updates (Default: 200).
+        inner_steps: inversion iterations per reconstruction (Default: 40).
+        width, lr, gp_weight: the critic's base width, Adam rate and gradient-penalty
+            weight (Defaults: 64, 5e-4, 20, as Crafter's).
+        batch_size: reconstructions (and prior samples) per update, and faces per
+            inversion batch (Default: 32).
+        seed: seeds the initialisation, the draws and the prior samples (Default: 0).
+
+    Returns:
+        The trained critic, in eval mode with ``requires_grad`` off.
+    """
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
+    if images.dim() != 4 or images.shape[0] < 2:
+        raise ValueError(f"images: expected (M >= 2, 3, S, S), got {tuple(images.shape)}")
+    seed_gen = make_generator(seed, "cpu")
+    gp_gen = make_generator(seed, images.device)
+    zd = latent_dim_of(generator)
+    with frozen(encoder, generator, amortizer):
+        fakes = []
+        for i in range(0, images.shape[0], batch_size):
+            with torch.no_grad():
+                feats = encoder(images[i:i + batch_size])
+                z0 = (amortizer(feats) if amortizer is not None
+                      else prior_latents(feats.shape[0], zd, like=feats, seed_gen=seed_gen))
+            z = invert_latent(encoder, generator, feats, z0, steps=inner_steps)
+            with torch.no_grad():
+                fakes.append(generator(z))
+        fake = torch.cat(fakes)
+        critic, opt = new_critic(images.shape[-1], width, lr, like=fake, seed_gen=seed_gen)
+        take = min(batch_size, fake.shape[0])
+        for _ in range(steps):
+            pick = torch.randperm(fake.shape[0], generator=seed_gen)[:take].to(fake.device)
+            train_critic(critic, opt, generator, fake[pick], steps=1, gp_weight=gp_weight,
+                         seed_gen=seed_gen, gp_gen=gp_gen)
+    critic.eval()
+    for p in critic.parameters():
+        p.requires_grad_(False)
+    return critic
 
 
 def latent_dim_of(generator: nn.Module) -> int:

@@ -22,19 +22,23 @@ References:
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import inspect
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Union
 
 import torch
 import torch.nn.functional as nnf
 from torch import nn
 
+from facecraft._io import checkpoint_exists, load_checkpoint, save_checkpoint
 from facecraft._torchutils import frozen
 from facecraft.attacks.whitebox import invert_latent
-from facecraft.defenses._critic import CriticDefense, latent_dim_of, prior_latents
+from facecraft.defenses._critic import CriticDefense, fit_defender_critic, latent_dim_of, prior_latents
+from facecraft.models import Critic
 from facecraft.defenses.hypergrad import SOLVERS
 from facecraft.defenses.registry import register_defense
 
-__all__ = ["UTILITIES", "Crafter"]
+__all__ = ["FAST_STEP", "UTILITIES", "Crafter", "FastCrafter"]
 
 #: the utility losses ``L_u`` Crafter supports.
 UTILITIES = ("feature", "task")
@@ -84,6 +88,11 @@ class Crafter(CriticDefense):
             defender pre-trained), copied for each batch and never modified; with
             ``critic_steps=0`` it stays fixed (Default: None: a fresh
             :class:`~facecraft.models.Critic` of width ``critic_width``).
+        critic_pretrain_steps: when > 0, :meth:`fit` trains the initial critic once on
+            public faces (:func:`~facecraft.defenses.fit_defender_critic`, this many
+            updates), so every batch starts from a critic that already tells the
+            attacker's reconstructions from the prior (beyond the paper; Default: 0).
+        critic_pretrain_faces: public faces it uses (Default: 256).
         solver: IHVP solver, ``"neumann"``, ``"cg"`` or ``"gn-cg"``
             (Default: ``"neumann"``, the paper's).
         neumann_alpha: Neumann step (Default: 1e-3, the paper's).
@@ -93,6 +102,11 @@ class Crafter(CriticDefense):
         damping: damping added to ``H`` by the CG solvers (Default: 0).
         warm_start: start each inner solve from the previous outer step's ``z*``
             instead of ``Amor(F)`` (Default: False).
+        warm_offset: with ``warm_start`` and an amortizer, start from
+            ``Amor(F) + (z*_prev - Amor(F_prev))`` instead: the amortizer follows
+            the change of ``F`` and the offset carries the previous solve's
+            correction of it, so a few iterations track the attacker's
+            ``Amor(F)`` + ``inner_steps`` solution rather than drifting from it (Default: False).
         persistent_critic: keep one critic (and its optimiser) for all outer steps
             of a batch; if False a fresh critic is initialised at every outer step
             (Default: True, as in the authors' code: one critic per batch).
@@ -175,7 +189,10 @@ class Crafter(CriticDefense):
         cg_iters: int = 20,
         cg_tol: float = 1e-6,
         damping: float = 0.0,
+        critic_pretrain_steps: int = 0,
+        critic_pretrain_faces: int = 256,
         warm_start: bool = False,
+        warm_offset: bool = False,
         persistent_critic: bool = True,
         loss_scale: float = 100.0,
         seed: int = 0,
@@ -198,6 +215,8 @@ class Crafter(CriticDefense):
             ("critic_init_steps", critic_init_steps or 0),
             ("neumann_iters", neumann_iters),
             ("cg_iters", cg_iters),
+            ("critic_pretrain_steps", critic_pretrain_steps),
+            ("critic_pretrain_faces", critic_pretrain_faces),
         ):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
@@ -225,7 +244,10 @@ class Crafter(CriticDefense):
         self.cg_iters = cg_iters
         self.cg_tol = cg_tol
         self.damping = damping
+        self.critic_pretrain_steps = critic_pretrain_steps
+        self.critic_pretrain_faces = critic_pretrain_faces
         self.warm_start = warm_start
+        self.warm_offset = warm_offset
         self.persistent_critic = persistent_critic
         self.loss_scale = loss_scale
         self.seed = seed
@@ -233,6 +255,47 @@ class Crafter(CriticDefense):
     @classmethod
     def name(cls) -> str:
         return "crafter"
+
+    def fit(self, public_images: torch.Tensor, public_attributes: Optional[torch.Tensor] = None, *,
+            progress: Optional[ProgressFn] = None,
+            checkpoint_stem: Optional[Union[str, Path]] = None) -> "Crafter":
+        """Pre-train the starting critic on public faces when ``critic_pretrain_steps > 0`` (else nothing).
+
+        Trains :attr:`critic` with :func:`~facecraft.defenses.fit_defender_critic`
+        on the first ``critic_pretrain_faces`` of ``public_images`` (float in [0, 1]
+        or uint8), with this Crafter's ``critic_width``, ``critic_lr``,
+        ``gp_weight`` and ``seed``; saved to, or loaded from, ``checkpoint_stem``
+        (safetensors + JSON). A critic given to the constructor is kept as is.
+
+        Returns:
+            ``self``.
+        """
+        self.fit_trained = False
+        if self.critic_pretrain_steps == 0 or self.critic is not None:
+            return self
+        if public_images.dim() != 4 or public_images.shape[0] < 2:
+            raise ValueError(f"expected public images (N >= 2, 3, S, S), got {tuple(public_images.shape)}")
+        dev = self.device
+        size = int(public_images.shape[-1])
+        critic = Critic(size, width=self.critic_width).to(dev)
+        stem = Path(checkpoint_stem) if checkpoint_stem is not None else None
+        if stem is not None and checkpoint_exists(stem):
+            tensors, _ = load_checkpoint(stem, kind="defender-critic")
+            critic.load_state_dict(tensors)
+        else:
+            x = public_images[: self.critic_pretrain_faces].to(dev)
+            x = x.float().div(255.0) if x.dtype == torch.uint8 else x
+            critic = fit_defender_critic(self.encoder, self.generator, self.amortizer, x,
+                                         steps=self.critic_pretrain_steps, width=self.critic_width,
+                                         lr=self.critic_lr, gp_weight=self.gp_weight, seed=self.seed)
+            self.fit_trained = True
+            if stem is not None:
+                save_checkpoint(stem, {k: v.detach().cpu() for k, v in critic.state_dict().items()},
+                                kind="defender-critic", meta={"config": self.get_config(), "image_size": size})
+        for q in critic.parameters():
+            q.requires_grad_(False)
+        self.critic = critic.eval()
+        return self
 
     def protect(
         self,
@@ -252,6 +315,9 @@ class Crafter(CriticDefense):
         Returns:
             Crafted features ``(N, *F)``, detached.
         """
+        if self.critic_pretrain_steps > 0 and self.critic is None:
+            raise RuntimeError(f"{self.name()} pre-trains its critic (critic_pretrain_steps="
+                               f"{self.critic_pretrain_steps}): call fit() on public faces first")
         seed_gen, gp_gen, call = self._begin_call(images.device)
         enc, gen, amor, head = self.encoder, self.generator, self.amortizer, self.head
         zd = latent_dim_of(gen)
@@ -277,14 +343,19 @@ class Crafter(CriticDefense):
             critic: Optional[nn.Module] = None
             critic_opt: Optional[torch.optim.Optimizer] = None
             z_prev: Optional[torch.Tensor] = None
+            offset: Optional[torch.Tensor] = None  # z*_prev - Amor(F_prev), for warm_offset
             for step in range(self.outer_steps):
                 fd = feat.detach()
                 # 1. the attacker's best response z*(F)
-                if z_prev is not None and (self.warm_start or amor is None):
+                if z_prev is not None and offset is not None:
+                    with torch.no_grad():
+                        z_amor = amor(fd)
+                    z0, steps = z_amor + offset, self.inner_steps
+                elif z_prev is not None and (self.warm_start or amor is None):
                     z0, steps = z_prev, self.inner_steps
                 elif amor is not None:
                     with torch.no_grad():
-                        z0 = amor(fd)
+                        z0 = z_amor = amor(fd)
                     steps = (
                         self.inner_steps
                         if (step > 0 or self.init_steps is None)
@@ -297,6 +368,9 @@ class Crafter(CriticDefense):
                     enc, gen, fd, z0, steps=steps, lr=self.inner_lr, momentum=self.inner_momentum
                 )
                 z_prev = z_star
+                if self.warm_start and self.warm_offset and amor is not None:
+                    with torch.no_grad():
+                        offset = z_star - z_amor
                 # 2-3. the critic D' between G(z_r) and G(z*), L_p and the hypergradient dL_p/dF
                 critic, critic_opt, d_prior, d_star, x, grad_p = self._privacy_round(
                     critic, critic_opt, fd, z_star, image_size, seed_gen=seed_gen, gp_gen=gp_gen,
@@ -334,3 +408,41 @@ class Crafter(CriticDefense):
 
 
 register_defense("crafter", Crafter)
+
+
+#: The fast Crafter step of ``facecraft bench craft`` (small profile, docs/BENCHMARKS.md, session 6):
+#: a critic pre-trained once on public faces and fine-tuned 2 steps per outer step, the inner solve
+#: from ``Amor(F)`` plus the previous correction with 5 iterations, one Gauss-Newton CG iteration,
+#: the small demo's Adam step and a utility weight of 5.
+FAST_STEP: Dict[str, Any] = {
+    "critic_pretrain_steps": 200, "critic_pretrain_faces": 256, "critic_steps": 2, "critic_width": 16,
+    "warm_start": True, "warm_offset": True, "inner_steps": 5, "init_steps": 40, "solver": "gn-cg", "cg_iters": 1,
+    "lr": 0.1, "beta": 5.0, "outer_steps": 10,
+}
+
+
+class FastCrafter(Crafter):
+    """Crafter with :data:`FAST_STEP` as its defaults: the fast configuration of issue 5, registered as ``crafter-fast``.
+
+    Same algorithm and arguments as :class:`Crafter` (any of them overrides the
+    preset); :meth:`fit` must run on public faces first (it trains the critic).
+    """
+
+    def __init__(self, encoder: nn.Module, head: Optional[nn.Module], generator: nn.Module, **kwargs: Any) -> None:
+        super().__init__(encoder, head, generator, **{**FAST_STEP, **kwargs})
+
+    @classmethod
+    def name(cls) -> str:
+        return "crafter-fast"
+
+    def get_config(self) -> Dict[str, Any]:
+        # the preset's constructor takes **kwargs: read Crafter's named arguments instead
+        return _crafter_config(self)
+
+
+def _crafter_config(defense: Crafter) -> Dict[str, Any]:
+    skip = {"self", "encoder", "head", "generator", "amortizer", "critic"}
+    return {k: getattr(defense, k) for k in inspect.signature(Crafter.__init__).parameters if k not in skip}
+
+
+register_defense("crafter-fast", FastCrafter)

@@ -50,6 +50,7 @@ import torch
 
 from facecraft._torchutils import frozen
 from facecraft.attacks.whitebox import WhiteBoxAttack
+from facecraft.defenses import fit_defender_critic
 from facecraft.defenses.crafter import Crafter
 from facecraft.experiments.study import Study, machine_info
 from facecraft.metrics.identity import topk_accuracy
@@ -86,25 +87,31 @@ ProgressFn = Callable[[int, int, str], None]
 #: faces, the reference diverges and its hypergradient is noise. The paper's
 #: ``alpha`` belongs to its loss scale; 5e-5 converges on ours with a margin of 2.
 #:
-#: The fast configuration in every profile: warm-start the inner solve from the
-#: previous ``z*`` with a few iterations (the first solve gets the reference's
-#: ``inner_steps`` via ``init_steps``, so both start from an equally good ``z*``),
-#: a Gauss-Newton CG inverse-HVP with few iterations, fewer critic steps on a
-#: persistent critic. ``beta`` is the reference's (Crafter's default), so utility is
-#: traded the same way. In ``small`` both take the small demo's Adam step
-#: ``lr = 0.1`` (10 steps at the paper's 1e-2 move a feature by at most 0.1, too
-#: little for epsilon-PII to tell apart from its estimation noise: measured, such a
-#: reference ended at epsilon 0.62 vs 0.87 undefended with *more* white-box hits,
-#: 7 vs 4 of 32), and the fast one is the small demo's Crafter step (3 inversion
-#: steps, 4 CG iterations, 2 critic steps). A fast step 3x larger (0.3) was tried
-#: and went off the prior's manifold (docs/BENCHMARKS.md, session 3); acceptance
-#: is judged on the measured epsilon-PII and utility loss alone.
+#: The fast configuration in every profile (docs/BENCHMARKS.md, session 6, for the
+#: probe that chose it): the critic is trained **once per deployment** on public
+#: faces (``fast_critic``: updates and faces of
+#: :func:`~facecraft.defenses.fit_defender_critic`, timed apart as ``fast_setup_s``)
+#: and fine-tuned by ``critic_steps=2`` per outer step, where the reference starts
+#: every batch from a fresh critic; the inner solve starts from ``Amor(F)`` plus the
+#: previous solve's correction (``warm_offset``) with a few iterations (the first
+#: solve gets the reference's ``inner_steps`` via ``init_steps``); the inverse-HVP
+#: is Gauss-Newton CG with one or two iterations. Measured on the small profile, the
+#: pre-trained critic carries the privacy (a fixed one, ``critic_steps=0``, is
+#: exploited: epsilon 7.2) and more CG iterations did not help (1, 2, 4: epsilon
+#: -0.33, 0.19, 0.40, one batch, beta 1). The stronger critic also moves the features
+#: further, so the fast configuration weights utility more (``beta=5`` against the
+#: reference's 1); acceptance is judged on the measured epsilon-PII and utility
+#: loss alone. In ``small`` both take the small demo's Adam step ``lr = 0.1``
+#: (10 steps at the paper's 1e-2 move a feature by at most 0.1, too little for
+#: epsilon-PII to tell apart from its estimation noise: measured, such a reference
+#: ended at epsilon 0.62 vs 0.87 undefended with *more* white-box hits, 7 vs 4 of 32).
 BENCH_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "tiny": {
         "reference": {"warm_start": False, "inner_steps": 5, "solver": "neumann", "neumann_iters": 10,
                       "neumann_alpha": 1e-3, "critic_steps": 3, "critic_width": 8, "persistent_critic": True},
-        "fast": {"warm_start": True, "inner_steps": 2, "init_steps": 5, "solver": "gn-cg", "cg_iters": 2,
-                 "critic_steps": 1, "critic_width": 8, "persistent_critic": True},
+        "fast": {"warm_start": True, "warm_offset": True, "inner_steps": 2, "init_steps": 5, "solver": "gn-cg",
+                 "cg_iters": 1, "critic_steps": 1, "critic_width": 8, "persistent_critic": True, "beta": 5.0},
+        "fast_critic": {"steps": 3, "faces": 8},
         "reference_steps": 3,
         "max_fast_steps": 6,
     },
@@ -112,16 +119,19 @@ BENCH_DEFAULTS: Dict[str, Dict[str, Any]] = {
         "reference": {"warm_start": False, "inner_steps": 40, "solver": "neumann", "neumann_iters": 120,
                       "neumann_alpha": 5e-5, "critic_steps": 10, "critic_width": 16, "persistent_critic": True,
                       "lr": 0.1},
-        "fast": {"warm_start": True, "inner_steps": 3, "init_steps": 40, "solver": "gn-cg", "cg_iters": 4,
-                 "critic_steps": 2, "critic_width": 16, "persistent_critic": True, "lr": 0.1},
+        "fast": {"warm_start": True, "warm_offset": True, "inner_steps": 5, "init_steps": 40, "solver": "gn-cg",
+                 "cg_iters": 1, "critic_steps": 2, "critic_width": 16, "persistent_critic": True, "lr": 0.1,
+                 "beta": 5.0},
+        "fast_critic": {"steps": 200, "faces": 256},
         "reference_steps": 10,
         "max_fast_steps": 30,
     },
     "paper": {
         "reference": {"warm_start": False, "inner_steps": 80, "solver": "neumann", "neumann_iters": 120,
                       "neumann_alpha": 5e-5, "critic_steps": 10, "critic_width": 64, "persistent_critic": True},
-        "fast": {"warm_start": True, "inner_steps": 10, "init_steps": 80, "solver": "gn-cg", "cg_iters": 10,
-                 "critic_steps": 2, "critic_width": 64, "persistent_critic": True},
+        "fast": {"warm_start": True, "warm_offset": True, "inner_steps": 10, "init_steps": 80, "solver": "gn-cg",
+                 "cg_iters": 2, "critic_steps": 2, "critic_width": 64, "persistent_critic": True, "beta": 5.0},
+        "fast_critic": {"steps": 1000, "faces": 2048},
         "reference_steps": 450,
         "max_fast_steps": 900,
     },
@@ -150,6 +160,8 @@ def bench_craft(
     pii_repeats: int = 1,
     warmup: bool = True,
     num_threads: Optional[int] = None,
+    fast_critic_steps: Optional[int] = None,
+    confirm_repeats: int = 0,
     progress: Optional[ProgressFn] = None,
 ) -> Dict[str, Any]:
     r"""Time the reference Crafter and the fast one until it reaches the reference's privacy (issue 5).
@@ -206,6 +218,17 @@ def bench_craft(
             many times over (a 10-step critic loop took 0.7 s with 1 thread and
             28 s with 2 on a loaded 2-core machine); the value used is reported
             as ``torch_threads``.
+        fast_critic_steps: updates of the fast configuration's critic, trained
+            once on the study's public faces before the runs
+            (:func:`~facecraft.defenses.fit_defender_critic`, timed apart as
+            ``fast_setup_s``; ``ratio_with_setup`` charges it to this one batch)
+            (Default: None: the profile's ``fast_critic``; 0: a fresh critic per batch).
+        confirm_repeats: after the search, re-estimate epsilon-PII of the
+            reference and of the accepted fast release with this many fresh
+            seeds (``cfg.seed + 1001 + r``), since the search stops at the first
+            chunk whose estimate passes: keys ``epsilon_reference_confirm``,
+            ``epsilon_fast_confirm``, their single estimates and ``confirmed``
+            (Default: 0, none).
         progress: optional ``progress(done, total, desc)``, called after every outer step.
 
     Returns:
@@ -221,8 +244,10 @@ def bench_craft(
         ``reference_s_per_step``, ``fast_s_per_step``, ``fast_search_s``,
         ``search`` (one dict per fast chunk: ``steps``, ``seconds``,
         ``epsilon``, ``utility_loss``, ``critic_epsilon``, ``reached``),
-        ``epsilon_pii_repeats``, the undefended keys, ``torch_threads``,
-        ``machine`` and ``wall_s``.
+        ``epsilon_pii_repeats``, ``epsilons_reference`` / ``epsilons_fast``
+        (the single estimates), ``fast_critic``, ``fast_setup_s``,
+        ``ratio_with_setup``, the confirmation keys (``confirm_repeats``), the
+        undefended keys, ``torch_threads``, ``machine`` and ``wall_s``.
 
     Raises:
         ValueError: bad step counts, batch, tolerances or growth, ``outer_steps``
@@ -232,6 +257,8 @@ def bench_craft(
                     ("pii_repeats", pii_repeats)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if isinstance(confirm_repeats, bool) or not isinstance(confirm_repeats, int) or confirm_repeats < 0:
+        raise ValueError(f"confirm_repeats must be an integer >= 0, got {confirm_repeats!r}")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 2:
         raise ValueError(f"batch must be an integer >= 2 (epsilon-PII splits it in halves), got {batch!r}")
     if not tolerance >= 0 or not utility_tolerance >= 0:
@@ -247,7 +274,8 @@ def bench_craft(
         torch.set_num_threads(num_threads)
     try:
         return _bench_craft(study, batch=batch, reference_steps=reference_steps, reference_kwargs=reference_kwargs,
-                            fast_kwargs=fast_kwargs, max_fast_steps=max_fast_steps, tolerance=tolerance,
+                            fast_kwargs=fast_kwargs, fast_critic_steps=fast_critic_steps,
+                            confirm_repeats=confirm_repeats, max_fast_steps=max_fast_steps, tolerance=tolerance,
                             utility_tolerance=utility_tolerance, fast_start_steps=fast_start_steps, growth=growth,
                             eval_dlib=eval_dlib, eval_undefended=eval_undefended, pii_repeats=pii_repeats,
                             warmup=warmup, progress=progress)
@@ -262,6 +290,8 @@ def _bench_craft(
     reference_steps: int,
     reference_kwargs: Optional[Dict[str, Any]],
     fast_kwargs: Optional[Dict[str, Any]],
+    fast_critic_steps: Optional[int],
+    confirm_repeats: int,
     max_fast_steps: int,
     tolerance: float,
     utility_tolerance: float,
@@ -278,11 +308,17 @@ def _bench_craft(
     defaults = bench_defaults(study.cfg.profile)
     ref_kw = _resolve_kwargs(defaults["reference"], reference_kwargs, "reference_kwargs")
     fast_kw = _resolve_kwargs(defaults["fast"], fast_kwargs, "fast_kwargs")
+    fast_critic = _resolve_fast_critic(defaults["fast_critic"], fast_critic_steps)
 
     bench = CraftBench(study, batch, eval_dlib=eval_dlib, pii_repeats=pii_repeats, progress=progress)
+    critic, setup_s = None, 0.0
+    if fast_critic["steps"] > 0:  # once per deployment, on public faces: timed apart from the batch
+        critic, setup_s = bench.defender_critic(fast_critic["steps"], fast_critic["faces"], fast_kw)
+        log.info("bench fast: the defender's critic (%d updates, %d public faces) in %.2f s", fast_critic["steps"],
+                 fast_critic["faces"], setup_s)
     if warmup:
         bench.warmup(ref_kw)
-        bench.warmup(fast_kw)
+        bench.warmup(fast_kw, critic)
 
     # 1. the reference, timed, then measured
     ref_feats, reference_s, ref_crafter = bench.protect(ref_kw, reference_steps, "bench reference")
@@ -296,15 +332,16 @@ def _bench_craft(
     search: List[Dict[str, Any]] = []
     fast_m: Dict[str, Any] = {}
     fast_s, fast_steps, fast_crafter, reached = math.nan, 0, None, False
+    fast_feats = bench.f0
     for steps in _schedule(fast_start_steps or max(1, reference_steps // 4), max_fast_steps, growth):
-        feats, secs, crafter = bench.protect(fast_kw, steps, f"bench fast ({steps} steps)")
+        feats, secs, crafter = bench.protect(fast_kw, steps, f"bench fast ({steps} steps)", critic)
         m = bench.measure(feats)
         reached = m["epsilon"] <= eps_bound and m["utility_loss"] <= util_bound
         search.append({"steps": steps, "seconds": secs, "epsilon": m["epsilon"], "utility_loss": m["utility_loss"],
                        "critic_epsilon": crafter.last_epsilon, "reached": reached})
         log.info("bench fast: %d steps in %.2f s, epsilon %.4f (bound %.4f), utility loss %.3g (bound %.3g)%s",
                  steps, secs, m["epsilon"], eps_bound, m["utility_loss"], util_bound, " reached" if reached else "")
-        fast_m, fast_s, fast_steps, fast_crafter = m, secs, steps, crafter
+        fast_m, fast_s, fast_steps, fast_crafter, fast_feats = m, secs, steps, crafter, feats
         if reached:
             break
 
@@ -323,6 +360,9 @@ def _bench_craft(
         "fast_steps": fast_steps,
         "reference_kwargs": {**ref_kw, "outer_steps": reference_steps},
         "fast_kwargs": {**fast_kw, "outer_steps": fast_steps},
+        "fast_critic": fast_critic,
+        "fast_setup_s": setup_s,
+        "ratio_with_setup": reference_s / (fast_s + setup_s) if fast_s + setup_s > 0 else math.inf,
         "device": str(study.device),
         # extras
         "profile": study.cfg.profile,
@@ -337,7 +377,18 @@ def _bench_craft(
         "fast_search_s": sum(s["seconds"] for s in search),
         "search": search,
         "epsilon_pii_repeats": pii_repeats,
+        "epsilons_reference": ref_m["epsilons"],
+        "epsilons_fast": fast_m["epsilons"],
     }
+    if confirm_repeats > 0:
+        # the search stops at the first chunk whose (noisy) estimate passes: confirm on fresh seeds
+        ref_c = bench.measure(ref_feats, seed_offset=1001, repeats=confirm_repeats)
+        fast_c = bench.measure(fast_feats, seed_offset=1001, repeats=confirm_repeats)
+        out["epsilon_reference_confirm"] = ref_c["epsilon"]
+        out["epsilon_fast_confirm"] = fast_c["epsilon"]
+        out["epsilons_reference_confirm"] = ref_c["epsilons"]
+        out["epsilons_fast_confirm"] = fast_c["epsilons"]
+        out["confirmed"] = fast_c["epsilon"] <= ref_c["epsilon"] + tolerance * abs(ref_c["epsilon"])
     if eval_undefended:
         none_m = bench.measure(bench.f0)
         out["epsilon_undefended"] = none_m["epsilon"]
@@ -402,12 +453,14 @@ def profile_fast(
     top: int = 15,
     backend: str = "torch",
     num_threads: Optional[int] = None,
+    fast_critic_steps: Optional[int] = None,
 ) -> List[Tuple[str, float]]:
     """Where the fast Crafter configuration's time goes: the top functions by self time (issue 5).
 
     Runs the fast configuration (the profile's ``BENCH_DEFAULTS[...]["fast"]``
     updated by ``fast_kwargs``) once for ``outer_steps`` on the benchmark's
-    batch, after an untimed warm-up, under ``torch.profiler`` (operator self
+    batch (with the defender's pre-trained critic, trained untimed and
+    unprofiled, as in :func:`bench_craft`), after an untimed warm-up, under ``torch.profiler`` (operator self
     time; on CUDA the device self time) or ``cProfile`` (Python function
     ``tottime``).
 
@@ -420,6 +473,8 @@ def profile_fast(
         backend: ``"torch"`` or ``"cprofile"`` (Default: ``"torch"``).
         num_threads: ``torch.set_num_threads`` for the call, restored afterwards
             (Default: None, leave it; see :func:`bench_craft`).
+        fast_critic_steps: updates of the pre-trained critic (Default: None, the
+            profile's ``fast_critic``; 0: none, see :func:`bench_craft`).
 
     Returns:
         ``[(name, seconds), ...]``, at most ``top`` entries, largest self time first.
@@ -433,21 +488,26 @@ def profile_fast(
         raise ValueError(f"outer_steps and top must be >= 1, got {outer_steps} and {top}")
     if num_threads is not None and num_threads < 1:
         raise ValueError(f"num_threads must be >= 1, got {num_threads}")
-    fast_kw = _resolve_kwargs(bench_defaults(study.cfg.profile)["fast"], fast_kwargs, "fast_kwargs")
+    defaults = bench_defaults(study.cfg.profile)
+    fast_kw = _resolve_kwargs(defaults["fast"], fast_kwargs, "fast_kwargs")
+    fast_critic = _resolve_fast_critic(defaults["fast_critic"], fast_critic_steps)
     threads = torch.get_num_threads()
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     try:
-        return _profile_fast(study, batch, fast_kw, outer_steps, top, backend)
+        return _profile_fast(study, batch, fast_kw, fast_critic, outer_steps, top, backend)
     finally:
         torch.set_num_threads(threads)
 
 
-def _profile_fast(study: Study, batch: int, fast_kw: Dict[str, Any], outer_steps: int, top: int,
-                  backend: str) -> List[Tuple[str, float]]:
+def _profile_fast(study: Study, batch: int, fast_kw: Dict[str, Any], fast_critic: Dict[str, int], outer_steps: int,
+                  top: int, backend: str) -> List[Tuple[str, float]]:
     bench = CraftBench(study, batch, eval_dlib=False, pii_repeats=1, progress=None)
-    bench.warmup(fast_kw)
-    crafter = bench.crafter(fast_kw, outer_steps)
+    critic = None
+    if fast_critic["steps"] > 0:
+        critic, _ = bench.defender_critic(fast_critic["steps"], fast_critic["faces"], fast_kw)
+    bench.warmup(fast_kw, critic)
+    crafter = bench.crafter(fast_kw, outer_steps, critic)
     if backend == "cprofile":
         prof = cProfile.Profile()
         prof.enable()
@@ -521,20 +581,45 @@ class CraftBench:
         self.attack = WhiteBoxAttack(self.target.encoder, self.generator, amortizer=self.amortizer,
                                      **dict(cfg.attacks.get("whitebox", {})))
 
-    def crafter(self, kwargs: Dict[str, Any], outer_steps: int) -> Crafter:
+    def crafter(self, kwargs: Dict[str, Any], outer_steps: int, critic: Optional[torch.nn.Module] = None) -> Crafter:
+        """A Crafter with ``kwargs``, ``outer_steps`` and, when given, ``critic`` as its starting critic."""
+        extra = {} if critic is None else {"critic": critic}
         return Crafter(self.target.encoder, self.target.head, self.generator, amortizer=self.amortizer,
-                       **{**kwargs, "outer_steps": outer_steps})
+                       **{**kwargs, **extra, "outer_steps": outer_steps})
 
-    def warmup(self, kwargs: Dict[str, Any]) -> None:
+    def defender_critic(self, steps: int, faces: int, kwargs: Dict[str, Any]) -> Tuple[torch.nn.Module, float]:
+        """:func:`~facecraft.defenses.fit_defender_critic` on the study's first ``faces`` public faces, timed.
+
+        The critic has the width, learning rate and GP weight of ``kwargs`` (a
+        Crafter configuration); its reconstructions are the white-box attacker's
+        (``Amor(F)`` + 40 inversion steps, the function's default).
+
+        Returns:
+            ``(critic, seconds)``.
+        """
+        public = self.study.data.public
+        images = public.float_images(torch.arange(min(faces, len(public)))).to(self.study.device)
+        _sync(self.study.device)
+        t0 = time.perf_counter()
+        critic = fit_defender_critic(self.target.encoder, self.generator, self.amortizer, images, steps=steps,
+                                     width=int(kwargs.get("critic_width", 64)),
+                                     lr=float(kwargs.get("critic_lr", 5e-4)),
+                                     gp_weight=float(kwargs.get("gp_weight", 20.0)), seed=self.study.cfg.seed)
+        _sync(self.study.device)
+        return critic, time.perf_counter() - t0
+
+    def warmup(self, kwargs: Dict[str, Any], critic: Optional[torch.nn.Module] = None) -> None:
         """One outer step at the batch's shape with one iteration of every part (untimed)."""
         kw = dict(kwargs)
         for k in ("inner_steps", "init_steps", "neumann_iters", "cg_iters", "critic_steps"):
             if kw.get(k) is not None and kw[k] > 0:
                 kw[k] = 1
-        self.crafter(kw, 1).protect(self.images)
+        self.crafter(kw, 1, critic).protect(self.images)
 
-    def protect(self, kwargs: Dict[str, Any], outer_steps: int, desc: str) -> Tuple[torch.Tensor, float, Crafter]:
-        crafter = self.crafter(kwargs, outer_steps)
+    def protect(self, kwargs: Dict[str, Any], outer_steps: int, desc: str,
+                critic: Optional[torch.nn.Module] = None) -> Tuple[torch.Tensor, float, Crafter]:
+        """Time one Crafter run of ``outer_steps`` on the batch: ``(features, seconds, crafter)``."""
+        crafter = self.crafter(kwargs, outer_steps, critic)
         cb = None
         if self.progress is not None:
             progress = self.progress
@@ -545,15 +630,20 @@ class CraftBench:
         _sync(self.study.device)
         return feats, time.perf_counter() - t0, crafter
 
-    def measure(self, feats: torch.Tensor) -> Dict[str, Any]:
-        """Utility loss, white-box epsilon-PII and Eval Acc (top-1) of one release."""
+    def measure(self, feats: torch.Tensor, *, seed_offset: int = 101, repeats: Optional[int] = None) -> Dict[str, Any]:
+        """Utility loss, white-box epsilon-PII and Eval Acc (top-1) of one release.
+
+        epsilon-PII is the mean of ``repeats`` (Default: ``pii_repeats``) estimates
+        seeded ``cfg.seed + seed_offset + r``; the single estimates are in ``epsilons``.
+        """
         feats = feats.detach().to(self.f0.device, self.f0.dtype)
         utility = float((feats - self.f0).flatten(1).pow(2).mean(dim=1).mean())
         recon = self.attack(feats).detach().clamp(0, 1)
         prior = self.prior_samples.to(recon.device, recon.dtype)
+        seed = self.study.cfg.seed + seed_offset
         eps = [float(epsilon_pii(recon, prior, steps=self.pii_steps, critic_width=self.pii_width,
-                                 generator=torch.Generator().manual_seed(self.study.cfg.seed + 101 + r)))
-               for r in range(self.pii_repeats)]
+                                 generator=torch.Generator().manual_seed(seed + r)))
+               for r in range(self.pii_repeats if repeats is None else repeats)]
         if self.eval_dlib:
             oracle = self.study.dlib_oracle()
             scores = oracle.scores_from_embeddings(oracle.embed(recon.float().cpu()))
@@ -561,7 +651,7 @@ class CraftBench:
             net = self.study.evalnet()
             scores = net.scores(recon.to(net.device)).cpu()
         acc = float(topk_accuracy(scores.cpu(), self.labels, k=1))
-        return {"epsilon": sum(eps) / len(eps), "utility_loss": utility, "eval_acc": acc}
+        return {"epsilon": sum(eps) / len(eps), "utility_loss": utility, "eval_acc": acc, "epsilons": eps}
 
 
 def _resolve_kwargs(defaults: Dict[str, Any], given: Optional[Dict[str, Any]], name: str) -> Dict[str, Any]:
@@ -574,6 +664,15 @@ def _resolve_kwargs(defaults: Dict[str, Any], given: Optional[Dict[str, Any]], n
     if unknown:
         raise ValueError(f"{name}: {unknown} are not Crafter arguments; choose from {sorted(accepted)}")
     return {**defaults, **given}
+
+
+def _resolve_fast_critic(default: Dict[str, int], steps: Optional[int]) -> Dict[str, int]:
+    out = dict(default)
+    if steps is not None:
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"fast_critic_steps must be an integer >= 0, got {steps!r}")
+        out["steps"] = steps
+    return out
 
 
 def _schedule(start: int, stop: int, growth: float) -> List[int]:

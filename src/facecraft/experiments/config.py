@@ -224,6 +224,9 @@ def _tiny() -> RunConfig:
             "amortized-crafter": {"kwargs": {"steps": 4, "batch_size": 8, "width": 8, "inner_steps": 3,
                                              "critic_steps": 2, "critic_width": 8, "cg_iters": 3},
                                   "sweep": {"param": "beta", "values": [1.0]}, "demo": False},
+            "crafter-fast": {"kwargs": {"outer_steps": 3, "inner_steps": 2, "init_steps": 5, "critic_width": 8,
+                                        "critic_pretrain_steps": 3, "critic_pretrain_faces": 16},
+                             "sweep": {"param": "beta", "values": [5.0]}, "demo": False},
         },
         eval={"n_images": 8, "pii_steps": 10, "pii_width": 8, "adaptive_public": 16, "adaptive_curve_images": 4,
               "evalnet": {"epochs": 3, "width": 0.25}, "train_scenario": {"images": 24, "epochs": 5}},
@@ -272,6 +275,10 @@ def _small() -> RunConfig:
             "amortized-crafter": {"kwargs": {"steps": 100, "lr": 1e-2, "batch_size": 32, "width": 64, "inner_steps": 10,
                                              "critic_steps": 5, "critic_width": 16, "cg_iters": 5},
                                   "sweep": {"param": "beta", "values": [1.0]}, "demo": False},
+            # bench craft's fast step (crafter.FAST_STEP: a critic pre-trained once on public faces) for as many
+            # outer steps as "crafter" above, so the two differ only in their step; in sweeps only
+            "crafter-fast": {"kwargs": {"outer_steps": 30}, "sweep": {"param": "beta", "values": [0.1, 1.0]},
+                             "demo": False},
         },
         # 64 attacked faces (chance 0.47%: one hit is 1.6%); each cell's metrics (dlib embeddings, a fresh
         # epsilon-PII critic) cost about as much as a white-box attack, so they are kept small too

@@ -50,7 +50,7 @@ _GRID_FACES = 6
 _GRID_ROWS = 10
 
 #: defences whose released features come from the target's own encoder (so the shared decoder and amortizer apply)
-_SAME_ENCODER = ("none", "noise", "crafter", "crafter-z", "amortized-crafter")
+_SAME_ENCODER = ("none", "noise", "crafter", "crafter-fast", "crafter-z", "amortized-crafter")
 
 
 class Setting(NamedTuple):
@@ -210,7 +210,7 @@ class StudyRunner:
         name, param, kwargs = setting
         target = s.target()
         extra: Dict[str, Any] = {}
-        if name in ("crafter", "crafter-z", "amortized-crafter"):
+        if name in ("crafter", "crafter-fast", "crafter-z", "amortized-crafter"):
             g, _ = s.prior()
             extra = {"generator": g, "amortizer": s.amortizer()}
         if name == "disco":
@@ -222,11 +222,15 @@ class StudyRunner:
             t0 = time.time()
             d.fit(s.data.public.float_images(), s.data.public.attributes, progress=self.progress, checkpoint_stem=stem)
             s.record_stage(f"fit[{name}:{param}]", time.time() - t0, cached=not d.fit_trained)
-        if name == "amortized-crafter":
-            g, _ = s.prior()
-            stem = s.model_stem(f"defense-{name}-{param}", kwargs, config_to_dict(self.cfg.model),
-                                config_to_dict(self.cfg.target), config_to_dict(self.cfg.prior),
-                                config_to_dict(self.cfg.amortizer))
+        fit_stem = None
+        if name in ("crafter", "crafter-fast") and getattr(d, "critic_pretrain_steps", 0) > 0:
+            fit_stem = f"defense-{name}-critic-{param}"  # the fast configuration's critic (issue 5)
+        elif name == "amortized-crafter":
+            fit_stem = f"defense-{name}-{param}"
+        if fit_stem is not None:
+            # trained on public faces through the attacker's prior and amortizer, so their configs key the file
+            stem = s.model_stem(fit_stem, kwargs, config_to_dict(self.cfg.model), config_to_dict(self.cfg.target),
+                                config_to_dict(self.cfg.prior), config_to_dict(self.cfg.amortizer))
             t0 = time.time()
             d.fit(s.data.public.images, progress=self.progress, checkpoint_stem=stem)
             s.record_stage(f"fit[{name}:{param}]", time.time() - t0, cached=not d.fit_trained)

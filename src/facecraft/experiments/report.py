@@ -208,7 +208,7 @@ def _claim_rows(results: Dict[str, Any]) -> List[List[str]]:
         return []
     out = []
     yes = {True: "yes", False: "no", None: "–"}
-    for d in ("crafter", "crafter-z", "amortized-crafter"):
+    for d in ("crafter", "crafter-fast", "crafter-z", "amortized-crafter"):
         if not any(r["defense"] == d for r in results["rows"]):
             continue
         for st in check_claim(results, defense=d)["settings"]:

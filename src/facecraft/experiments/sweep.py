@@ -127,7 +127,7 @@ def _pool(backend: str, workers: int):
 #: defences by how long one setting takes (slowest first; measured in docs/BENCHMARKS.md: an optimisation
 #: defence queries cost seconds per face, a trained one fits once); a pool hands tasks out in order, so the
 #: long settings start first and the short ones fill the tail
-_SLOWEST_FIRST = ("crafter", "crafter-z", "disco", "amortized-crafter", "advlearn", "noise", "none")
+_SLOWEST_FIRST = ("crafter", "crafter-z", "crafter-fast", "disco", "amortized-crafter", "advlearn", "noise", "none")
 
 
 def _cost_rank(name: str) -> int:
