@@ -8,6 +8,8 @@ Importing this package registers every defence by name:
 * ``"disco"``: :class:`DISCO`, learned input-dependent channel pruning;
 * ``"crafter"``: :class:`Crafter`, feature crafting through the attacker's inversion
   (the paper's method);
+* ``"crafter-fast"``: :class:`FastCrafter`, Crafter with the fast step of ``bench craft``
+  (a critic pre-trained once on public faces; beyond the paper);
 * ``"crafter-z"``: :class:`CrafterZ`, its latent-space variant;
 * ``"amortized-crafter"``: :class:`AmortizedCrafter`, a network trained with Crafter's
   objective that crafts features in one forward pass (beyond the paper).
@@ -21,7 +23,7 @@ from facecraft.defenses._critic import fit_defender_critic
 from facecraft.defenses.advlearn import AdversarialLearning
 from facecraft.defenses.amortized_crafter import AmortizedCrafter, FeatureCrafter
 from facecraft.defenses.base import FeatureDefense
-from facecraft.defenses.crafter import Crafter
+from facecraft.defenses.crafter import Crafter, FastCrafter
 from facecraft.defenses.crafter_z import CrafterZ
 from facecraft.defenses.disco import DISCO, ChannelPruner
 from facecraft.defenses.hypergrad import cg_ihvp, implicit_feature_grad, neumann_ihvp
@@ -44,6 +46,7 @@ __all__ = [
     "ChannelPruner",
     "Crafter",
     "CrafterZ",
+    "FastCrafter",
     "FeatureCrafter",
     "FeatureDefense",
     "GaussianNoise",
