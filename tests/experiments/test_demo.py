@@ -290,3 +290,6 @@ def test_crafter_fast_fits_its_critic_once_per_study(demo_run: Path) -> None:
     assert not again.fit_trained  # loaded, not trained
     assert all(torch.equal(a, b) for a, b in zip(first.critic.state_dict().values(),
                                                  again.critic.state_dict().values()))
+    # beta does not change the critic, so another beta loads the same file
+    other_beta = StudyRunner(Study(cfg, demo_run), None).build_defense(profile_setting(cfg, "crafter-fast", 1.0))
+    assert other_beta.beta == 1.0 and not other_beta.fit_trained

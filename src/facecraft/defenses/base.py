@@ -87,18 +87,16 @@ class FeatureDefense(abc.ABC):
 
         Read from the attributes named like the constructor's parameters
         (every defence stores its hyperparameters under their argument
-        names). Networks (values that are modules) are left out; see
-        :meth:`networks`.
+        names); a constructor that passes ``**kwargs`` on to its parent's
+        (a preset such as ``crafter-fast``) also gets the parent's parameters.
+        Networks (values that are modules) are left out; see :meth:`networks`.
 
         Raises:
             AttributeError: a constructor parameter is not stored as an attribute.
             TypeError: a value is not JSON-able.
         """
         out: Dict[str, Any] = {}
-        sig = inspect.signature(type(self).__init__)
-        for name, p in sig.parameters.items():
-            if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                continue
+        for name in _constructor_parameters(type(self)):
             if name in ("encoder", "head") or name in self.networks():
                 continue
             if not hasattr(self, name):
@@ -131,3 +129,18 @@ class FeatureDefense(abc.ABC):
     def __repr__(self) -> str:
         params = {k: v for k, v in vars(self).items() if isinstance(v, (int, float, str, bool)) and not k.startswith("_")}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in sorted(params.items()))})"
+
+
+def _constructor_parameters(cls: type) -> List[str]:
+    """Named parameters of ``cls.__init__``, then those of each parent whose ``__init__`` receives ``**kwargs``."""
+    names: List[str] = []
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names += [p.name for p in params if p.name != "self" and p.name not in names
+                  and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return names

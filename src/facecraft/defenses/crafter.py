@@ -22,7 +22,6 @@ References:
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
 
@@ -256,6 +255,11 @@ class Crafter(CriticDefense):
     def name(cls) -> str:
         return "crafter"
 
+    def critic_pretrain_config(self) -> Dict[str, Any]:
+        """The arguments the critic :meth:`fit` pre-trains depends on (``beta`` and the outer step do not)."""
+        return {k: getattr(self, k) for k in ("critic_pretrain_steps", "critic_pretrain_faces", "critic_width",
+                                              "critic_lr", "gp_weight", "seed")}
+
     def fit(self, public_images: torch.Tensor, public_attributes: Optional[torch.Tensor] = None, *,
             progress: Optional[ProgressFn] = None,
             checkpoint_stem: Optional[Union[str, Path]] = None) -> "Crafter":
@@ -277,10 +281,10 @@ class Crafter(CriticDefense):
             raise ValueError(f"expected public images (N >= 2, 3, S, S), got {tuple(public_images.shape)}")
         dev = self.device
         size = int(public_images.shape[-1])
-        critic = Critic(size, width=self.critic_width).to(dev)
         stem = Path(checkpoint_stem) if checkpoint_stem is not None else None
         if stem is not None and checkpoint_exists(stem):
             tensors, _ = load_checkpoint(stem, kind="defender-critic")
+            critic = Critic(size, width=self.critic_width).to(dev)
             critic.load_state_dict(tensors)
         else:
             x = public_images[: self.critic_pretrain_faces].to(dev)
@@ -291,7 +295,8 @@ class Crafter(CriticDefense):
             self.fit_trained = True
             if stem is not None:
                 save_checkpoint(stem, {k: v.detach().cpu() for k, v in critic.state_dict().items()},
-                                kind="defender-critic", meta={"config": self.get_config(), "image_size": size})
+                                kind="defender-critic",
+                                meta={"config": self.critic_pretrain_config(), "image_size": size})
         for q in critic.parameters():
             q.requires_grad_(False)
         self.critic = critic.eval()
@@ -347,7 +352,7 @@ class Crafter(CriticDefense):
             for step in range(self.outer_steps):
                 fd = feat.detach()
                 # 1. the attacker's best response z*(F)
-                if z_prev is not None and offset is not None:
+                if offset is not None:  # warm_offset (set after the first solve)
                     with torch.no_grad():
                         z_amor = amor(fd)
                     z0, steps = z_amor + offset, self.inner_steps
@@ -434,15 +439,6 @@ class FastCrafter(Crafter):
     @classmethod
     def name(cls) -> str:
         return "crafter-fast"
-
-    def get_config(self) -> Dict[str, Any]:
-        # the preset's constructor takes **kwargs: read Crafter's named arguments instead
-        return _crafter_config(self)
-
-
-def _crafter_config(defense: Crafter) -> Dict[str, Any]:
-    skip = {"self", "encoder", "head", "generator", "amortizer", "critic"}
-    return {k: getattr(defense, k) for k in inspect.signature(Crafter.__init__).parameters if k not in skip}
 
 
 register_defense("crafter-fast", FastCrafter)

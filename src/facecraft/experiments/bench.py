@@ -50,8 +50,7 @@ import torch
 
 from facecraft._torchutils import frozen
 from facecraft.attacks.whitebox import WhiteBoxAttack
-from facecraft.defenses import fit_defender_critic
-from facecraft.defenses.crafter import Crafter
+from facecraft.defenses.crafter import FAST_STEP, Crafter
 from facecraft.experiments.study import Study, machine_info
 from facecraft.metrics.identity import topk_accuracy
 from facecraft.metrics.pii import epsilon_pii
@@ -105,6 +104,7 @@ ProgressFn = Callable[[int, int, str], None]
 #: (10 steps at the paper's 1e-2 move a feature by at most 0.1, too little for
 #: epsilon-PII to tell apart from its estimation noise: measured, such a reference
 #: ended at epsilon 0.62 vs 0.87 undefended with *more* white-box hits, 7 vs 4 of 32).
+_PRETRAIN_KEYS = ("critic_pretrain_steps", "critic_pretrain_faces", "outer_steps")
 BENCH_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "tiny": {
         "reference": {"warm_start": False, "inner_steps": 5, "solver": "neumann", "neumann_iters": 10,
@@ -119,10 +119,9 @@ BENCH_DEFAULTS: Dict[str, Dict[str, Any]] = {
         "reference": {"warm_start": False, "inner_steps": 40, "solver": "neumann", "neumann_iters": 120,
                       "neumann_alpha": 5e-5, "critic_steps": 10, "critic_width": 16, "persistent_critic": True,
                       "lr": 0.1},
-        "fast": {"warm_start": True, "warm_offset": True, "inner_steps": 5, "init_steps": 40, "solver": "gn-cg",
-                 "cg_iters": 1, "critic_steps": 2, "critic_width": 16, "persistent_critic": True, "lr": 0.1,
-                 "beta": 5.0},
-        "fast_critic": {"steps": 200, "faces": 256},
+        # the step registered as ``crafter-fast`` (crafter.FAST_STEP), one source for both
+        "fast": {**{k: v for k, v in FAST_STEP.items() if k not in _PRETRAIN_KEYS}, "persistent_critic": True},
+        "fast_critic": {"steps": FAST_STEP["critic_pretrain_steps"], "faces": FAST_STEP["critic_pretrain_faces"]},
         "reference_steps": 10,
         "max_fast_steps": 30,
     },
@@ -311,9 +310,9 @@ def _bench_craft(
     fast_critic = _resolve_fast_critic(defaults["fast_critic"], fast_critic_steps)
 
     bench = CraftBench(study, batch, eval_dlib=eval_dlib, pii_repeats=pii_repeats, progress=progress)
-    critic, setup_s = None, 0.0
-    if fast_critic["steps"] > 0:  # once per deployment, on public faces: timed apart from the batch
-        critic, setup_s = bench.defender_critic(fast_critic["steps"], fast_critic["faces"], fast_kw)
+    # once per deployment, on public faces: timed apart from the batch
+    critic, setup_s = bench.defender_critic(fast_critic["steps"], fast_critic["faces"], fast_kw)
+    if critic is not None:
         log.info("bench fast: the defender's critic (%d updates, %d public faces) in %.2f s", fast_critic["steps"],
                  fast_critic["faces"], setup_s)
     if warmup:
@@ -503,9 +502,7 @@ def profile_fast(
 def _profile_fast(study: Study, batch: int, fast_kw: Dict[str, Any], fast_critic: Dict[str, int], outer_steps: int,
                   top: int, backend: str) -> List[Tuple[str, float]]:
     bench = CraftBench(study, batch, eval_dlib=False, pii_repeats=1, progress=None)
-    critic = None
-    if fast_critic["steps"] > 0:
-        critic, _ = bench.defender_critic(fast_critic["steps"], fast_critic["faces"], fast_kw)
+    critic, _ = bench.defender_critic(fast_critic["steps"], fast_critic["faces"], fast_kw)
     bench.warmup(fast_kw, critic)
     crafter = bench.crafter(fast_kw, outer_steps, critic)
     if backend == "cprofile":
@@ -587,26 +584,25 @@ class CraftBench:
         return Crafter(self.target.encoder, self.target.head, self.generator, amortizer=self.amortizer,
                        **{**kwargs, **extra, "outer_steps": outer_steps})
 
-    def defender_critic(self, steps: int, faces: int, kwargs: Dict[str, Any]) -> Tuple[torch.nn.Module, float]:
-        """:func:`~facecraft.defenses.fit_defender_critic` on the study's first ``faces`` public faces, timed.
+    def defender_critic(self, steps: int, faces: int,
+                        kwargs: Dict[str, Any]) -> Tuple[Optional[torch.nn.Module], float]:
+        """The critic a Crafter with ``kwargs`` pre-trains on the study's first ``faces`` public faces, timed.
 
-        The critic has the width, learning rate and GP weight of ``kwargs`` (a
-        Crafter configuration); its reconstructions are the white-box attacker's
-        (``Amor(F)`` + 40 inversion steps, the function's default).
+        :meth:`~facecraft.defenses.Crafter.fit` with ``critic_pretrain_steps=steps``
+        (:func:`~facecraft.defenses.fit_defender_critic`: the critic's width, learning
+        rate, GP weight and seed are those of ``kwargs``).
 
         Returns:
-            ``(critic, seconds)``.
+            ``(critic, seconds)``, or ``(None, 0.0)`` when ``steps`` is 0 (a fresh critic per batch).
         """
-        public = self.study.data.public
-        images = public.float_images(torch.arange(min(faces, len(public)))).to(self.study.device)
+        if steps == 0:
+            return None, 0.0
+        crafter = self.crafter({**kwargs, "critic_pretrain_steps": steps, "critic_pretrain_faces": faces}, 1)
         _sync(self.study.device)
         t0 = time.perf_counter()
-        critic = fit_defender_critic(self.target.encoder, self.generator, self.amortizer, images, steps=steps,
-                                     width=int(kwargs.get("critic_width", 64)),
-                                     lr=float(kwargs.get("critic_lr", 5e-4)),
-                                     gp_weight=float(kwargs.get("gp_weight", 20.0)), seed=self.study.cfg.seed)
+        crafter.fit(self.study.data.public.images)
         _sync(self.study.device)
-        return critic, time.perf_counter() - t0
+        return crafter.critic, time.perf_counter() - t0
 
     def warmup(self, kwargs: Dict[str, Any], critic: Optional[torch.nn.Module] = None) -> None:
         """One outer step at the batch's shape with one iteration of every part (untimed)."""

@@ -28,7 +28,7 @@ from facecraft.attacks import (
     WhiteBoxAttack,
 )
 from facecraft.attacks._common import query_in_batches
-from facecraft.defenses import create_defense
+from facecraft.defenses import Crafter, create_defense
 from facecraft.defenses.base import FeatureDefense
 from facecraft.experiments.config import RunConfig, config_to_dict
 from facecraft.experiments.evaluate import EvalContext, oracle_ceiling, privacy_metrics, utility_metrics
@@ -222,14 +222,15 @@ class StudyRunner:
             t0 = time.time()
             d.fit(s.data.public.float_images(), s.data.public.attributes, progress=self.progress, checkpoint_stem=stem)
             s.record_stage(f"fit[{name}:{param}]", time.time() - t0, cached=not d.fit_trained)
-        fit_stem = None
-        if name in ("crafter", "crafter-fast") and getattr(d, "critic_pretrain_steps", 0) > 0:
-            fit_stem = f"defense-{name}-critic-{param}"  # the fast configuration's critic (issue 5)
+        fit_key: Optional[Tuple[str, Dict[str, Any]]] = None
+        if isinstance(d, Crafter) and d.critic_pretrain_steps > 0:
+            # the fast configuration's critic (issue 5): one file for every beta and outer step that share it
+            fit_key = ("defense-crafter-critic", d.critic_pretrain_config())
         elif name == "amortized-crafter":
-            fit_stem = f"defense-{name}-{param}"
-        if fit_stem is not None:
+            fit_key = (f"defense-{name}-{param}", kwargs)
+        if fit_key is not None:
             # trained on public faces through the attacker's prior and amortizer, so their configs key the file
-            stem = s.model_stem(fit_stem, kwargs, config_to_dict(self.cfg.model), config_to_dict(self.cfg.target),
+            stem = s.model_stem(fit_key[0], fit_key[1], config_to_dict(self.cfg.model), config_to_dict(self.cfg.target),
                                 config_to_dict(self.cfg.prior), config_to_dict(self.cfg.amortizer))
             t0 = time.time()
             d.fit(s.data.public.images, progress=self.progress, checkpoint_stem=stem)
