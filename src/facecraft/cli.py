@@ -80,6 +80,27 @@ def _config(profile: str, dataset: Optional[str], device: str) -> RunConfig:
     return cfg
 
 
+#: ``--faces``: how many private test faces are attacked (``eval.n_images``)
+FacesOpt = typer.Option(None, "--faces", help="Private test faces to attack: a number, or 'all' "
+                                              "(default: the profile's).")
+
+
+def _with_faces(cfg: RunConfig, faces: Optional[str]) -> RunConfig:
+    """``cfg`` with ``eval.n_images`` set from ``--faces`` (a positive number or ``all``)."""
+    if faces is None:
+        return cfg
+    if faces.strip().lower() == "all":
+        n: Optional[int] = None
+    else:
+        try:
+            n = int(faces)
+        except ValueError:
+            raise ValueError(f"--faces must be a positive number or 'all', got {faces!r}") from None
+        if n < 1:
+            raise ValueError(f"--faces must be a positive number or 'all', got {faces!r}")
+    return dataclasses.replace(cfg, eval={**cfg.eval, "n_images": n})
+
+
 def _study(profile: str, dataset: Optional[str], data_root: Optional[str], out: Path, device: str, bars):
     from facecraft.experiments.study import Study
 
@@ -311,6 +332,9 @@ def demo(profile: str = typer.Option("tiny", "--profile", "-p", help="tiny, smal
          data_root: Optional[str] = DataRootOpt, out: Path = typer.Option(Path("runs/demo"), "--out", "-o"),
          device: str = DeviceOpt,
          workers: int = typer.Option(1, "--workers", "-w", help="Defence settings run at once (processes)."),
+         faces: Optional[str] = FacesOpt,
+         attack: Optional[List[str]] = typer.Option(None, "--attack", "-a", help="Attack(s) to run (repeat; "
+                                                                                  "default: every one)."),
          finished_only: bool = typer.Option(False, "--finished-only",
                                             help="Compute nothing: results and report of the cells finished so far."),
          verbose: bool = typer.Option(False, "-v")) -> None:
@@ -322,8 +346,9 @@ def demo(profile: str = typer.Option("tiny", "--profile", "-p", help="tiny, smal
 
     try:
         with _Bars() as bars:
-            result = run_demo(_config(profile, None, device), out, data_root=data_root, progress=bars,
-                              workers=workers, finished_only=finished_only)
+            result = run_demo(_with_faces(_config(profile, None, device), faces), out, data_root=data_root,
+                              progress=bars, workers=workers, finished_only=finished_only,
+                              attacks=attack or None)
     except (DataError, ValueError) as e:
         _fail(e)
     console.print(f"[green]done[/green]: {result}")
@@ -425,14 +450,16 @@ def attack(features: Path = typer.Option(..., "--features", help="Released featu
            device: str = DeviceOpt, verbose: bool = typer.Option(False, "-v")) -> None:
     """Reconstruct faces from any feature release of the target's encoder and judge them with the dlib oracle.
 
-    Prints one JSON line: Eval Acc top-1/top-5 (dlib, gallery = eval_train) when the file holds identities.
+    Prints one JSON line: Eval Acc top-1/top-5 (dlib, gallery = eval_train) when the file holds identities,
+    with 95% intervals (bootstrap over identities, and per-face Wilson) and the share of identities exposed.
     """
     _setup_logging(verbose)
     from facecraft._io import CheckpointError, load_checkpoint, save_checkpoint
     from facecraft.data import DataError
     from facecraft.defenses import create_defense
     from facecraft.experiments.pipeline import UNPROTECTED, StudyRunner
-    from facecraft.metrics.identity import topk_accuracy
+    from facecraft.metrics.identity import topk_hits
+    from facecraft.metrics.stats import accuracy_summary
 
     try:
         if name not in ("whitebox", "blackbox", "hybrid"):
@@ -450,7 +477,12 @@ def attack(features: Path = typer.Option(..., "--features", help="Released featu
             if "identities" in tensors:
                 scores = study.dlib_oracle().scores(recon.cpu(), progress=bars)
                 for k in (1, 5):
-                    result[f"eval_acc_top{k}_dlib"] = float(topk_accuracy(scores, tensors["identities"], k=k))
+                    summ = accuracy_summary(topk_hits(scores, tensors["identities"], k=k), tensors["identities"])
+                    result[f"eval_acc_top{k}_dlib"] = summ["acc"]
+                    result[f"eval_acc_top{k}_dlib_ci95"] = summ["ci95"]
+                    result[f"eval_acc_top{k}_dlib_wilson95"] = summ["wilson95"]
+                    if k == 1:
+                        result["identities_exposed_dlib"] = summ["exposed"]
         if output:
             save_checkpoint(output.with_suffix(""), {"images": recon.cpu()}, kind="reconstructions",
                             meta={"attack": name, "features": str(features)})
@@ -469,6 +501,7 @@ def sweep(grid: List[str] = typer.Option(..., "--grid", "-g",
           backend: str = typer.Option("process", "--backend", help="serial, process or ray."),
           name: Optional[str] = typer.Option(None, "--name", help="Sub-folder of OUT/sweeps for the results."),
           skip_evalnet: bool = typer.Option(False, "--skip-evalnet", help="Judge with the dlib oracle only."),
+          faces: Optional[str] = FacesOpt,
           device: str = DeviceOpt, verbose: bool = typer.Option(False, "-v")) -> None:
     """Sweep defence parameters (plus the unprotected reference), settings in parallel; resumable.
 
@@ -480,7 +513,7 @@ def sweep(grid: List[str] = typer.Option(..., "--grid", "-g",
     from facecraft.experiments.sweep import parse_axis, run_sweep, sweep_config
 
     try:
-        cfg = sweep_config(_config(profile, None, device), [parse_axis(g) for g in grid])
+        cfg = sweep_config(_with_faces(_config(profile, None, device), faces), [parse_axis(g) for g in grid])
         if skip_evalnet:
             cfg = dataclasses.replace(cfg, eval={**cfg.eval, "oracles": ["dlib"]})
         with _Bars() as bars:

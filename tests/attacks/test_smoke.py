@@ -8,7 +8,13 @@ import pytest
 import torch
 from ._attack_helpers import LATENT, SIZE, grads_are_none
 
-from facecraft.attacks import IdentityAttack, InversionAttack, available_attacks, create_attack
+from facecraft.attacks import (
+    EmbeddingAttack,
+    IdentityAttack,
+    InversionAttack,
+    available_attacks,
+    create_attack,
+)
 from facecraft.models import Amortizer, Critic, feature_shape
 from facecraft.models.resgan import ResGenerator
 
@@ -33,6 +39,8 @@ def _factories(enc, gen) -> Dict[str, Callable[[], object]]:
                                            steps=1, restarts=2),
         "average": lambda: create_attack("average", base_attack=_blackbox(enc), defense=defense, n_queries=2),
         "feature2id": lambda: create_attack("feature2id", epochs=1, width=4, batch_size=4),
+        "embedding": lambda: create_attack("embedding", epochs=1, width=4, batch_size=4),
+        "adaptive-embedding": lambda: create_attack("adaptive-embedding", epochs=1, width=4, batch_size=4),
     }
 
 
@@ -53,6 +61,11 @@ def test_smoke(name: str, enc_gen, public_images) -> None:
         atk.fit(f, labels)
         scores = atk(f)
         assert scores.shape == (8, 3) and torch.isfinite(scores).all()
+        return
+    if isinstance(atk, EmbeddingAttack):  # features -> a face-recognition embedding
+        atk.fit(f, torch.randn(8, 5))
+        emb = atk(f)
+        assert emb.shape == (8, 5) and torch.isfinite(emb).all()
         return
     assert isinstance(atk, InversionAttack)
     if name == "adaptive-blackbox":

@@ -51,15 +51,35 @@ def test_demo_writes_results_in_schema(demo_run: Path) -> None:
     pairs = {(row["defense"], row["attack"]) for row in r["rows"]}
     for d in ("none", "noise", "advlearn", "disco", "crafter-z", "crafter"):
         assert (d, "whitebox") in pairs and (d, "blackbox") in pairs
-    assert ("crafter", "adaptive-whitebox") in pairs and ("crafter", "adaptive-blackbox") in pairs
+    for attack in ("adaptive-whitebox", "adaptive-blackbox", "embedding", "adaptive-embedding"):
+        assert ("crafter", attack) in pairs
+    assert ("none", "embedding") in pairs and ("none", "adaptive-embedding") not in pairs
     assert not any(d == "amortized-crafter" for d, _ in pairs)  # "demo": False in the profile
     assert r["wall_seconds"] > 0
+    n = r["n_images"]
+    assert len(r["labels"]) == n and r["n_identities_attacked"] == len(set(r["labels"]))
     for row in r["rows"]:
+        # tiny: the white-box attack runs on 6 of the 8 faces (eval.n_images_by_attack), the same 6 for every defence
+        m = row["n_faces"]
+        if row["attack"] == "whitebox":
+            assert m == 6 and len(set(row["faces"])) == 6 and max(row["faces"]) < n
+            assert row["faces"] == next(x["faces"] for x in r["rows"] if x["attack"] == "whitebox")
+        else:
+            assert m == n and "faces" not in row
+        oracles = ("dlib",) if row["attack"].endswith("embedding") else ("dlib", "evalnet")  # no image to judge
         for key in ("eval_acc_top1", "eval_acc_top5"):
-            assert 0.0 <= row[key]["dlib"] <= 1.0 and 0.0 <= row[key]["evalnet"] <= 1.0
+            for o in oracles:
+                acc, (lo, hi) = row[key][o], row["ci95"][key][o]
+                assert 0.0 <= lo <= acc <= hi <= 1.0
+                hits = row["hits"][f"{o}_top{key[-1]}"]
+                assert len(hits) == m and hits.count("1") == round(acc * m)
+        assert 0.0 <= row["exposed_identities"]["dlib"] <= 1.0
         assert -1.0 <= row["fsim"] <= 1.0 and row["mean_auc"] is not None
     curves = r["adaptive_curves"]
-    assert curves and all(len(c["history"]) == 2 for c in curves)  # tiny: 2 attacker epochs
+    # tiny: 2 attacker epochs (the embedding attack may stop early on its held-out faces)
+    assert curves and all(len(c["history"]) == 2 for c in curves if c["attack"] != "adaptive-embedding")
+    emb = [c for c in curves if c["attack"] == "adaptive-embedding"]
+    assert emb and all("val_loss" in h for c in emb for h in c["history"])
 
 
 @pytest.mark.slow
@@ -164,6 +184,8 @@ def test_cli_craft_then_attack_any_release(demo_run: Path) -> None:
     assert r.exit_code == 0, r.output
     line = json.loads(r.output.strip().splitlines()[-1])
     assert line["n"] == 6 and line["defense"] == "noise" and 0.0 <= line["eval_acc_top1_dlib"] <= 1.0
+    lo, hi = line["eval_acc_top1_dlib_ci95"]
+    assert lo <= line["eval_acc_top1_dlib"] <= hi and 0.0 <= line["identities_exposed_dlib"] <= 1.0
     r = runner.invoke(app, ["attack", "--features", str(demo_run / "missing.safetensors"), *common])
     assert r.exit_code == 2 and "error" in r.output
 

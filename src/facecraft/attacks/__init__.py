@@ -11,6 +11,10 @@ Importing this package registers every attack by name:
 - ``"average"``: :class:`AveragingAttack` (A3), mean of repeated releases.
 - ``"feature2id"``: :class:`Feature2IDAttack`, identity straight from features (an
   :class:`IdentityAttack`, not an :class:`InversionAttack`).
+- ``"embedding"``: :class:`EmbeddingAttack`, a face-recognition embedding regressed from
+  features (its own interface: neither an image nor identity scores).
+- ``"adaptive-embedding"``: :class:`AdaptiveEmbeddingAttack` (A1), the embedding regressor
+  trained on protected features.
 """
 
 from facecraft.attacks.adaptive_blackbox import AdaptiveBlackBoxAttack
@@ -19,6 +23,7 @@ from facecraft.attacks.alt_prior import AltPriorAttack
 from facecraft.attacks.averaging import AveragingAttack, query_average
 from facecraft.attacks.base import DefenseFn, InversionAttack, ProgressFn
 from facecraft.attacks.decoder import DecoderAttack
+from facecraft.attacks.embedding import AdaptiveEmbeddingAttack, EmbeddingAttack
 from facecraft.attacks.feature2id import Feature2IDAttack, FeatureClassifier, IdentityAttack
 from facecraft.attacks.hybrid import HybridAttack
 from facecraft.attacks.registry import (
@@ -38,11 +43,13 @@ from facecraft.attacks.whitebox import (
 __all__ = [
     "ATTACKS",
     "AdaptiveBlackBoxAttack",
+    "AdaptiveEmbeddingAttack",
     "AdaptiveWhiteBoxAttack",
     "AltPriorAttack",
     "AveragingAttack",
     "DecoderAttack",
     "DefenseFn",
+    "EmbeddingAttack",
     "Feature2IDAttack",
     "FeatureClassifier",
     "HybridAttack",

@@ -1,4 +1,4 @@
-"""Adaptive white-box attack A1: retrain the prior on the defence's own outputs (CRAFTER.md section 2).
+"""Adaptive white-box attack A1: retrain the prior on the defence's outputs (CRAFTER.md section 2).
 
 The attacker knows the defence and can run it as a black box. It queries the
 defence with its own public images ``X`` to get protected features ``F*``,
@@ -33,6 +33,14 @@ Note:
     - Protected features of the public images are queried once and reused
       every epoch, as in the release (``requery=True`` queries afresh each
       epoch, which helps against randomised defences).
+    - The release trains a fixed number of epochs. ``val_fraction`` holds out
+      a share of the public images instead: after each epoch their protected
+      features are inverted by :meth:`AdaptiveWhiteBoxAttack.reconstruct`
+      (``steps`` iterations from the same start as at attack time), the
+      per-pixel MSE against the images picks the best epoch's ``G``, and
+      ``patience`` stops training early (CRAFTER.md section 6: the adaptive
+      attacker learns from >= 1,024 releases, and its model is chosen on
+      releases it did not train on).
 """
 
 from __future__ import annotations
@@ -63,7 +71,7 @@ _KIND = "adaptive-whitebox"
 
 
 class AdaptiveWhiteBoxAttack(AdaptiveAttack):
-    r"""A1 white-box: update a copy of the prior ``G`` on ``(defense(X), X)`` pairs of public images.
+    r"""A1 white-box: update a copy of the prior ``G`` on ``(defense(X), X)`` public-image pairs.
 
     Args:
         encoder: the encoder the attacker inverts through (``Enc``).
@@ -85,8 +93,26 @@ class AdaptiveWhiteBoxAttack(AdaptiveAttack):
         momentum: inversion momentum (Default: 0.9).
         prior_weight: weight of ``-D(G(z))`` in the inversions (Default: 0.0).
         requery: query the defence afresh every epoch (Default: False).
-        query_batch_size: images per defence query (Default: 128).
-        seed: seed for shuffling and start latents (Default: 0).
+        query_batch_size: images per defence query and per held-out
+            reconstruction batch (Default: 128).
+        val_fraction: share of the public images held out from training
+            (at least one image, drawn with a generator derived from
+            ``seed``); after each epoch their loss ``val_loss`` (per-pixel MSE
+            of :meth:`reconstruct` of their protected features) is recorded,
+            and :meth:`fit` ends with ``G`` of the epoch where it was lowest.
+            0 trains on every image with no held-out loss (Default: 0.0).
+        patience: with ``val_fraction > 0``, stop after this many epochs
+            without a lower held-out loss; 0 runs every epoch (Default: 0).
+        seed: seed for shuffling, start latents and the held-out split
+            (Default: 0).
+
+    Attributes:
+        history: one dict per epoch: ``epoch``, ``loss`` (mean training loss),
+            ``val_loss`` (with ``val_fraction > 0``) and what ``on_epoch`` returned.
+        val_indices: held-out rows of the public images (sorted), or ``None``.
+        train_indices: the rows trained on (sorted), or ``None`` (all).
+        best_epoch: the epoch whose ``G`` :meth:`fit` kept, or ``None``.
+        best_val_loss: its held-out loss, or ``None``.
 
     Shape:
         - features: ``(N, *F)``, the encoder's feature shape.
@@ -115,12 +141,15 @@ class AdaptiveWhiteBoxAttack(AdaptiveAttack):
         prior_weight: float = 0.0,
         requery: bool = False,
         query_batch_size: int = 128,
+        val_fraction: float = 0.0,
+        patience: int = 0,
         seed: int = 0,
     ) -> None:
         super().__init__()
         if epochs < 0 or lr <= 0 or batch_size < 1 or inner_steps < 0:
             raise ValueError(f"need epochs >= 0, lr > 0, batch_size >= 1, inner_steps >= 0; "
                              f"got {epochs}, {lr}, {batch_size}, {inner_steps}")
+        self._set_early_stopping(val_fraction, patience)
         self.encoder = encoder
         self.original_generator = generator
         self.generator = copy.deepcopy(generator)
@@ -134,7 +163,9 @@ class AdaptiveWhiteBoxAttack(AdaptiveAttack):
         self.lr = lr
         self.batch_size = batch_size
         self.inner_steps = inner_steps
-        self.init_steps = init_steps if init_steps is not None else (inner_steps if amortizer is not None else 600)
+        if init_steps is None:
+            init_steps = inner_steps if amortizer is not None else 600
+        self.init_steps = init_steps
         self.steps = steps
         self.inv_lr = inv_lr
         self.momentum = momentum
@@ -144,8 +175,9 @@ class AdaptiveWhiteBoxAttack(AdaptiveAttack):
         self.seed = seed
         self.epochs_done = 0
         self._opt = torch.optim.RMSprop(self.generator.parameters(), lr=lr)
-        self._inverter = WhiteBoxAttack(encoder, self.generator, amortizer=amortizer, critic=critic, steps=steps,
-                                        lr=inv_lr, momentum=momentum, prior_weight=prior_weight, seed=seed)
+        self._inverter = WhiteBoxAttack(encoder, self.generator, amortizer=amortizer, critic=critic,
+                                        steps=steps, lr=inv_lr, momentum=momentum,
+                                        prior_weight=prior_weight, seed=seed)
         self.models = [m for m in (encoder, self.generator, amortizer, critic) if m is not None]
 
     @classmethod
@@ -153,8 +185,9 @@ class AdaptiveWhiteBoxAttack(AdaptiveAttack):
         return "adaptive-whitebox"
 
     def _invert(self, features: torch.Tensor, z0: torch.Tensor, steps: int) -> torch.Tensor:
-        return invert_latent(self.encoder, self.generator, features, z0, steps=steps, lr=self.inv_lr,
-                             momentum=self.momentum, critic=self.critic, prior_weight=self.prior_weight)
+        return invert_latent(self.encoder, self.generator, features, z0, steps=steps,
+                             lr=self.inv_lr, momentum=self.momentum, critic=self.critic,
+                             prior_weight=self.prior_weight)
 
     def fit(
         self,
@@ -167,22 +200,32 @@ class AdaptiveWhiteBoxAttack(AdaptiveAttack):
     ) -> "AdaptiveWhiteBoxAttack":
         """Run the remaining epochs of the ``G`` update.
 
+        With ``val_fraction > 0`` the held-out rows (``val_indices``) are never
+        trained on, training may stop early (``patience``), and ``G`` ends as
+        it was after ``best_epoch``; a resume restores that bookkeeping too.
+
         Args:
             public_images: the attacker's images ``(N, 3, S, S)``, float in
-                [0, 1] or uint8.
+                [0, 1] or uint8, held-out rows included.
             progress: optional ``progress(done, total, desc)``, in epochs.
             on_epoch: optional ``on_epoch(epoch, self) -> dict``, called after
                 each epoch; the dict is merged into that epoch's ``history``
                 entry (e.g. privacy of the current ``reconstruct``).
             protected: precomputed ``defense(public_images)`` ``(N, *F)`` to
-                use instead of querying (ignored with ``requery``).
+                use instead of querying, a row per image, held-out ones
+                included (ignored with ``requery``).
             checkpoint_stem: save after every epoch and resume from it.
 
         Returns:
             ``self``.
+
+        Raises:
+            ValueError: ``protected`` has the wrong number of rows, no image
+                is left to train on, or the checkpoint has another split.
         """
         check_image_set(public_images)
-        n = public_images.shape[0]
+        images = self._held_out_split(public_images)
+        n = images.shape[0]
         p = next(self.generator.parameters())
         device = p.device
         gen = make_generator(self.seed)
@@ -197,7 +240,7 @@ class AdaptiveWhiteBoxAttack(AdaptiveAttack):
         def run_epoch(feats: Optional[torch.Tensor]) -> float:
             total = 0.0
             for idx in epoch_batches(n, self.batch_size, gen):
-                x = as_float_images(public_images[idx], device, p.dtype)
+                x = as_float_images(images[idx], device, p.dtype)
                 if self.requery:
                     with torch.no_grad():
                         f = self.defense(x).detach().to(device)
@@ -213,7 +256,8 @@ class AdaptiveWhiteBoxAttack(AdaptiveAttack):
                     seen[idx[new]] = True
                 old = ~new
                 if bool(old.any()):
-                    z0[old.to(device)] = self._invert(f[old.to(device)], z0[old.to(device)], self.inner_steps)
+                    old_d = old.to(device)
+                    z0[old_d] = self._invert(f[old_d], z0[old_d], self.inner_steps)
                 z_cache[idx.to(device)] = z0
                 # update G (eval mode: BN statistics stay the prior's)
                 with frozen(self.encoder):
@@ -228,14 +272,17 @@ class AdaptiveWhiteBoxAttack(AdaptiveAttack):
                 total += float(loss.detach()) * idx.numel()
             return total / n
 
-        self._fit_epochs(public_images, kind=_KIND, desc="adaptive white-box (updating G)", device=device,
-                         gen=gen, modules={"generator": self.generator}, optimizers={"generator": self._opt},
-                         run_epoch=run_epoch, protected=protected, checkpoint_stem=checkpoint_stem,
-                         progress=progress, on_epoch=on_epoch, restore=restore,
+        self._fit_epochs(public_images, kind=_KIND, desc="adaptive white-box (updating G)",
+                         device=device, gen=gen, modules={"generator": self.generator},
+                         optimizers={"generator": self._opt}, run_epoch=run_epoch,
+                         protected=protected, checkpoint_stem=checkpoint_stem, progress=progress,
+                         on_epoch=on_epoch, restore=restore,
                          state=lambda: {"z": z_cache, "seen": seen.to(torch.uint8)})
         return self
 
-    def reconstruct(self, features: torch.Tensor, *, progress: Optional[ProgressFn] = None) -> torch.Tensor:
+    def reconstruct(
+        self, features: torch.Tensor, *, progress: Optional[ProgressFn] = None
+    ) -> torch.Tensor:
         """Invert through the updated ``G`` (amortized or cold start, ``steps`` iterations)."""
         return self._inverter.reconstruct(features, progress=progress)
 

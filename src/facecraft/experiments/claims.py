@@ -1,50 +1,223 @@
-"""The paper's headline claim, checked on a results file (issue 4; CRAFTER.md section 5).
+"""The paper's headline claim, checked on a results file with intervals and paired tests (CRAFTER.md
+sections 5-6).
 
-Claim, as the issue states it: at a mean-AUC drop of at most ``max_auc_drop``
-from no protection, Crafter's Eval Acc under every attack (adaptive ones
-included) is at most ``max_ratio`` of the no-protection value, and under the
-adaptive attacks it is lower than the best baseline at matched utility.
+Claim: at a mean-AUC drop of at most ``max_auc_drop`` from no protection, a
+Crafter setting's Eval Acc under every attack is at most ``max_ratio`` of the
+no-protection value, and under the adaptive attacks lower than every baseline
+at the same utility.
 
-Conventions:
+Each check says *meets*, *fails* or *undecided*; a difference the data do not
+support is never a verdict:
 
-* the no-protection value of an adaptive attack is that of its non-adaptive
-  counterpart on ``none`` (``adaptive-whitebox`` -> ``whitebox``,
-  ``adaptive-blackbox`` -> ``blackbox``), since adapting to "no defence" is
-  the plain attack;
-* "matched utility" means a baseline setting whose mean AUC is at least the
-  Crafter setting's minus ``auc_match``; the best baseline is the one with the
-  lowest Eval Acc among those; when no baseline setting matches, the
-  comparison is reported as not testable rather than passed.
+* **ratio**: meets when the upper end of the setting's 95% identity-bootstrap
+  interval (``ci95``) is at most ``max_ratio`` times the no-protection Eval Acc,
+  fails when its lower end is above it, else undecided. The no-protection value
+  of an adaptive attack is that of its plain counterpart (``adaptive-whitebox``
+  -> ``whitebox``, ``adaptive-blackbox`` -> ``blackbox``, ``adaptive-embedding``
+  -> ``embedding``): adapting to "no defence" is the plain attack.
+* **baseline at the same utility**: a baseline's settings form a curve of
+  Eval Acc against mean AUC. Its value at the Crafter setting's AUC lies
+  between the neighbour just below that AUC (more private, less useful) and the
+  neighbour just above it (``auc_match`` of slack on either side). Crafter
+  *meets* against the baseline when it is lower than the neighbour below, and
+  *fails* when it is higher than the neighbour above, each by an exact McNemar
+  test on the same faces (``p < alpha``); otherwise undecided. The linear
+  interpolation between the two neighbours is reported with a paired
+  identity-level bootstrap interval of the difference. A baseline with no
+  neighbour on the deciding side cannot decide.
+* a setting meets the claim when every check meets, fails when one fails, else
+  is undecided; beyond ``max_auc_drop`` it is not eligible.
+
+Rows without per-face ``hits`` (results written before intervals existed)
+leave their checks undecided.
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-__all__ = ["BASELINES", "check_claim"]
+import numpy as np
+
+from facecraft.metrics.stats import as_hits, compare_paired, paired_bootstrap
+
+__all__ = ["BASELINES", "PLAIN_COUNTERPART", "check_claim", "matched_baseline"]
 
 #: defences the claim compares Crafter against
 BASELINES = ("noise", "advlearn", "disco")
-_PLAIN = {"adaptive-whitebox": "whitebox", "adaptive-blackbox": "blackbox"}
+#: the attack an adaptive attack reduces to against unprotected features
+PLAIN_COUNTERPART = {
+    "adaptive-whitebox": "whitebox",
+    "adaptive-blackbox": "blackbox",
+    "adaptive-embedding": "embedding",
+}
 
 
 def _acc(row: Dict[str, Any], oracle: str) -> Optional[float]:
     return row.get("eval_acc_top1", {}).get(oracle)
 
 
-def check_claim(results: Dict[str, Any], *, defense: str = "crafter", oracle: str = "dlib",
-                max_auc_drop: float = 0.05, max_ratio: float = 1 / 3, auc_match: float = 0.01) -> Dict[str, Any]:
+def _hits(row: Dict[str, Any], oracle: str) -> Optional[np.ndarray]:
+    h = row.get("hits", {}).get(f"{oracle}_top1")
+    return None if h is None else as_hits(h)
+
+
+def _row_groups(results: Dict[str, Any], row: Dict[str, Any], oracle: str) -> np.ndarray:
+    """The identities of the faces ``row`` was measured on (``results["labels"]``, at the row's ``faces``
+    positions when its attack ran on a subset); without labels each face is its own group."""
+    labels = results.get("labels")
+    if labels is None:
+        h = _hits(row, oracle)
+        return np.arange(0 if h is None else h.size)
+    labels = np.asarray(labels)
+    return labels if row.get("faces") is None else labels[np.asarray(row["faces"], dtype=int)]
+
+
+def _combine(verdicts: List[str]) -> str:
+    if "fails" in verdicts:
+        return "fails"
+    return "meets" if verdicts and all(v == "meets" for v in verdicts) else "undecided"
+
+
+def matched_baseline(
+    row: Dict[str, Any],
+    candidates: List[Dict[str, Any]],
+    groups: Any,
+    *,
+    oracle: str = "dlib",
+    auc_match: float = 0.01,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> Dict[str, Any]:
+    """Compare ``row`` (a Crafter cell) with one baseline's cells ``candidates`` (same attack) at the
+    same mean AUC, as the module docstring describes.
+
+    Returns:
+        ``{"below", "above"}`` (the neighbours' labels and Eval Acc), ``"interpolated"`` (the
+        baseline's Eval Acc at ``row``'s AUC, when both neighbours exist), ``"bootstrap"`` (paired
+        difference row minus interpolated baseline), ``"mcnemar_p"`` of the deciding comparison and
+        ``"verdict"``: ``"meets"``, ``"fails"``, ``"undecided"`` or ``"not testable"``.
+    """
+    auc = row["mean_auc"]
+    usable = [
+        c for c in candidates if c.get("mean_auc") is not None and _acc(c, oracle) is not None
+    ]
+    below = max(
+        (c for c in usable if c["mean_auc"] <= auc + auc_match),
+        key=lambda c: c["mean_auc"],
+        default=None,
+    )
+    above = min(
+        (c for c in usable if c["mean_auc"] >= auc - auc_match),
+        key=lambda c: c["mean_auc"],
+        default=None,
+    )
+    out: Dict[str, Any] = {
+        "below": None
+        if below is None
+        else {
+            "param": below["param"],
+            "mean_auc": below["mean_auc"],
+            "eval_acc": _acc(below, oracle),
+        },
+        "above": None
+        if above is None
+        else {
+            "param": above["param"],
+            "mean_auc": above["mean_auc"],
+            "eval_acc": _acc(above, oracle),
+        },
+        "interpolated": None,
+        "bootstrap": None,
+        "mcnemar_p": None,
+        "verdict": "not testable",
+    }
+    if below is None and above is None:
+        return out
+    mine = _hits(row, oracle)
+    if below is not None and above is not None:
+        span = above["mean_auc"] - below["mean_auc"]
+        w = 0.5 if span <= 0 else min(1.0, max(0.0, (auc - below["mean_auc"]) / span))
+        out["interpolated"] = (1 - w) * _acc(below, oracle) + w * _acc(above, oracle)
+        hb, ha = _hits(below, oracle), _hits(above, oracle)
+        if (
+            mine is not None
+            and hb is not None
+            and ha is not None
+            and hb.shape == ha.shape == mine.shape
+        ):
+            out["bootstrap"] = paired_bootstrap(mine, (1 - w) * hb + w * ha, groups, seed=seed)
+    out["verdict"] = "undecided"
+    if mine is None:
+        return out
+    for side, wanted, verdict in ((below, "lower", "meets"), (above, "higher", "fails")):
+        other = None if side is None else _hits(side, oracle)
+        if other is None or other.shape != mine.shape:
+            continue
+        cmp = compare_paired(mine, other, groups, alpha=alpha, seed=seed)
+        if out["mcnemar_p"] is None or cmp["verdict"] == wanted:
+            out["mcnemar_p"] = cmp["mcnemar_p"]
+        if cmp["verdict"] == wanted:
+            out["verdict"] = verdict
+            break
+    return out
+
+
+def _ratio_check(
+    row: Dict[str, Any], ref: Optional[float], oracle: str, max_ratio: float
+) -> Dict[str, Any]:
+    acc = _acc(row, oracle)
+    ci = row.get("ci95", {}).get("eval_acc_top1", {}).get(oracle)
+    out: Dict[str, Any] = {
+        "eval_acc": acc,
+        "ci95": ci,
+        "none": ref,
+        "ratio": None if not ref or acc is None else acc / ref,
+        "ratio_verdict": "not testable",
+    }
+    if ref is None or acc is None:
+        return out
+    limit = max_ratio * ref
+    out["ratio_verdict"] = (
+        "undecided"
+        if ci is None
+        else "meets"
+        if ci[1] <= limit
+        else "fails"
+        if ci[0] > limit
+        else "undecided"
+    )
+    return out
+
+
+def check_claim(
+    results: Dict[str, Any],
+    *,
+    defense: str = "crafter",
+    oracle: str = "dlib",
+    max_auc_drop: float = 0.05,
+    max_ratio: float = 1 / 3,
+    auc_match: float = 0.01,
+    alpha: float = 0.05,
+) -> Dict[str, Any]:
     """Test the claim for every setting of ``defense`` in ``results`` (the ``results.json`` schema).
+
+    ``results["labels"]`` (the attacked faces' identities; a row's ``faces``
+    picks its subset) groups faces for the bootstraps; without it every face is
+    its own group.
 
     Returns:
         ``{"reference_auc", "settings": [{"param", "mean_auc", "auc_drop", "eligible", "attacks":
-        [{"attack", "eval_acc", "none", "ratio", "ratio_ok", "best_baseline", "baseline_acc",
-        "beats_baseline"}], "holds"}], "holds"}``; ``holds`` is True, False or None (nothing testable).
+        [{"attack", "eval_acc", "ci95", "none", "ratio", "ratio_verdict", "baselines": {name:
+        matched_baseline(...)}, "baseline_verdict", "verdict"}], "verdict"}], "verdict"}``; a verdict
+        is ``"meets"``, ``"fails"``, ``"undecided"`` or (a setting) ``"not eligible"``. The claim's
+        overall verdict is ``"meets"`` when some eligible setting meets it.
     """
     rows = results["rows"]
     none = {r["attack"]: r for r in rows if r["defense"] == "none"}
     if not none:
-        raise ValueError("the results hold no 'none' rows: the claim needs the unprotected reference")
+        raise ValueError(
+            "the results hold no 'none' rows: the claim needs the unprotected reference"
+        )
     ref_auc = next(iter(none.values())).get("mean_auc")
     if ref_auc is None:
         raise ValueError("the results hold no mean AUC: the claim needs utility")
@@ -52,31 +225,63 @@ def check_claim(results: Dict[str, Any], *, defense: str = "crafter", oracle: st
     for param in dict.fromkeys(r["param"] for r in rows if r["defense"] == defense):
         mine = [r for r in rows if r["defense"] == defense and r["param"] == param]
         auc = mine[0]["mean_auc"]
-        drop = ref_auc - auc
         checks = []
         for r in mine:
-            base = none.get(_PLAIN.get(r["attack"], r["attack"]))
-            acc = _acc(r, oracle)
-            ref = None if base is None else _acc(base, oracle)
-            entry: Dict[str, Any] = {"attack": r["attack"], "eval_acc": acc, "none": ref,
-                                     "ratio": None if not ref else acc / ref}
-            entry["ratio_ok"] = None if ref is None else acc <= max_ratio * ref
-            if r["attack"] in _PLAIN:
-                matched = [b for b in rows if b["defense"] in BASELINES and b["attack"] == r["attack"]
-                           and b.get("mean_auc") is not None and b["mean_auc"] >= auc - auc_match]
-                best = min(matched, key=lambda b: _acc(b, oracle), default=None)
-                entry["best_baseline"] = None if best is None else f"{best['defense']} {best['param']}"
-                entry["baseline_acc"] = None if best is None else _acc(best, oracle)
-                entry["beats_baseline"] = None if best is None else acc < _acc(best, oracle)
+            base = none.get(PLAIN_COUNTERPART.get(r["attack"], r["attack"]))
+            entry: Dict[str, Any] = {
+                "attack": r["attack"],
+                **_ratio_check(r, None if base is None else _acc(base, oracle), oracle, max_ratio),
+            }
+            verdicts = [entry["ratio_verdict"]]
+            if r["attack"] in PLAIN_COUNTERPART:
+                groups = _row_groups(results, r, oracle)
+                entry["baselines"] = {
+                    b: matched_baseline(
+                        r,
+                        [c for c in rows if c["defense"] == b and c["attack"] == r["attack"]],
+                        groups,
+                        oracle=oracle,
+                        auc_match=auc_match,
+                        alpha=alpha,
+                    )
+                    for b in BASELINES
+                    if any(c["defense"] == b and c["attack"] == r["attack"] for c in rows)
+                }
+                tested = [
+                    m["verdict"]
+                    for m in entry["baselines"].values()
+                    if m["verdict"] != "not testable"
+                ]
+                entry["baseline_verdict"] = _combine(tested) if tested else "not testable"
+                verdicts.append(entry["baseline_verdict"])
+            entry["verdict"] = _combine(verdicts)
             checks.append(entry)
-        verdicts = [c["ratio_ok"] for c in checks] + [c.get("beats_baseline") for c in checks if c["attack"] in _PLAIN]
-        eligible = drop <= max_auc_drop
-        # any failed check refutes the claim; a check that could not be made leaves it untested
-        holds: Optional[bool] = None
-        if eligible:
-            holds = False if False in verdicts else (None if None in verdicts else True)
-        settings.append({"param": param, "mean_auc": auc, "auc_drop": drop, "eligible": eligible,
-                         "attacks": checks, "holds": holds})
-    tested = [s["holds"] for s in settings if s["holds"] is not None]
-    return {"defense": defense, "oracle": oracle, "reference_auc": ref_auc, "max_auc_drop": max_auc_drop,
-            "max_ratio": max_ratio, "settings": settings, "holds": any(tested) if tested else None}
+        eligible = ref_auc - auc <= max_auc_drop
+        settings.append(
+            {
+                "param": param,
+                "mean_auc": auc,
+                "auc_drop": ref_auc - auc,
+                "eligible": eligible,
+                "attacks": checks,
+                "verdict": _combine([c["verdict"] for c in checks]) if eligible else "not eligible",
+            }
+        )
+    eligible = [s["verdict"] for s in settings if s["eligible"]]
+    overall = (
+        "meets"
+        if "meets" in eligible
+        else "fails"
+        if eligible and all(v == "fails" for v in eligible)
+        else "undecided"
+    )
+    return {
+        "defense": defense,
+        "oracle": oracle,
+        "reference_auc": ref_auc,
+        "max_auc_drop": max_auc_drop,
+        "max_ratio": max_ratio,
+        "alpha": alpha,
+        "settings": settings,
+        "verdict": overall,
+    }

@@ -208,7 +208,9 @@ def _tiny() -> RunConfig:
             "blackbox": {"epochs": 2, "batch_size": 32, "width": 16},
             "hybrid": {"steps": 10},
             "adaptive-whitebox": {"epochs": 2, "inner_steps": 5, "init_steps": 10, "steps": 10, "batch_size": 16},
-            "adaptive-blackbox": {"epochs": 2, "batch_size": 16},
+            "adaptive-blackbox": {"epochs": 2, "batch_size": 16, "val_fraction": 0.25},
+            "embedding": {"epochs": 3, "width": 8, "batch_size": 32, "patience": 2},
+            "adaptive-embedding": {"epochs": 3, "batch_size": 16, "patience": 2},
         },
         defenses={
             "none": {},
@@ -228,7 +230,8 @@ def _tiny() -> RunConfig:
                                         "critic_pretrain_steps": 3, "critic_pretrain_faces": 16},
                              "sweep": {"param": "beta", "values": [5.0]}, "demo": False},
         },
-        eval={"n_images": 8, "pii_steps": 10, "pii_width": 8, "adaptive_public": 16, "adaptive_curve_images": 4,
+        eval={"n_images": 8, "n_images_by_attack": {"whitebox": 6}, "pii_steps": 10, "pii_width": 8,
+              "adaptive_public": 16, "adaptive_public_by_attack": {"adaptive-whitebox": 12}, "adaptive_curve_images": 4,
               "evalnet": {"epochs": 3, "width": 0.25}, "train_scenario": {"images": 24, "epochs": 5}},
     )
 
@@ -246,10 +249,17 @@ def _small() -> RunConfig:
             "whitebox": {"steps": 100},
             "blackbox": {"epochs": 5, "batch_size": 64, "width": 64},
             "hybrid": {"steps": 60},
-            "adaptive-whitebox": {"epochs": 2, "inner_steps": 20, "init_steps": 60, "steps": 100, "batch_size": 64},
-            "adaptive-blackbox": {"epochs": 4, "batch_size": 64},
+            # the adaptive attackers stop early on 10% of their public releases held out (their own faces)
+            "adaptive-whitebox": {"epochs": 2, "inner_steps": 20, "init_steps": 60, "steps": 100, "batch_size": 64,
+                                  "val_fraction": 0.1, "patience": 1},
+            "adaptive-blackbox": {"epochs": 8, "batch_size": 64, "val_fraction": 0.1, "patience": 2},
+            # dlib's embedding regressed from the release, trained on every public face (plain) or on the
+            # defence's release of the adaptive attacker's public faces (adaptive), early-stopped on 10% held out
+            "embedding": {"epochs": 30, "width": 32, "batch_size": 128, "patience": 4},
+            "adaptive-embedding": {"epochs": 30, "batch_size": 64, "patience": 4},
         },
-        # one setting per baseline and two Crafter betas (the amortized Crafter only in sweeps: "demo": False);
+        # one setting per baseline and two Crafter betas (the reference and amortized Crafters only in sweeps:
+        # "demo": False);
         # the three Crafter releases per setting (attacked, attacker's public, training-scenario faces) and
         # the adaptive white-box cells dominate the demo's time (docs/BENCHMARKS.md); `facecraft sweep`
         # runs wider grids
@@ -267,22 +277,28 @@ def _small() -> RunConfig:
             # Outer step: 5 warm-started inversion steps, 10 Gauss-Newton CG iterations, 5 critic steps (the
             # session-3 study, docs/sweep-small). The cheaper step of `bench craft`'s fast configuration
             # (3, 4, 2) raised epsilon-PII instead of lowering it (docs/BENCHMARKS.md, session 4, run 3)
+            # the reference step, in sweeps only (`-g crafter:beta=...`): the study's Crafter is "crafter-fast" below
             "crafter": {"kwargs": {"outer_steps": 30, "lr": 0.1, "inner_steps": 5, "init_steps": 60, "critic_steps": 5,
                                    "critic_width": 16, "solver": "gn-cg", "cg_iters": 10, "warm_start": True},
-                        "sweep": {"param": "beta", "values": [0.1, 1.0]}},
+                        "sweep": {"param": "beta", "values": [0.1, 1.0]}, "demo": False},
             # lr 1e-2 for the same reason: at 1e-3 (cosine-decayed over 100 steps) C moved the features as
             # little as Crafter at lr 1e-2 (mean squared change 0.04; black-box Eval Acc 35.9%)
             "amortized-crafter": {"kwargs": {"steps": 100, "lr": 1e-2, "batch_size": 32, "width": 64, "inner_steps": 10,
                                              "critic_steps": 5, "critic_width": 16, "cg_iters": 5},
                                   "sweep": {"param": "beta", "values": [1.0]}, "demo": False},
-            # bench craft's fast step (crafter.FAST_STEP: a critic pre-trained once on public faces) for as many
-            # outer steps as "crafter" above, so the two differ only in their step; in sweeps only
-            "crafter-fast": {"kwargs": {"outer_steps": 30}, "sweep": {"param": "beta", "values": [0.1, 1.0]},
-                             "demo": False},
+            # the study's Crafter: bench craft's fast step (crafter.FAST_STEP: a critic pre-trained once on public
+            # faces, equal white-box epsilon-PII at ~30x less time per step) for as many outer steps as "crafter"
+            # above, so the two differ only in their step
+            "crafter-fast": {"kwargs": {"outer_steps": 30}, "sweep": {"param": "beta", "values": [0.1, 1.0]}},
         },
-        # 64 attacked faces (chance 0.47%: one hit is 1.6%); each cell's metrics (dlib embeddings, a fresh
-        # epsilon-PII critic) cost about as much as a white-box attack, so they are kept small too
-        eval={"n_images": 64, "pii_steps": 100, "pii_width": 16, "adaptive_public": 64, "adaptive_curve_images": 32,
+        # every private test face (1,563 of 213 identities, chance 0.47%) is attacked by the attacks whose cost per
+        # face is a forward pass (decoders, embedding regressors); the white-box family (an inversion of 100+ steps
+        # per face) runs on 256 faces spread over the identities, the same for every defence so cells stay paired.
+        # The adaptive attackers learn from the defence's release of 1,024 public faces (the white-box one from
+        # 256 of them: each of its epochs inverts every release); docs/BENCHMARKS.md gives the costs
+        eval={"n_images": None, "n_images_by_attack": {"whitebox": 256, "hybrid": 256, "adaptive-whitebox": 256},
+              "pii_steps": 100, "pii_width": 16, "adaptive_public": 1024,
+              "adaptive_public_by_attack": {"adaptive-whitebox": 256}, "adaptive_curve_images": 64,
               "evalnet": {"epochs": 10, "width": 0.5}, "train_scenario": {"images": 64, "epochs": 40, "lr": 3e-3}},
     )
 

@@ -5,6 +5,12 @@ trained Eval-network, FSIM (cosine of dlib embeddings of reconstruction and
 original), SSIM, PSNR, epsilon-PII (critic-estimated EMD between the
 reconstructions and samples of the attacker's prior) and the utility mean AUC
 of the released features through the cloud head.
+
+Every Eval Acc carries its uncertainty (:mod:`facecraft.metrics.stats`): ``ci95``
+(a bootstrap over identities), ``wilson95`` (per face, for reference),
+``exposed_identities`` (the share of people identified at least once, top-1)
+and the per-face ``hits`` as ``"0101..."`` strings, so that two defences can be
+compared on the same faces with a paired test.
 """
 
 from __future__ import annotations
@@ -15,12 +21,13 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
-from facecraft.metrics.identity import feature_cosine, topk_accuracy
+from facecraft.metrics.identity import feature_cosine, topk_hits
 from facecraft.metrics.image import psnr, ssim
 from facecraft.metrics.pii import epsilon_pii
+from facecraft.metrics.stats import accuracy_summary, hits_to_str
 from facecraft.metrics.utility import mean_auc
 
-__all__ = ["EvalContext", "privacy_metrics", "utility_metrics", "oracle_ceiling"]
+__all__ = ["EvalContext", "privacy_metrics", "embedding_privacy_metrics", "utility_metrics", "oracle_ceiling"]
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -51,6 +58,14 @@ class EvalContext:
     pii_width: int = 32
     seed: int = 0
 
+    def select(self, positions: torch.Tensor) -> "EvalContext":
+        """The same context restricted to the faces at ``positions`` (the oracles' galleries are unchanged)."""
+        p = positions.long()
+        return dataclasses.replace(
+            self, originals=self.originals[p], labels=self.labels[p],
+            attributes=None if self.attributes is None else self.attributes[p],
+            original_embeddings=self.original_embeddings[p])
+
     def subset(self, n: int) -> "EvalContext":
         """The same context restricted to the first ``n`` faces (the oracles' galleries are unchanged)."""
         if not 0 < n <= self.originals.shape[0]:
@@ -61,18 +76,41 @@ class EvalContext:
             original_embeddings=self.original_embeddings[:n])
 
 
-def _accuracies(dlib_scores: torch.Tensor, images: torch.Tensor, ctx: EvalContext) -> Dict[str, Dict[str, Any]]:
-    out: Dict[str, Dict[str, Any]] = {}
-    e = None if ctx.evalnet is None else ctx.evalnet.scores(images.to(ctx.evalnet.device)).cpu()
+def _accuracies(dlib_scores: torch.Tensor, images: Optional[torch.Tensor], ctx: EvalContext,
+                keep_hits: bool = True) -> Dict[str, Any]:
+    """Top-1/top-5 Eval Acc of both oracles (the Eval-network needs ``images``), their intervals, the
+    exposed identities and, with ``keep_hits``, the per-face hits."""
+    scores = {"dlib": dlib_scores}
+    if ctx.evalnet is not None and images is not None:
+        scores["evalnet"] = ctx.evalnet.scores(images.to(ctx.evalnet.device)).cpu()
+    out: Dict[str, Any] = {"eval_acc_top1": {}, "eval_acc_top5": {}, "ci95": {}, "wilson95": {},
+                           "exposed_identities": {}, "hits": {}}
     for k in (1, 5):
-        out[f"top{k}"] = {"dlib": float(topk_accuracy(dlib_scores, ctx.labels, k=k)),
-                          "evalnet": None if e is None else float(topk_accuracy(e, ctx.labels, k=k))}
+        key = f"eval_acc_top{k}"
+        for ci in ("ci95", "wilson95"):
+            out[ci][key] = {}
+        for oracle in ("dlib", "evalnet"):
+            if oracle not in scores:
+                out[key][oracle] = None
+                continue
+            hits = topk_hits(scores[oracle], ctx.labels, k=k)
+            out[key][oracle] = float(hits.float().mean())
+            summ = accuracy_summary(hits, ctx.labels, seed=ctx.seed)
+            out["ci95"][key][oracle] = summ["ci95"]
+            out["wilson95"][key][oracle] = summ["wilson95"]
+            if k == 1:
+                out["exposed_identities"][oracle] = summ["exposed"]
+            if keep_hits:
+                out["hits"][f"{oracle}_top{k}"] = hits_to_str(hits)
+    if not keep_hits:
+        del out["hits"]
     return out
 
 
 def oracle_ceiling(ctx: EvalContext) -> Dict[str, Dict[str, Any]]:
     """Each oracle's top-1/top-5 on the *real* images: the ceiling of every Eval Acc."""
-    return _accuracies(ctx.dlib.scores_from_embeddings(ctx.original_embeddings), ctx.originals, ctx)
+    acc = _accuracies(ctx.dlib.scores_from_embeddings(ctx.original_embeddings), ctx.originals, ctx, False)
+    return {"top1": acc["eval_acc_top1"], "top5": acc["eval_acc_top5"]}
 
 
 def privacy_metrics(recon: torch.Tensor, ctx: EvalContext, *, full: bool = True,
@@ -81,10 +119,8 @@ def privacy_metrics(recon: torch.Tensor, ctx: EvalContext, *, full: bool = True,
     PSNR and epsilon-PII (the per-epoch curves of adaptive attacks skip those)."""
     recon = recon.detach().float().cpu().clamp(0, 1)
     emb = ctx.dlib.embed(recon, progress=progress)
-    acc = _accuracies(ctx.dlib.scores_from_embeddings(emb), recon, ctx)
     out: Dict[str, Any] = {
-        "eval_acc_top1": acc["top1"],
-        "eval_acc_top5": acc["top5"],
+        **_accuracies(ctx.dlib.scores_from_embeddings(emb), recon, ctx, keep_hits=full),
         "fsim": float(feature_cosine(emb, ctx.original_embeddings)),
     }
     if full:
@@ -94,6 +130,15 @@ def privacy_metrics(recon: torch.Tensor, ctx: EvalContext, *, full: bool = True,
         out["epsilon_pii"] = float(epsilon_pii(recon, ctx.prior_samples, steps=ctx.pii_steps,
                                                  critic_width=ctx.pii_width, generator=g))
     return out
+
+
+def embedding_privacy_metrics(embeddings: torch.Tensor, ctx: EvalContext) -> Dict[str, Any]:
+    """Eval Acc (dlib's gallery) and FSIM of face-recognition embeddings predicted straight from the
+    release (the embedding attack): no image, so no Eval-network, SSIM, PSNR or epsilon-PII."""
+    emb = embeddings.detach().float().cpu()
+    return {**_accuracies(ctx.dlib.scores_from_embeddings(emb), None, ctx),
+            "fsim": float(feature_cosine(emb, ctx.original_embeddings)),
+            "ssim": None, "psnr": None, "epsilon_pii": None}
 
 
 def utility_metrics(features: torch.Tensor, head: torch.nn.Module, ctx: EvalContext) -> Dict[str, Any]:

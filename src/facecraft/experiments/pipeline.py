@@ -20,10 +20,13 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 import torch
 
 from facecraft._io import atomic_write_json, checkpoint_exists, load_checkpoint, read_json, save_checkpoint
+from facecraft._torchutils import eval_mode
 from facecraft.attacks import (
     AdaptiveBlackBoxAttack,
+    AdaptiveEmbeddingAttack,
     AdaptiveWhiteBoxAttack,
     DecoderAttack,
+    EmbeddingAttack,
     HybridAttack,
     WhiteBoxAttack,
 )
@@ -31,8 +34,14 @@ from facecraft.attacks._common import query_in_batches
 from facecraft.defenses import Crafter, create_defense
 from facecraft.defenses.base import FeatureDefense
 from facecraft.experiments.config import RunConfig, config_to_dict
-from facecraft.experiments.evaluate import EvalContext, oracle_ceiling, privacy_metrics, utility_metrics
-from facecraft.experiments.study import Study
+from facecraft.experiments.evaluate import (
+    EvalContext,
+    embedding_privacy_metrics,
+    oracle_ceiling,
+    privacy_metrics,
+    utility_metrics,
+)
+from facecraft.experiments.study import Study, spread_over_identities
 from facecraft.models.train import train_head
 
 __all__ = ["run_demo", "DEMO_ATTACKS", "Setting", "UNPROTECTED", "StudyRunner", "defense_grid", "profile_setting",
@@ -43,8 +52,11 @@ log = logging.getLogger(__name__)
 ProgressFn = Callable[[int, int, str], None]
 
 #: the attacks every defence faces in the demo (adaptive ones skipped for "none", where they equal the basic ones)
-DEMO_ATTACKS = ("whitebox", "blackbox", "hybrid", "adaptive-whitebox", "adaptive-blackbox")
-_ADAPTIVE = ("adaptive-whitebox", "adaptive-blackbox")
+DEMO_ATTACKS = ("whitebox", "blackbox", "hybrid", "embedding", "adaptive-whitebox", "adaptive-blackbox",
+                "adaptive-embedding")
+_ADAPTIVE = ("adaptive-whitebox", "adaptive-blackbox", "adaptive-embedding")
+#: attacks that predict a face-recognition embedding rather than a face (judged by :func:`embedding_privacy_metrics`)
+_EMBEDDING = ("embedding", "adaptive-embedding")
 _GRID_FACES = 6
 #: the most settings the report's grid shows one row each; a larger grid (a sweep) gets one row per defence
 _GRID_ROWS = 10
@@ -123,6 +135,8 @@ class StudyRunner:
         self.cells = study.run_dir / "cells" / study.key(cfg)
         self.cells.mkdir(parents=True, exist_ok=True)
         self._decoders: Dict[str, DecoderAttack] = {}
+        self._embedders: Dict[str, EmbeddingAttack] = {}
+        self._public_emb: Optional[torch.Tensor] = None
         self.oracles = tuple(self.cfg.eval.get("oracles", ("dlib", "evalnet")))
         if "dlib" not in self.oracles:
             raise ValueError(f"the dlib oracle is always used; got oracles {self.oracles}")
@@ -155,17 +169,22 @@ class StudyRunner:
     def attack_kwargs(self, name: str) -> Dict[str, Any]:
         return dict(self.cfg.attacks.get(name, {}))
 
+    def _per_encoder(self, kind: str, attack: str, setting: Setting) -> Tuple[str, Path]:
+        """``(key, file stem)`` of a model the attacker trains once per distinct encoder (``kind``: decoder or
+        embedding; configured by ``attack``'s kwargs): the target's own, or that of a defence that retrains it."""
+        shared = setting.same_encoder
+        name = "target" if shared else self.stem(setting)
+        stem = self.study.model_stem(f"{kind}-{name}", self.attack_kwargs(attack), config_to_dict(self.cfg.model),
+                                     config_to_dict(self.cfg.target), None if shared else name)
+        return ("target" if shared else setting.label), stem
+
     def decoder(self, setting: Setting, defense: FeatureDefense) -> DecoderAttack:
         """The black-box decoder for the encoder ``defense`` exposes (one per distinct encoder)."""
         s = self.study
-        shared = setting.same_encoder
-        key = "target" if shared else setting.label
+        key, stem = self._per_encoder("decoder", "blackbox", setting)
         if key in self._decoders:
             return self._decoders[key]
         kw = self.attack_kwargs("blackbox")
-        name = "target" if shared else self.stem(setting)
-        stem = s.model_stem(f"decoder-{name}", kw, config_to_dict(self.cfg.model), config_to_dict(self.cfg.target),
-                            None if shared else name)
         atk = DecoderAttack(defense.encoder, image_size=s.data.image_size, **kw)
         t0 = time.time()
         atk.fit(s.data.public.images, progress=self.progress, checkpoint_stem=stem)
@@ -173,18 +192,80 @@ class StudyRunner:
         self._decoders[key] = atk
         return atk
 
-    def public_subset(self) -> torch.Tensor:
-        """The adaptive attacker's own public images (``eval.adaptive_public`` of them, seeded)."""
-        n = int(self.cfg.eval.get("adaptive_public", 512))
-        pub = self.study.data.public
+    def public_subset_indices(self, attack: Optional[str] = None) -> torch.Tensor:
+        """Which public images the adaptive attacker runs through the defence (``eval.adaptive_public``, seeded);
+        an ``attack`` named in ``eval.adaptive_public_by_attack`` takes the first that many of them."""
+        n = int(self.cfg.eval.get("adaptive_public", 1024))
         g = torch.Generator().manual_seed(self.cfg.seed + 23)
-        idx = torch.randperm(len(pub), generator=g)[:n]
-        return pub.float_images(idx)
+        idx = torch.randperm(len(self.study.data.public), generator=g)[:n]
+        return idx[:self._public_count(attack)]
 
-    def public_released(self, setting: Setting, defense: FeatureDefense) -> torch.Tensor:
-        """The defence's release of :meth:`public_subset` (both adaptive attacks train on it)."""
-        return self._stored_release(setting, "public-features", defense, self.public_subset(),
-                                    f"protect attacker's public images ({setting.label})")[0]
+    def _public_count(self, attack: Optional[str]) -> Optional[int]:
+        n = self.cfg.eval.get("adaptive_public_by_attack", {}).get(attack) if attack else None
+        return None if n is None else int(n)
+
+    def public_subset(self, attack: Optional[str] = None) -> torch.Tensor:
+        """The adaptive attacker's own public images (:meth:`public_subset_indices`)."""
+        return self.study.data.public.float_images(self.public_subset_indices(attack))
+
+    def faces_for(self, attack: str, ctx: EvalContext) -> Optional[torch.Tensor]:
+        """Positions in ``ctx`` of the faces ``attack`` is run on: ``eval.n_images_by_attack[attack]`` of them
+        spread over the identities (seeded, the same for every defence, so cells stay paired), or ``None``
+        for all of them."""
+        n = self.cfg.eval.get("n_images_by_attack", {}).get(attack)
+        if n is None or int(n) >= ctx.labels.shape[0]:
+            return None
+        return spread_over_identities(ctx.labels, int(n), self.cfg.seed + 29)
+
+    def public_embeddings(self) -> torch.Tensor:
+        """dlib embeddings ``(N_public, 128)`` of every public face: what the embedding attacks learn to
+        predict (computed once per run directory, stored under ``models/``)."""
+        if self._public_emb is not None:
+            return self._public_emb
+        s = self.study
+        dl = s.dlib_oracle()
+        stem = s.run_dir / "models" / f"dlib-public-{s.key('dlib-public', dl.crop_fraction)}"
+        t0 = time.time()
+        cached = checkpoint_exists(stem)
+        if cached:
+            emb = load_checkpoint(stem, kind="embeddings")[0]["embeddings"]
+        else:
+            pub, chunk, parts = s.data.public, 512, []
+            for i in range(0, len(pub), chunk):
+                parts.append(dl.embed(pub.float_images(torch.arange(i, min(i + chunk, len(pub))))))
+                if self.progress is not None:
+                    self.progress(min(i + chunk, len(pub)), len(pub), "dlib embeddings of public faces")
+            emb = torch.cat(parts)
+            save_checkpoint(stem, {"embeddings": emb}, kind="embeddings")
+        s.record_stage("dlib_public", time.time() - t0, cached=cached)
+        self._public_emb = emb
+        return emb
+
+    def embedding_attack(self, setting: Setting, defense: FeatureDefense) -> EmbeddingAttack:
+        """The plain embedding attack for the encoder ``defense`` exposes: regress dlib's embedding from
+        that encoder's raw features of every public face (one per distinct encoder, like the decoder)."""
+        s = self.study
+        key, stem = self._per_encoder("embedding", "embedding", setting)
+        if key in self._embedders:
+            return self._embedders[key]
+        atk = EmbeddingAttack(**{"seed": self.cfg.seed, **self.attack_kwargs("embedding")}, device=str(s.device))
+        t0 = time.time()
+        if checkpoint_exists(stem):
+            atk.load(stem)
+        else:
+            with eval_mode(defense.encoder):
+                feats = query_in_batches(defense.encoder, s.data.public.images, s.device, 256).cpu()
+            atk.fit(feats, self.public_embeddings(), progress=self.progress, checkpoint_stem=stem)
+        s.record_stage(f"embedding[{key}]", time.time() - t0, cached=not atk.fit_trained)
+        self._embedders[key] = atk
+        return atk
+
+    def public_released(self, setting: Setting, defense: FeatureDefense, attack: Optional[str] = None) -> torch.Tensor:
+        """The defence's release of :meth:`public_subset` (the adaptive attacks train on it; an attack with a
+        smaller budget on the first rows)."""
+        f = self._stored_release(setting, "public-features", defense, self.public_subset(),
+                                 f"protect attacker's public images ({setting.label})")[0]
+        return f[:self._public_count(attack)]
 
     def _stored_release(self, setting: Setting, what: str, defense: FeatureDefense, images: torch.Tensor,
                         desc: str) -> Tuple[torch.Tensor, float]:
@@ -267,6 +348,13 @@ class StudyRunner:
         path = self.cells / f"{stem}--{attack}.json"
         if path.exists():
             return {**read_json(path), "setting": stem}
+        faces = self.faces_for(attack, ctx)
+        scope: Dict[str, Any] = {"n_faces": int(ctx.labels.shape[0] if faces is None else faces.numel())}
+        if faces is not None:  # this attack runs on a subset: positions into results.json's "labels"
+            ctx, feats = ctx.select(faces), (feats[0][faces], feats[1])
+            scope["faces"] = faces.tolist()
+        if attack in _EMBEDDING:
+            return self._embedding_cell(setting, attack, defense, feats, ctx, {**utility, **scope}, path)
         atk = self.make_attack(attack, setting, defense)  # a decoder it trains is timed as its own stage
         t0 = time.time()
         history: List[Dict[str, Any]] = []
@@ -277,15 +365,38 @@ class StudyRunner:
 
             def on_epoch(epoch: int, a) -> Dict[str, Any]:
                 return {**privacy_metrics(a(feats[0][:n_curve]), curve_ctx, full=False), "n_images": n_curve}
-            atk.fit(self.public_subset(), protected=self.public_released(setting, defense), progress=self.progress,
-                    on_epoch=on_epoch, checkpoint_stem=self.cells / f"{stem}--{attack}-state")
+            atk.fit(self.public_subset(attack), protected=self.public_released(setting, defense, attack),
+                    progress=self.progress, on_epoch=on_epoch, checkpoint_stem=self.cells / f"{stem}--{attack}-state")
             history = [{k: v for k, v in h.items()} for h in atk.history]
         recon = atk(feats[0], progress=self.progress)
         row = {"defense": setting.name, "param": setting.param, "setting": stem, "attack": attack,
                **privacy_metrics(recon, ctx),
-               **utility, "protect_seconds": feats[1], "attack_seconds": time.time() - t0}
+               **utility, **scope, "protect_seconds": feats[1], "attack_seconds": time.time() - t0}
         save_checkpoint(self.cells / f"{stem}--{attack}-recon", {"images": recon[:_GRID_FACES]},
                         kind="reconstructions")
+        atomic_write_json(path, {**row, "history": history})
+        return {**row, "history": history}
+
+    def _embedding_cell(self, setting: Setting, attack: str, defense: FeatureDefense,
+                        feats: Tuple[torch.Tensor, float], ctx: EvalContext, utility: Dict[str, Any],
+                        path: Path) -> Dict[str, Any]:
+        """A cell of an embedding attack: the plain one as trained on raw public features, the adaptive one
+        fine-tuned from it on the defence's release of the attacker's public faces; no face is drawn."""
+        plain = self.embedding_attack(setting, defense)
+        t0 = time.time()
+        history: List[Dict[str, Any]] = []
+        atk: EmbeddingAttack = plain
+        if attack == "adaptive-embedding":
+            kw = self.attack_kwargs("adaptive-embedding")
+            atk = AdaptiveEmbeddingAttack(plain, **{"seed": self.cfg.seed, **kw}, device=str(self.study.device))
+            atk.fit(self.public_released(setting, defense, attack),
+                    self.public_embeddings()[self.public_subset_indices(attack)],
+                    progress=self.progress, checkpoint_stem=self.cells / f"{self.stem(setting)}--{attack}-state")
+            history = list(atk.history)
+        pred = atk(feats[0])
+        row = {"defense": setting.name, "param": setting.param, "setting": self.stem(setting), "attack": attack,
+               **embedding_privacy_metrics(pred, ctx), **utility, "protect_seconds": feats[1],
+               "attack_seconds": time.time() - t0}
         atomic_write_json(path, {**row, "history": history})
         return {**row, "history": history}
 
@@ -352,10 +463,13 @@ class StudyRunner:
             self.study.evalnet()
 
     def shared_decoder(self, attacks: List[str]) -> None:
-        """Train (or load) the black-box decoder of the target's own encoder, if ``attacks`` use it."""
+        """Train (or load) the black-box decoder and the embedding attack of the target's own encoder, if
+        ``attacks`` use them."""
+        t = self.study.target()
         if set(attacks) & {"blackbox", "hybrid", "adaptive-blackbox"}:
-            t = self.study.target()
             self.decoder(UNPROTECTED, create_defense("none", encoder=t.encoder, head=t.head))
+        if set(attacks) & set(_EMBEDDING):
+            self.embedding_attack(UNPROTECTED, create_defense("none", encoder=t.encoder, head=t.head))
 
     def shared_models(self, attacks: List[str]) -> None:
         """Train (or load) everything several settings share, before any of them runs (so parallel
@@ -379,8 +493,14 @@ class StudyRunner:
         results = {
             "dataset": cfg.data.dataset, "profile": cfg.profile, "synthetic": bool(data.synthetic),
             "n_identities": data.eval_train.num_identities, "n_images": int(ctx.originals.shape[0]),
+            "n_identities_attacked": int(ctx.labels.unique().numel()),
+            # the attacked faces' identities, in the order of every row's per-face "hits" (paired tests)
+            "labels": ctx.labels.tolist(),
             "chance": 1.0 / data.eval_train.num_identities,
             "oracle_ceiling": ceiling["top1"], "oracle_ceiling_top5": ceiling["top5"],
+            "statistics": "ci95: 95% percentile bootstrap over identities (2,000 resamples); wilson95: per-face "
+                          "Wilson score interval; exposed_identities: share of identities with a face identified "
+                          "(top-1); hits: per-face 0/1 in the order of labels",
             "target_mean_auc_eval_test": read_json(s.run_dir / "stages.json")["stages"].get("target", {}).get("metrics", {}),
             "rows": [{k: v for k, v in r.items() if k != "history"} for r in rows],
             "adaptive_curves": [{"defense": r["defense"], "param": r["param"], "attack": r["attack"],
@@ -488,6 +608,7 @@ def build_report(run_dir: Path) -> Path:
                 stem = cells / f"{stems[(d, p)]}--{a}-recon"
                 if checkpoint_exists(stem):
                     recon[label][a] = load_checkpoint(stem, kind="reconstructions")[0]["images"]
-    if recon:
-        figures["grid"] = plot_grid(originals, recon, attacks)
+    drawn = [a for a in attacks if any(a in per for per in recon.values())]  # embedding attacks draw no face
+    if recon and drawn:
+        figures["grid"] = plot_grid(originals, recon, drawn)
     return write_report(run_dir, figures=figures)["html"]

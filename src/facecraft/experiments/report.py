@@ -13,7 +13,7 @@ import base64
 import html
 import io
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import matplotlib
 
@@ -42,6 +42,12 @@ def _label(row: Dict[str, Any]) -> str:
     return row["defense"] if p is None else f"{row['defense']} {p:g}" if isinstance(p, (int, float)) else f"{row['defense']} {p}"
 
 
+def _ci(row: Dict[str, Any], oracle: str, key: str = "eval_acc_top1") -> Tuple[float, float]:
+    """The row's 95% identity-bootstrap interval of ``key`` (NaNs where it has none)."""
+    ci = (row.get("ci95") or {}).get(key, {}).get(oracle)
+    return (float("nan"), float("nan")) if ci is None else (float(ci[0]), float(ci[1]))
+
+
 def plot_tradeoff(results: Dict[str, Any], *, oracle: str = "dlib") -> bytes:
     """Eval Acc (top-1, ``oracle``) against mean AUC, one panel per attack, one line per defence."""
     rows = [r for r in results["rows"] if r.get("mean_auc") is not None]
@@ -55,13 +61,20 @@ def plot_tradeoff(results: Dict[str, Any], *, oracle: str = "dlib") -> bytes:
     ceiling = results.get("oracle_ceiling", {}).get(oracle)
     for ax, attack in zip(axes.flat, attacks):
         for j, d in enumerate(defenses):
-            pts = sorted((r["mean_auc"], r["eval_acc_top1"][oracle]) for r in rows if r["attack"] == attack and r["defense"] == d)
+            pts = sorted((r["mean_auc"], r["eval_acc_top1"][oracle], *_ci(r, oracle))
+                         for r in rows if r["attack"] == attack and r["defense"] == d)
             if pts:
-                x, y = zip(*pts)
-                ax.plot(x, y, "o-", color=_COLORS[j % len(_COLORS)], label=d, ms=4)
+                x, y, lo, hi = (np.array(v, dtype=float) for v in zip(*pts))
+                color = _COLORS[j % len(_COLORS)]
+                ax.plot(x, y, "o-", color=color, label=d, ms=4)
+                if np.isfinite(lo).all():  # the 95% interval over identities: a bar per point, a band per curve
+                    ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="none", ecolor=color, elinewidth=1, capsize=2)
+                    if len(x) > 1:
+                        ax.fill_between(x, lo, hi, color=color, alpha=0.12, lw=0)
         if chance is not None:
             ax.axhline(chance, color="grey", ls=":", lw=1, label="chance")
-        top = max([r["eval_acc_top1"][oracle] for r in rows if r["attack"] == attack] + [chance or 0.0])
+        top = max([max(r["eval_acc_top1"][oracle], _ci(r, oracle)[1] if r.get("ci95") else 0.0)
+                   for r in rows if r["attack"] == attack] + [chance or 0.0])
         if ceiling is not None and ceiling <= 2.5 * top:
             ax.axhline(ceiling, color="black", ls="--", lw=1, label="oracle on real faces")
         elif ceiling is not None:  # far above the data: say it rather than squash the points
@@ -82,7 +95,8 @@ def plot_tradeoff(results: Dict[str, Any], *, oracle: str = "dlib") -> bytes:
 def plot_adaptive(results: Dict[str, Any], *, oracle: str = "dlib") -> Optional[bytes]:
     """Eval Acc over the adaptive attacker's training epochs, one line per (defence, attack)."""
     curves = results.get("adaptive_curves", [])
-    curves = [c for c in curves if c.get("history")]
+    # curves that tracked Eval Acc per epoch (the embedding attacks record only their losses)
+    curves = [c for c in curves if c.get("history") and "eval_acc_top1" in c["history"][0]]
     if not curves:
         return None
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
@@ -91,8 +105,12 @@ def plot_adaptive(results: Dict[str, Any], *, oracle: str = "dlib") -> Optional[
     for c in curves:
         ep = [h["epoch"] for h in c["history"]]
         acc = [h["eval_acc_top1"][oracle] for h in c["history"]]
+        color = _COLORS[settings.index(_label(c)) % len(_COLORS)]
         ax.plot(ep, acc, "o-" if c["attack"].endswith("whitebox") else "s--", ms=3,
-                color=_COLORS[settings.index(_label(c)) % len(_COLORS)], label=f"{_label(c)} / {c['attack']}")
+                color=color, label=f"{_label(c)} / {c['attack']}")
+        band = np.array([_ci(h, oracle) for h in c["history"]])
+        if len(ep) > 1 and np.isfinite(band).all():
+            ax.fill_between(ep, band[:, 0], band[:, 1], color=color, alpha=0.1, lw=0)
     if results.get("chance") is not None:
         ax.axhline(results["chance"], color="grey", ls=":", lw=1, label="chance")
     ax.set_xlabel("attacker's training epoch")
@@ -154,6 +172,10 @@ def _pct(v: Optional[float]) -> str:
     return f"{100 * v:.2f}%" if 0 < abs(v) < 0.01 else f"{100 * v:.1f}%"
 
 
+def _interval(ci: Tuple[float, float]) -> str:
+    return "–" if not np.isfinite(ci).all() else f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}%"
+
+
 def _num(v: Optional[float], fmt: str = ".3f") -> str:
     return "–" if v is None else format(v, fmt)
 
@@ -161,15 +183,18 @@ def _num(v: Optional[float], fmt: str = ".3f") -> str:
 def _table_rows(results: Dict[str, Any]) -> List[List[str]]:
     out = []
     for r in results["rows"]:
+        exposed = (r.get("exposed_identities") or {}).get("dlib")
         out.append([r["defense"], "–" if r.get("param") is None else str(r["param"]), r["attack"],
-                    _pct(r["eval_acc_top1"].get("dlib")), _pct(r["eval_acc_top5"].get("dlib")),
+                    str(r.get("n_faces", results.get("n_images"))), _pct(r["eval_acc_top1"].get("dlib")), _interval(_ci(r, "dlib")), _pct(exposed),
+                    _pct(r["eval_acc_top5"].get("dlib")),
                     _pct(r["eval_acc_top1"].get("evalnet")), _num(r.get("fsim")), _num(r.get("ssim")),
                     _num(r.get("psnr"), ".1f"), _num(r.get("epsilon_pii")), _num(r.get("mean_auc")),
                     _num(r.get("mean_auc_train_scenario"))])
     return out
 
 
-_HEADER = ["defence", "param", "attack", "Eval Acc top-1 (dlib)", "top-5 (dlib)", "top-1 (Eval-net)", "FSIM", "SSIM",
+_HEADER = ["defence", "param", "attack", "faces", "Eval Acc top-1 (dlib)", "95% interval (identities)",
+           "identities exposed", "top-5 (dlib)", "top-1 (Eval-net)", "FSIM", "SSIM",
            "PSNR", "ε-PII", "mean AUC", "mean AUC (training scenario)"]
 
 
@@ -193,10 +218,34 @@ def _time_rows(results: Dict[str, Any], stages: Dict[str, Any]) -> List[List[str
 
 _CLAIM_NOTE = ("Claim: at a mean-AUC drop of at most 0.05 from no protection, Eval Acc (dlib top-1) under every "
                "attack is at most a third of the no-protection value (an adaptive attack is compared with its plain "
-               "counterpart on unprotected features), and under the adaptive attacks lower than the best baseline "
-               "whose mean AUC is at least as high (within 0.01).")
-_CLAIM_HEADER = ["defence", "param", "AUC drop", "attack", "Eval Acc", "none", "ratio (≤ 0.33)",
-                 "best baseline at matched AUC", "beats it", "this row", "claim for the setting"]
+               "counterpart on unprotected features), and under the adaptive attacks lower than each baseline at "
+               "the same mean AUC. Each check reads meets, fails or undecided: the ratio by the 95% interval over "
+               "identities, a baseline by an exact McNemar test (p < 0.05) on the same faces against its setting "
+               "just below the AUC (meets) or just above it (fails); a difference the test does not support is "
+               "undecided. 'at equal AUC' is the baseline's curve interpolated at the setting's AUC, with the "
+               "paired bootstrap interval of the difference.")
+_CLAIM_HEADER = ["defence", "param", "AUC drop", "attack", "Eval Acc (95% interval)", "none", "ratio (≤ 0.33)",
+                 "baseline at equal AUC", "difference (95% interval)", "McNemar p", "this row",
+                 "claim for the setting"]
+
+
+def _baseline_cells(c: Dict[str, Any]) -> List[str]:
+    """The baseline columns of one claim row: each baseline's interpolated value, the paired difference and
+    the deciding McNemar p."""
+    if "baselines" not in c:
+        return ["–", "–", "–"]
+    if not c["baselines"]:
+        return ["no baseline run", "–", "–"]
+    vals, diffs, ps = [], [], []
+    for name, m in c["baselines"].items():
+        near = m["interpolated"] if m["interpolated"] is not None else \
+            (m["below"] or m["above"] or {}).get("eval_acc")
+        vals.append(f"{name} {_pct(near)} ({m['verdict']})")
+        b = m.get("bootstrap")
+        diffs.append("–" if b is None else f"{name} {100 * b['diff']:+.1f} ({100 * b['ci'][0]:+.1f}, "
+                                            f"{100 * b['ci'][1]:+.1f})")
+        ps.append("–" if m.get("mcnemar_p") is None else f"{name} {m['mcnemar_p']:.3g}")
+    return ["; ".join(vals), "; ".join(diffs), "; ".join(ps)]
 
 
 def _claim_rows(results: Dict[str, Any]) -> List[List[str]]:
@@ -207,22 +256,17 @@ def _claim_rows(results: Dict[str, Any]) -> List[List[str]]:
             or results["rows"][0].get("mean_auc") is None:
         return []
     out = []
-    yes = {True: "yes", False: "no", None: "–"}
     for d in ("crafter", "crafter-fast", "crafter-z", "amortized-crafter"):
         if not any(r["defense"] == d for r in results["rows"]):
             continue
         for st in check_claim(results, defense=d)["settings"]:
-            verdict = "not tested (AUC drop > 0.05)" if not st["eligible"] else \
-                {True: "holds", False: "fails", None: "not testable"}[st["holds"]]
+            verdict = "not eligible (AUC drop > 0.05)" if not st["eligible"] else st["verdict"]
             for i, c in enumerate(st["attacks"]):
-                base = c.get("best_baseline")
-                checks = [c["ratio_ok"], c.get("beats_baseline", True)]
-                row = "fails" if False in checks else "–" if None in checks else "meets"
-                out.append([d, _num(st["param"], "g"), _num(st["auc_drop"]), c["attack"], _pct(c["eval_acc"]),
-                            _pct(c["none"]), _num(c["ratio"], ".2f"),
-                            "–" if "best_baseline" not in c else (base or "none matched") +
-                            ("" if base is None else f" ({_pct(c['baseline_acc'])})"),
-                            yes[c.get("beats_baseline")], row, verdict if i == 0 else ""])
+                ci = c.get("ci95")
+                acc = _pct(c["eval_acc"]) + ("" if ci is None else f" ({_interval(tuple(ci))})")
+                out.append([d, _num(st["param"], "g"), _num(st["auc_drop"]), c["attack"], acc,
+                            _pct(c["none"]), f"{_num(c['ratio'], '.2f')} ({c['ratio_verdict']})",
+                            *_baseline_cells(c), c["verdict"], verdict if i == 0 else ""])
     return out
 
 

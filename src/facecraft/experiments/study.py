@@ -35,7 +35,7 @@ from facecraft.experiments.images import save_grid
 from facecraft.models import Amortizer, Critic, Generator, SplitNetwork, build_target, feature_shape
 from facecraft.models.train import predict_logits, train_amortizer, train_target, train_wgan_gp
 
-__all__ = ["Study", "machine_info"]
+__all__ = ["Study", "machine_info", "spread_over_identities"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,23 @@ def machine_info(device: torch.device) -> Dict[str, Any]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def spread_over_identities(identities: torch.Tensor, n: Optional[int], seed: int) -> torch.Tensor:
+    """Sorted positions of ``n`` of the faces (all when ``n`` is None), taken round-robin over the
+    identities in a seeded order, so that every identity is represented before any has two."""
+    n_all = identities.shape[0]
+    n = n_all if n is None else min(int(n), n_all)
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n_all, generator=g)
+    rank = torch.zeros_like(identities)
+    seen: Dict[int, int] = {}
+    for i in order.tolist():
+        k = int(identities[i])
+        rank[i] = seen.get(k, 0)
+        seen[k] = rank[i].item() + 1
+    key = rank.double() * (n_all + 1) + torch.argsort(order).double()
+    return torch.sort(torch.argsort(key)[:n]).values
 
 
 class Study:
@@ -209,20 +226,9 @@ class Study:
     def eval_indices(self) -> torch.Tensor:
         """Which ``eval_test`` images are protected and attacked (``eval['n_images']``, spread over identities)."""
         def run():
-            n_max = self.cfg.eval.get("n_images")
-            ids = self.data.eval_test.identities
-            n = ids.shape[0] if n_max is None else min(int(n_max), ids.shape[0])
-            g = torch.Generator().manual_seed(self.cfg.seed + 17)
-            # round-robin over identities in a seeded order, so every identity is represented early
-            order = torch.randperm(ids.shape[0], generator=g)
-            rank = torch.zeros_like(ids)
-            seen: Dict[int, int] = {}
-            for i in order.tolist():
-                k = int(ids[i])
-                rank[i] = seen.get(k, 0)
-                seen[k] = rank[i].item() + 1
-            key = rank.double() * (ids.shape[0] + 1) + torch.argsort(order).double()
-            return torch.sort(torch.argsort(key)[:n]).values, False, {"n_images": n}
+            idx = spread_over_identities(self.data.eval_test.identities, self.cfg.eval.get("n_images"),
+                                         self.cfg.seed + 17)
+            return idx, False, {"n_images": int(idx.numel())}
         return self._timed("eval_indices", run)
 
     def dlib_oracle(self):

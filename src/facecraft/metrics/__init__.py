@@ -8,6 +8,8 @@
   third-party identity oracle with a gallery.
 - :mod:`~facecraft.metrics.evalnet`: the paper's Eval-network, trained on ``eval_train``.
 - :mod:`~facecraft.metrics.pii`: epsilon-PII via a WGAN-GP critic, and exact EMD via POT.
+- :mod:`~facecraft.metrics.stats`: intervals of Eval Acc (identity bootstrap, Wilson) and paired
+  tests of two defences (exact McNemar, paired bootstrap).
 """
 
 from facecraft.metrics.dlib_oracle import (
@@ -16,7 +18,7 @@ from facecraft.metrics.dlib_oracle import (
     DlibOracle,
 )
 from facecraft.metrics.evalnet import EvalNet, train_evalnet
-from facecraft.metrics.identity import feature_cosine, identity_accuracy, topk_accuracy
+from facecraft.metrics.identity import feature_cosine, identity_accuracy, topk_accuracy, topk_hits
 from facecraft.metrics.image import psnr, ssim
 from facecraft.metrics.pii import epsilon_pii, exact_emd
 from facecraft.metrics.utility import attribute_accuracy, attribute_auc, mean_auc
@@ -36,5 +38,6 @@ __all__ = [
     "psnr",
     "ssim",
     "topk_accuracy",
+    "topk_hits",
     "train_evalnet",
 ]

@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from facecraft._validation import validate_tensors
 from facecraft.metrics._common import check_reduction, reduce
 
-__all__ = ["feature_cosine", "identity_accuracy", "topk_accuracy"]
+__all__ = ["feature_cosine", "identity_accuracy", "topk_accuracy", "topk_hits"]
 
 
 def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, *, k: int = 1) -> torch.Tensor:
-    r"""Fraction of rows whose true label is among the ``k`` highest scores.
+    r"""Fraction of rows whose true label is among the ``k`` highest scores (the mean of :func:`topk_hits`).
 
     Args:
         scores: ``(N, K)`` scores (logits, similarities; higher = more likely).
@@ -47,6 +47,21 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, *, k: int = 1) -> 
         >>> s = torch.tensor([[0.1, 0.9], [0.8, 0.2]])
         >>> float(topk_accuracy(s, torch.tensor([1, 1])))
         0.5
+    """
+    hit = topk_hits(scores, labels, k=k)
+    out_dtype = torch.float64 if scores.dtype == torch.float64 else torch.float32
+    return hit.to(out_dtype).mean()
+
+
+def topk_hits(scores: torch.Tensor, labels: torch.Tensor, *, k: int = 1) -> torch.Tensor:
+    r"""Per row, whether the true label is among the ``k`` highest scores: a bool tensor ``(N,)``.
+
+    The per-face outcome behind Eval Acc, kept for intervals and paired tests
+    (:mod:`facecraft.metrics.stats`). Arguments and errors as :func:`topk_accuracy`.
+
+    Example:
+        >>> topk_hits(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([1, 1])).tolist()
+        [True, False]
     """
     validate_tensors([scores, labels], dim_range=(1, 2), same_shape=False)
     if scores.dim() != 2:
@@ -67,9 +82,7 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, *, k: int = 1) -> 
     if lo < 0 or hi >= num_classes:
         raise ValueError(f"expected labels in [0, {num_classes - 1}] (0-based), got range [{lo}, {hi}]")
     top = scores.topk(k, dim=1).indices
-    hit = (top == labels.unsqueeze(1)).any(dim=1)
-    out_dtype = torch.float64 if scores.dtype == torch.float64 else torch.float32
-    return hit.to(out_dtype).mean()
+    return (top == labels.unsqueeze(1)).any(dim=1)
 
 
 #: The name STYLE.md uses for Eval Acc; the same function as :func:`topk_accuracy`.
