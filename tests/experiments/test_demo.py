@@ -66,6 +66,9 @@ def test_demo_writes_results_in_schema(demo_run: Path) -> None:
             assert row["faces"] == next(x["faces"] for x in r["rows"] if x["attack"] == "whitebox")
         else:
             assert m == n and "faces" not in row
+        # the adaptive attackers learn from 16 public releases, the white-box one from 12 of them
+        assert row.get("public_faces") == {"adaptive-whitebox": 12, "adaptive-blackbox": 16,
+                                           "adaptive-embedding": 16}.get(row["attack"])
         oracles = ("dlib",) if row["attack"].endswith("embedding") else ("dlib", "evalnet")  # no image to judge
         for key in ("eval_acc_top1", "eval_acc_top5"):
             for o in oracles:

@@ -94,7 +94,9 @@ def matched_baseline(
     Returns:
         ``{"below", "above"}`` (the neighbours' labels and Eval Acc), ``"interpolated"`` (the
         baseline's Eval Acc at ``row``'s AUC, when both neighbours exist), ``"bootstrap"`` (paired
-        difference row minus interpolated baseline), ``"mcnemar_p"`` of the deciding comparison and
+        difference row minus interpolated baseline), ``"mcnemar_p"`` of the deciding comparison (``None`` when
+        none decides; each neighbour's own test is in ``below`` / ``above`` as ``"test"`` and
+        ``"mcnemar_p"``) and
         ``"verdict"``: ``"meets"``, ``"fails"``, ``"undecided"`` or ``"not testable"``.
     """
     auc = row["mean_auc"]
@@ -149,16 +151,15 @@ def matched_baseline(
     out["verdict"] = "undecided"
     if mine is None:
         return out
-    for side, wanted, verdict in ((below, "lower", "meets"), (above, "higher", "fails")):
+    for name, side, wanted, verdict in (("below", below, "lower", "meets"), ("above", above, "higher", "fails")):
         other = None if side is None else _hits(side, oracle)
         if other is None or other.shape != mine.shape:
             continue
         cmp = compare_paired(mine, other, groups, alpha=alpha, seed=seed)
-        if out["mcnemar_p"] is None or cmp["verdict"] == wanted:
-            out["mcnemar_p"] = cmp["mcnemar_p"]
-        if cmp["verdict"] == wanted:
-            out["verdict"] = verdict
-            break
+        # each neighbour's test, as "row lower / higher / undecided than it, p"
+        out[name]["mcnemar_p"], out[name]["test"] = cmp["mcnemar_p"], cmp["verdict"]
+        if cmp["verdict"] == wanted and out["verdict"] == "undecided":
+            out["verdict"], out["mcnemar_p"] = verdict, cmp["mcnemar_p"]
     return out
 
 

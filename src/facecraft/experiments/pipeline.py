@@ -353,6 +353,8 @@ class StudyRunner:
         if faces is not None:  # this attack runs on a subset: positions into results.json's "labels"
             ctx, feats = ctx.select(faces), (feats[0][faces], feats[1])
             scope["faces"] = faces.tolist()
+        if attack in _ADAPTIVE:  # how many public releases the attacker learned from (held-out ones included)
+            scope["public_faces"] = int(self.public_subset_indices(attack).numel())
         if attack in _EMBEDDING:
             return self._embedding_cell(setting, attack, defense, feats, ctx, {**utility, **scope}, path)
         atk = self.make_attack(attack, setting, defense)  # a decoder it trains is timed as its own stage

@@ -172,6 +172,11 @@ def _pct(v: Optional[float]) -> str:
     return f"{100 * v:.2f}%" if 0 < abs(v) < 0.01 else f"{100 * v:.1f}%"
 
 
+def _faces(row: Dict[str, Any], results: Dict[str, Any]) -> str:
+    n = row.get("n_faces", results.get("n_images"))
+    return "–" if n is None else str(n)
+
+
 def _interval(ci: Tuple[float, float]) -> str:
     return "–" if not np.isfinite(ci).all() else f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}%"
 
@@ -185,7 +190,7 @@ def _table_rows(results: Dict[str, Any]) -> List[List[str]]:
     for r in results["rows"]:
         exposed = (r.get("exposed_identities") or {}).get("dlib")
         out.append([r["defense"], "–" if r.get("param") is None else str(r["param"]), r["attack"],
-                    str(r.get("n_faces", results.get("n_images"))), _pct(r["eval_acc_top1"].get("dlib")), _interval(_ci(r, "dlib")), _pct(exposed),
+                    _faces(r, results), _pct(r["eval_acc_top1"].get("dlib")), _interval(_ci(r, "dlib")), _pct(exposed),
                     _pct(r["eval_acc_top5"].get("dlib")),
                     _pct(r["eval_acc_top1"].get("evalnet")), _num(r.get("fsim")), _num(r.get("ssim")),
                     _num(r.get("psnr"), ".1f"), _num(r.get("epsilon_pii")), _num(r.get("mean_auc")),
@@ -216,6 +221,29 @@ def _time_rows(results: Dict[str, Any], stages: Dict[str, Any]) -> List[List[str
     return [[name, secs, f"{float(secs) / 60:.1f}" + (f" ({note})" if note else "")] for name, secs, note in rows]
 
 
+_WORST_HEADER = ["defence", "param", "mean AUC", "strongest attack", "faces", "Eval Acc top-1 (dlib)",
+                 "95% interval (identities)", "identities exposed"]
+_WORST_NOTE = ("A defence is only as good as the strongest attack measured against it: per setting, the attack that "
+               "identified the largest share of faces (dlib top-1), with its interval over identities and the share "
+               "of people identified at least once.")
+
+
+def _worst_rows(results: Dict[str, Any]) -> List[List[str]]:
+    """One row per defence setting: its strongest attack (highest dlib top-1 Eval Acc)."""
+    best: Dict[Any, Dict[str, Any]] = {}
+    for r in results["rows"]:
+        key = (r["defense"], r.get("param"))
+        acc = r["eval_acc_top1"].get("dlib")
+        if acc is not None and (key not in best or acc > best[key]["eval_acc_top1"]["dlib"]):
+            best[key] = r
+    out = []
+    for (d, p), r in best.items():
+        out.append([d, "–" if p is None else str(p), _num(r.get("mean_auc")), r["attack"],
+                    _faces(r, results), _pct(r["eval_acc_top1"]["dlib"]),
+                    _interval(_ci(r, "dlib")), _pct((r.get("exposed_identities") or {}).get("dlib"))])
+    return out
+
+
 _CLAIM_NOTE = ("Claim: at a mean-AUC drop of at most 0.05 from no protection, Eval Acc (dlib top-1) under every "
                "attack is at most a third of the no-protection value (an adaptive attack is compared with its plain "
                "counterpart on unprotected features), and under the adaptive attacks lower than each baseline at "
@@ -225,7 +253,7 @@ _CLAIM_NOTE = ("Claim: at a mean-AUC drop of at most 0.05 from no protection, Ev
                "undecided. 'at equal AUC' is the baseline's curve interpolated at the setting's AUC, with the "
                "paired bootstrap interval of the difference.")
 _CLAIM_HEADER = ["defence", "param", "AUC drop", "attack", "Eval Acc (95% interval)", "none", "ratio (≤ 0.33)",
-                 "baseline at equal AUC", "difference (95% interval)", "McNemar p", "this row",
+                 "baseline at equal AUC", "difference (95% interval)", "McNemar vs the settings below / above the AUC", "this row",
                  "claim for the setting"]
 
 
@@ -244,7 +272,9 @@ def _baseline_cells(c: Dict[str, Any]) -> List[str]:
         b = m.get("bootstrap")
         diffs.append("–" if b is None else f"{name} {100 * b['diff']:+.1f} ({100 * b['ci'][0]:+.1f}, "
                                             f"{100 * b['ci'][1]:+.1f})")
-        ps.append("–" if m.get("mcnemar_p") is None else f"{name} {m['mcnemar_p']:.3g}")
+        tests = [f"{side} {_num(m[side]['param'], 'g')}: {m[side]['test']} p={m[side]['mcnemar_p']:.2g}"
+                 for side in ("below", "above") if m.get(side) and "test" in m[side]]
+        ps.append(f"{name} " + ("; ".join(tests) if tests else "–"))
     return ["; ".join(vals), "; ".join(diffs), "; ".join(ps)]
 
 
@@ -311,6 +341,10 @@ def write_report(run_dir: Path, *, figures: Dict[str, bytes]) -> Dict[str, Path]
     md += ["## (d) Results", "", "| " + " | ".join(_HEADER) + " |", "|" + "---|" * len(_HEADER)]
     md += ["| " + " | ".join(r) + " |" for r in _table_rows(results)]
     md += ["", f"Chance {_pct(chance)}; ceiling dlib {_pct(ceil.get('dlib'))}, Eval-net {_pct(ceil.get('evalnet'))}.", ""]
+    worst = _worst_rows(results)
+    md += ["### Strongest attack per setting", "", _WORST_NOTE, "", "| " + " | ".join(_WORST_HEADER) + " |",
+           "|" + "---|" * len(_WORST_HEADER)]
+    md += ["| " + " | ".join(r) + " |" for r in worst] + [""]
     claim = _claim_rows(results)
     if claim:
         md += ["## (e) The paper's claim", "", _CLAIM_NOTE, "", "| " + " | ".join(_CLAIM_HEADER) + " |",
@@ -342,6 +376,11 @@ def write_report(run_dir: Path, *, figures: Dict[str, bytes]) -> Dict[str, Path]
         parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>")
     parts.append(f"</table><p>Chance {_pct(chance)}; oracle ceiling dlib {_pct(ceil.get('dlib'))}, "
                  f"Eval-net {_pct(ceil.get('evalnet'))}.</p>")
+    parts.append(f"<h3>Strongest attack per setting</h3><p>{esc(_WORST_NOTE)}</p><table><tr>"
+                 + "".join(f"<th>{esc(h)}</th>" for h in _WORST_HEADER) + "</tr>")
+    for r in worst:
+        parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>")
+    parts.append("</table>")
     if claim:
         parts.append(f"<h2>(e) The paper's claim</h2><p>{esc(_CLAIM_NOTE)}</p><table><tr>"
                      + "".join(f"<th>{esc(h)}</th>" for h in _CLAIM_HEADER) + "</tr>")
