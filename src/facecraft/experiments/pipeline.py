@@ -230,12 +230,7 @@ class StudyRunner:
         if cached:
             emb = load_checkpoint(stem, kind="embeddings")[0]["embeddings"]
         else:
-            pub, chunk, parts = s.data.public, 512, []
-            for i in range(0, len(pub), chunk):
-                parts.append(dl.embed(pub.float_images(torch.arange(i, min(i + chunk, len(pub))))))
-                if self.progress is not None:
-                    self.progress(min(i + chunk, len(pub)), len(pub), "dlib embeddings of public faces")
-            emb = torch.cat(parts)
+            emb = dl.embed(s.data.public.float_images(), progress=self.progress)
             save_checkpoint(stem, {"embeddings": emb}, kind="embeddings")
         s.record_stage("dlib_public", time.time() - t0, cached=cached)
         self._public_emb = emb
@@ -468,10 +463,11 @@ class StudyRunner:
         """Train (or load) the black-box decoder and the embedding attack of the target's own encoder, if
         ``attacks`` use them."""
         t = self.study.target()
+        raw = create_defense("none", encoder=t.encoder, head=t.head)
         if set(attacks) & {"blackbox", "hybrid", "adaptive-blackbox"}:
-            self.decoder(UNPROTECTED, create_defense("none", encoder=t.encoder, head=t.head))
+            self.decoder(UNPROTECTED, raw)
         if set(attacks) & set(_EMBEDDING):
-            self.embedding_attack(UNPROTECTED, create_defense("none", encoder=t.encoder, head=t.head))
+            self.embedding_attack(UNPROTECTED, raw)
 
     def shared_models(self, attacks: List[str]) -> None:
         """Train (or load) everything several settings share, before any of them runs (so parallel
