@@ -15,7 +15,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, Union
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -29,6 +29,7 @@ __all__ = [
     "atomic_write_json",
     "read_json",
     "file_lock",
+    "run_lock",
     "save_checkpoint",
     "load_checkpoint",
     "checkpoint_exists",
@@ -36,6 +37,7 @@ __all__ = [
     "optimizer_from_tensors",
     "sha256_file",
     "config_hash",
+    "config_to_dict",
 ]
 
 
@@ -89,6 +91,57 @@ def file_lock(path: PathLike) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+#: run directories this process holds (path -> depth), so a nested entry point does not wait on itself
+_RUN_LOCKS: Dict[str, int] = {}
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: PathLike, on_wait: Optional[Callable[[str], None]] = None) -> Iterator[None]:
+    """Hold ``run_dir`` for this process: a second writer waits until the first is done (issue 20).
+
+    The lock is an exclusive ``flock`` on ``run_dir/.facecraft.lock`` holding the owner's pid; the
+    kernel drops it when the owner dies, so a killed run never leaves the directory locked. Nested
+    calls in one process pass through. ``on_wait(message)`` is called once when another process
+    holds the directory (the message names its pid), before waiting.
+    """
+    path = Path(run_dir).resolve() / ".facecraft.lock"
+    key = str(path)
+    if key in _RUN_LOCKS:
+        _RUN_LOCKS[key] += 1
+        try:
+            yield
+        finally:
+            _RUN_LOCKS[key] -= 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            if on_wait is not None:
+                on_wait(f"{run_dir} is in use by {holder}; waiting for it to finish (Ctrl-C to stop)")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"facecraft pid {os.getpid()}\n")
+        fh.flush()
+        _RUN_LOCKS[key] = 1
+        try:
+            yield
+        finally:
+            del _RUN_LOCKS[key]
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def config_to_dict(cfg: Any) -> Dict[str, Any]:
+    """A JSON-able dict of a (nested) config dataclass."""
+    import dataclasses
+
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
 def read_json(path: PathLike) -> Any:
@@ -208,6 +261,8 @@ def load_checkpoint(
     if not js_path.exists() or not st_path.exists():
         raise CheckpointError(f"no checkpoint at {Path(stem)} (need {st_path.name} and {js_path.name})")
     meta = read_json(js_path)
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{js_path}: expected a JSON object with 'kind' and 'keys', got {type(meta).__name__}")
     if kind is not None and meta.get("kind") != kind:
         raise CheckpointError(f"{js_path}: holds a {meta.get('kind')!r}, expected a {kind!r}")
     if meta.get("sha256") and meta["sha256"] != sha256_file(st_path):

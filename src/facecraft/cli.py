@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -30,21 +31,74 @@ app.add_typer(bench_app, name="bench")
 
 console = Console(stderr=True)
 
+
+def _fail(e: Exception) -> None:
+    """Print ``e`` as one unwrapped ``error:`` line (its text is not read as markup) and exit with code 2."""
+    from rich.markup import escape
+
+    console.print("[red]error:[/red] " + escape(" ".join(str(e).split())), soft_wrap=True, highlight=False)
+    raise typer.Exit(2)
+
+
+def _check_out(out: Optional[Path]) -> Optional[Path]:
+    """``--out``: refused (one line) when it, or a parent of it, is a file."""
+    from facecraft._validation import check_run_dir
+
+    if out is not None:
+        try:
+            check_run_dir(out, "--out")
+        except ValueError as e:
+            _fail(e)
+    return out
+
+
+def _workers(value: str) -> int:
+    """``--workers``: a positive count, or ``auto`` (one per CPU core, at most 2: the settings of a study
+    share memory bandwidth, and two already halve a demo on a 2-core machine)."""
+    if value == "auto":
+        return max(1, min(2, os.cpu_count() or 1))
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        _fail(ValueError(f"--workers must be a positive integer or 'auto', got {value!r}"))
+    return n
+
+
+def _check_device(device: str) -> str:
+    """``--device``: refused (one line) when this machine or torch build lacks it."""
+    from facecraft._torchutils import resolve_device
+
+    try:
+        resolve_device(device)
+    except ValueError as e:
+        _fail(e)
+    return device
+
+
 ProfileOpt = typer.Option("small", "--profile", "-p", help="tiny (tests, synthetic data), small (CPU study) or paper (GPU).")
 DataRootOpt = typer.Option(None, "--data-root", help="Dataset folder or its parent (default: $FACECRAFT_DATA).")
-OutOpt = typer.Option(Path("runs/default"), "--out", "-o", help="Run directory (reused as a cache).")
-DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps ...")
+OutOpt = typer.Option(Path("runs/default"), "--out", "-o", help="Run directory (reused as a cache).",
+                      callback=_check_out)
+DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps ...", callback=_check_device)
 DatasetOpt = typer.Option(None, "--dataset", help="celeba, celeba-official, lfw, folder or synthetic (default: the profile's).")
 
 
 class _Bars:
-    """Turns ``progress(done, total, desc)`` callbacks into rich progress bars."""
+    """Turns ``progress(done, total, desc)`` callbacks into one live display of two lines: the whole run
+    (defence settings done, elapsed, estimate left) and the step now running (stage or cell), which each
+    new step replaces."""
+
+    #: the description under which the pipeline reports settings done (the whole run's line)
+    OVERALL = "defence settings"
 
     def __init__(self) -> None:
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
         self.task = None
-        self.last = (0, 0)
+        self.overall = None
+        self.last = (0, 0, "")
 
     def __enter__(self) -> "_Bars":
         self.progress.__enter__()
@@ -54,12 +108,17 @@ class _Bars:
         self.progress.__exit__(*exc)
 
     def __call__(self, done: int, total: int, desc: str) -> None:
-        if self.task is None or total != self.last[1] or done < self.last[0]:
-            if self.task is not None:
-                self.progress.update(self.task, visible=self.progress.tasks[-1].completed < self.last[1])
+        if desc == self.OVERALL:
+            if self.overall is None:
+                self.overall = self.progress.add_task(desc, total=total)
+            self.progress.update(self.overall, completed=done, total=total)
+            return
+        if self.task is None:
             self.task = self.progress.add_task(desc, total=total)
+        elif (total, desc) != self.last[1:] or done < self.last[0]:
+            self.progress.reset(self.task, total=total, completed=0, description=desc)
         self.progress.update(self.task, completed=done, description=desc)
-        self.last = (done, total)
+        self.last = (done, total, desc)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -107,21 +166,25 @@ def _study(profile: str, dataset: Optional[str], data_root: Optional[str], out: 
     return Study(_config(profile, dataset, device), out, data_root=data_root, progress=bars)
 
 
-def _fail(e: Exception) -> None:
-    console.print(f"[red]error:[/red] {e}")
-    raise typer.Exit(2)
-
-
 @data_app.command("prepare")
 def data_prepare(profile: str = ProfileOpt, dataset: Optional[str] = DatasetOpt, data_root: Optional[str] = DataRootOpt,
-                 out: Path = OutOpt, verbose: bool = typer.Option(False, "-v")) -> None:
-    """Build the identity-disjoint public / eval_train / eval_test split and cache it as uint8 arrays."""
+                 out: Path = OutOpt,
+                 force: bool = typer.Option(False, "--force", help="Prepare the split again even when a matching "
+                                                                   "one is cached."),
+                 verbose: bool = typer.Option(False, "-v")) -> None:
+    """Build the identity-disjoint public / eval_train / eval_test split and cache it as uint8 arrays.
+
+    A cached split is reused only while the data root's file list (names, sizes, modification times) is the
+    one it was made from; --force prepares it again regardless.
+    """
     _setup_logging(verbose)
     from facecraft.data import DataError
 
     try:
         with _Bars() as bars:
-            data = _study(profile, dataset, data_root, out, "cpu", bars).data
+            study = _study(profile, dataset, data_root, out, "cpu", bars)
+            study.force_data = force
+            data = study.data
     except (DataError, ValueError) as e:
         _fail(e)
     console.print_json(json.dumps(data.manifest.get("counts", {})))
@@ -304,6 +367,11 @@ def bench_craft_cmd(profile: str = ProfileOpt, data_root: Optional[str] = DataRo
     defaults = bench_defaults(profile)
     try:
         fast = _json_object(fast_kwargs, "--fast-kwargs")
+        if json_out:
+            from facecraft._validation import check_output_stem
+
+            for p in (json_out, json_out.with_name(json_out.stem + ".full.json")):
+                check_output_stem(p, ("",), run_dir=out, option="--json-out")
         with _Bars() as bars:
             study = _study(profile, None, data_root, out, device, bars)
             result = bench_craft(study, batch=batch, num_threads=threads, progress=bars, pii_repeats=pii_repeats,
@@ -329,12 +397,16 @@ def bench_craft_cmd(profile: str = ProfileOpt, data_root: Optional[str] = DataRo
 
 @app.command()
 def demo(profile: str = typer.Option("tiny", "--profile", "-p", help="tiny, small or paper."),
-         data_root: Optional[str] = DataRootOpt, out: Path = typer.Option(Path("runs/demo"), "--out", "-o"),
+         data_root: Optional[str] = DataRootOpt, out: Path = typer.Option(Path("runs/demo"), "--out", "-o",
+                                                                                  callback=_check_out),
          device: str = DeviceOpt,
-         workers: int = typer.Option(1, "--workers", "-w", help="Defence settings run at once (processes)."),
+         workers: str = typer.Option("auto", "--workers", "-w", help="Defence settings run at once (processes); "
+                                     "auto: one per CPU core, at most 2."),
          faces: Optional[str] = FacesOpt,
          attack: Optional[List[str]] = typer.Option(None, "--attack", "-a", help="Attack(s) to run (repeat; "
                                                                                   "default: every one)."),
+         defense: Optional[List[str]] = typer.Option(None, "--defense", "-d", help="Defence(s) of the profile to "
+                                                     "run (repeat; default: every demo one)."),
          finished_only: bool = typer.Option(False, "--finished-only",
                                             help="Compute nothing: results and report of the cells finished so far."),
          verbose: bool = typer.Option(False, "-v")) -> None:
@@ -347,11 +419,14 @@ def demo(profile: str = typer.Option("tiny", "--profile", "-p", help="tiny, smal
     try:
         with _Bars() as bars:
             result = run_demo(_with_faces(_config(profile, None, device), faces), out, data_root=data_root,
-                              progress=bars, workers=workers, finished_only=finished_only,
-                              attacks=attack or None)
+                              progress=bars, workers=_workers(workers), finished_only=finished_only,
+                              attacks=attack or None, defenses=defense or None)
     except (DataError, ValueError) as e:
         _fail(e)
-    console.print(f"[green]done[/green]: {result}")
+    from facecraft.experiments.report import headline
+
+    console.print(headline(json.loads((result.parent / "results.json").read_text())), highlight=False)
+    console.print(f"[green]done[/green]: report at {result}")
 
 
 @bench_app.command("steps")
@@ -375,32 +450,77 @@ def bench_steps_cmd(profile: str = ProfileOpt, threads: int = typer.Option(2, he
 
 @bench_app.command("latency")
 def bench_latency_cmd(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt, out: Path = OutOpt,
-                      device: str = DeviceOpt, beta: float = typer.Option(1.0, help="The amortized Crafter's beta."),
+                      device: str = DeviceOpt,
+                      defense: str = typer.Option("amortized-crafter", "--defense", "-d",
+                                                  help="A trained one-pass defence: amortized-crafter or "
+                                                       "distilled-crafter."),
+                      beta: Optional[float] = typer.Option(None, help="The defence's swept value (beta); "
+                                                                      "default: the profile's first."),
+                      faces: Optional[str] = FacesOpt,
                       threads: int = typer.Option(1, help="torch intra-op threads during the timed runs."),
                       repeats: int = typer.Option(20, help="Timed calls per batch size (median reported)."),
                       verbose: bool = typer.Option(False, "-v")) -> None:
-    """Amortized Crafter's per-image latency as a multiple of the encoder's forward: prints one JSON line.
+    """A defence's per-image latency as a multiple of the encoder's forward, batch 1 and 64: one JSON line
+    (for an exportable defence also its bare network's, ``edge_module``: what a device runs).
 
-    Trains the amortized Crafter of the profile (or reuses it from --out, as the demo stores it).
+    Trains the profile's setting of the defence (or reuses it from --out, as the study stores it; --faces
+    selects the study's cells folder, where distilled-crafter finds its teacher's releases).
     """
     _setup_logging(verbose)
     from facecraft.data import DataError
-    from facecraft.experiments.bench import bench_latency
+    from facecraft.experiments.bench import bench_protector_latency
     from facecraft.experiments.pipeline import StudyRunner, profile_setting
     from facecraft.experiments.study import Study
 
     try:
         with _Bars() as bars:
-            cfg = _config(profile, None, device)
-            if "amortized-crafter" not in cfg.defenses:
-                raise ValueError(f"the {profile} profile has no amortized-crafter settings")
+            cfg = _with_faces(_config(profile, None, device), faces)
+            if defense not in cfg.defenses:
+                raise ValueError(f"the {profile} profile has no {defense} settings")
+            setting = profile_setting(cfg, defense, beta)
             study = Study(cfg, out, data_root=data_root, progress=bars)
-            defense = StudyRunner(study, bars).build_defense(profile_setting(cfg, "amortized-crafter", beta))
-            images = study.data.eval_test.float_images(study.eval_indices()[:32]).to(study.device)
-            result = bench_latency(study.target().encoder, defense, images, repeats=repeats, num_threads=threads)
+            d = StudyRunner(study, bars).build_defense(setting)
+            images = study.data.eval_test.float_images(study.eval_indices()[:64]).to(study.device)
+            result = bench_protector_latency(study.target().encoder, d, images, batch_sizes=(1, 64),
+                                             repeats=repeats, num_threads=threads)
     except (DataError, ValueError) as e:
         _fail(e)
-    typer.echo(json.dumps({"profile": profile, "beta": beta, **result}))
+    typer.echo(json.dumps({"profile": profile, "defense": defense, "beta": setting.param, **result}))
+
+
+@app.command("export")
+def export_cmd(defense: str = typer.Option(..., "--defense", "-d",
+                                           help="An exportable defence (e.g. distilled-crafter)."),
+               fmt: str = typer.Option("onnx", "--format", "-f", help="onnx or torchscript."),
+               output: Path = typer.Option(..., "--out", "-o", help="The model file to write (plus FILE.json)."),
+               param: Optional[float] = typer.Option(None, "--param", help="The value of the profile's swept "
+                                                      "parameter (e.g. beta); default: the profile's first."),
+               profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt,
+               run_dir: Path = typer.Option(Path("runs/small"), "--run-dir", help="Run directory holding the "
+                                            "study's models and cells (reused as a cache)."),
+               faces: Optional[str] = FacesOpt, device: str = DeviceOpt,
+               verbose: bool = typer.Option(False, "-v")) -> None:
+    """Write encoder + protector as one model (images in [0, 1] -> released features) and a JSON sidecar.
+
+    The sidecar records input size, normalisation, feature shape, the defence's config and, when the study in
+    --run-dir (same --faces) has finished cells for the setting, its measured privacy.
+    """
+    _setup_logging(verbose)
+    from facecraft.data import DataError
+    from facecraft.experiments.export import check_exportable, export_study_defense, sidecar_path
+    from facecraft.experiments.pipeline import DEMO_ATTACKS, StudyRunner, profile_setting
+    from facecraft.experiments.study import Study
+
+    try:
+        check_exportable(defense)
+        cfg = _with_faces(_config(profile, None, device), faces)
+        setting = profile_setting(cfg, defense, param)
+        with _Bars() as bars:
+            runner = StudyRunner(Study(cfg, run_dir, data_root=data_root, progress=bars), bars)
+            record = export_study_defense(runner, setting, output, fmt=fmt, attacks=DEMO_ATTACKS)
+    except (DataError, ValueError, ImportError) as e:
+        _fail(e)
+    console.print(f"[green]wrote[/green] {output} and {sidecar_path(output)} (features {record['feature_shape']})")
 
 
 @app.command()
@@ -422,11 +542,19 @@ def craft(defense: str = typer.Option(..., "--defense", "-d", help="A registered
     from facecraft.experiments.pipeline import StudyRunner, profile_setting
     from facecraft.experiments.study import Study
 
+    from facecraft._validation import check_number, check_output_stem
+    from facecraft.defenses import get_defense_class
+
     try:
         cfg = _config(profile, None, device)
+        get_defense_class(defense)  # an unknown name is refused before any work
+        check_number("--param", param, optional=True)
+        check_number("--limit", limit, low=1, integer=True, optional=True)
         setting = profile_setting(cfg, defense, param)
         if split not in ("eval_test", "eval_train", "public"):
             raise ValueError(f"--split must be eval_test, eval_train or public, got {split!r}")
+        check_output_stem(output.with_suffix(""), (".safetensors", ".json"), run_dir=out, option="--output",
+                          kind="released-features")
         with _Bars() as bars:
             study = Study(cfg, out, data_root=data_root, progress=bars)
             d = StudyRunner(study, bars).build_defense(setting)
@@ -458,6 +586,8 @@ def attack(features: Path = typer.Option(..., "--features", help="Released featu
     from facecraft.data import DataError
     from facecraft.defenses import create_defense
     from facecraft.experiments.pipeline import UNPROTECTED, StudyRunner
+    from facecraft._validation import check_output_stem
+    from facecraft.experiments.study import config_feature_shape
     from facecraft.metrics.identity import topk_hits
     from facecraft.metrics.stats import accuracy_summary
 
@@ -465,7 +595,12 @@ def attack(features: Path = typer.Option(..., "--features", help="Released featu
         if name not in ("whitebox", "blackbox", "hybrid"):
             raise ValueError(f"--attack must be whitebox, blackbox or hybrid (the adaptive ones need the defence: "
                              f"use `facecraft evaluate`), got {name!r}")
+        if output:
+            check_output_stem(output.with_suffix(""), (".safetensors", ".json"), run_dir=out, option="--output",
+                              kind="reconstructions")
         tensors, meta = load_checkpoint(features.with_suffix(""), kind="released-features")
+        _check_release(features.with_suffix(".safetensors"), tensors, config_feature_shape(_config(profile, None,
+                                                                                                    device)))
         with _Bars() as bars:
             study = _study(profile, None, data_root, out, device, bars)
             runner = StudyRunner(study, bars)
@@ -486,16 +621,32 @@ def attack(features: Path = typer.Option(..., "--features", help="Released featu
         if output:
             save_checkpoint(output.with_suffix(""), {"images": recon.cpu()}, kind="reconstructions",
                             meta={"attack": name, "features": str(features)})
-    except (DataError, ValueError, CheckpointError) as e:
+    except (DataError, ValueError, TypeError, CheckpointError) as e:
         _fail(e)
     typer.echo(json.dumps(result))
+
+
+def _check_release(path: Path, tensors: Dict[str, Any], shape: tuple) -> None:
+    """``--features``: a non-empty finite float32 ``features`` tensor of the encoder's shape, and identities
+    (when present) one integer per feature vector."""
+    from facecraft._validation import validate_features
+
+    if "features" not in tensors:
+        raise ValueError(f"{path}: holds no 'features' tensor (keys: {sorted(tensors) or 'none'})")
+    validate_features(tensors["features"], shape=shape, name=str(path))
+    ids = tensors.get("identities")
+    if ids is not None and (ids.dim() != 1 or ids.shape[0] != tensors["features"].shape[0]
+                            or ids.is_floating_point() or ids.is_complex()):
+        raise ValueError(f"{path}: 'identities' must be one integer per feature vector "
+                         f"({tensors['features'].shape[0]}), got {ids.dtype} of shape {tuple(ids.shape)}")
 
 
 @app.command()
 def sweep(grid: List[str] = typer.Option(..., "--grid", "-g",
                                          help="DEFENCE:PARAM=V1,V2,... (repeat), e.g. noise:sigma=0.5,1,2"),
           profile: str = typer.Option("small", "--profile", "-p", help="tiny, small or paper."),
-          data_root: Optional[str] = DataRootOpt, out: Path = typer.Option(Path("runs/small"), "--out", "-o"),
+          data_root: Optional[str] = DataRootOpt, out: Path = typer.Option(Path("runs/small"), "--out", "-o",
+                                                                                   callback=_check_out),
           attack: Optional[List[str]] = typer.Option(None, "--attack", "-a", help="Attack(s) to run (repeat)."),
           workers: int = typer.Option(2, "--workers", "-w", help="Defence settings run at once."),
           backend: str = typer.Option("process", "--backend", help="serial, process or ray."),
@@ -510,9 +661,12 @@ def sweep(grid: List[str] = typer.Option(..., "--grid", "-g",
     _setup_logging(verbose)
     _exit_on_sigterm()
     from facecraft.data import DataError
+    from facecraft._validation import check_path_name
     from facecraft.experiments.sweep import parse_axis, run_sweep, sweep_config
 
     try:
+        if name is not None:
+            check_path_name(name, "--name")
         cfg = sweep_config(_with_faces(_config(profile, None, device), faces), [parse_axis(g) for g in grid])
         if skip_evalnet:
             cfg = dataclasses.replace(cfg, eval={**cfg.eval, "oracles": ["dlib"]})

@@ -95,7 +95,7 @@ def test_held_out_split_is_seeded_and_sized() -> None:
     tiny = EmbeddingAttack(epochs=0, val_fraction=0.01).fit(x[:3], e[:3])
     assert tiny.val_index is not None and tiny.val_index.numel() == 1  # at least one row
     assert EmbeddingAttack(epochs=0, val_fraction=0.0).fit(x, e).val_index is None
-    with pytest.raises(ValueError, match="fewer than 2 to train"):
+    with pytest.raises(ValueError, match="leaving 1 to train on \(at least 2 needed\)"):
         EmbeddingAttack(epochs=0, val_fraction=0.5).fit(x[:2], e[:2])
 
 

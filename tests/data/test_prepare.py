@@ -15,7 +15,7 @@ import facecraft.data.prepare as prepare_mod
 from facecraft.data import DataError, load_image, load_prepared, prepare_data
 from facecraft.experiments.config import DataConfig
 
-from .conftest import id_counts, make_celeba_chips, make_folder_tree, write_image
+from .conftest import id_counts, make_celeba_chips, make_folder_tree, write_attr_file, write_image
 
 SPLITS = ("public", "eval_train", "eval_test")
 
@@ -251,3 +251,44 @@ def test_mismatched_label_file_surfaces_through_prepare(tmp_path: Path) -> None:
     )
     with pytest.raises(DataError, match=r"identity_CelebA\.txt:20: names 000020\.jpg"):
         prepare_data(cfg, tmp_path / "cache")
+
+
+def test_changed_root_invalidates_the_cached_split(celeba_chips: Path, tiny_cfg: DataConfig, tmp_path: Path,
+                                                    caplog) -> None:
+    """Issue 20: images deleted from a prepared root were silently served from the old split."""
+    cache = tmp_path / "cache"
+    first = prepare_data(tiny_cfg, cache)
+    assert first.manifest["root_listing"]["count"] == len(list(celeba_chips.rglob("*.*")))
+    # delete identity 3's images (and their label lines), as a user pruning a data root would
+    lines = (celeba_chips / "identity_CelebA.txt").read_text().splitlines()
+    gone = {f for f, i in (line.split() for line in lines) if i == "3"}
+    for f in gone:
+        (celeba_chips / "images" / f).unlink()
+    kept = [line for line in lines if line.split()[0] not in gone]
+    (celeba_chips / "identity_CelebA.txt").write_text("".join(f"{line}\n" for line in kept))
+    write_attr_file(celeba_chips / "list_attr_celeba.txt", [line.split()[0] for line in kept])
+    caplog.set_level("WARNING", logger="facecraft.data.prepare")
+    second = prepare_data(tiny_cfg, cache)
+    assert "changed since its split was prepared" in caplog.text and str(cache) in caplog.text
+    every = set().union(*(set(s.files) for s in (second.public, second.eval_train, second.eval_test)))
+    assert not every & {f"images/{f}" for f in gone}
+    assert second.manifest["content_hash"] != first.manifest["content_hash"]
+    assert load_prepared(cache).manifest["root_listing"] == second.manifest["root_listing"]
+
+
+def test_touched_file_invalidates_and_unchanged_root_reuses(celeba_chips: Path, tiny_cfg: DataConfig,
+                                                            tmp_path: Path, monkeypatch) -> None:
+    calls = []
+    real = prepare_mod.decode_images
+    monkeypatch.setattr(prepare_mod, "decode_images", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cache = tmp_path / "cache"
+    prepare_data(tiny_cfg, cache)
+    prepare_data(tiny_cfg, cache)
+    assert len(calls) == 1  # same files: reused
+    img = next((celeba_chips / "images").iterdir())
+    st = img.stat()
+    import os
+
+    os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # replaced in place (same name and size)
+    prepare_data(tiny_cfg, cache)
+    assert len(calls) == 2

@@ -50,3 +50,21 @@ def test_noise_level(tiny_target, relative):
 def test_negative_sigma_raises(tiny_target):
     with pytest.raises(ValueError, match="sigma"):
         GaussianNoise(tiny_target.encoder, sigma=-0.1)
+
+
+def test_reseed_makes_a_release_independent_of_earlier_calls(tiny_target, images):
+    """Issue 20: a stored release must not depend on what the process queried before it."""
+    fresh = GaussianNoise(tiny_target.encoder, sigma=0.5, seed=3)
+    fresh.reseed("public-features")
+    want = fresh(images)
+    used = GaussianNoise(tiny_target.encoder, sigma=0.5, seed=3)
+    for _ in range(3):
+        used(images)  # other releases computed earlier in the same process
+    used.reseed("public-features")
+    assert torch.equal(used(images), want)
+    used.reseed("features")
+    assert not torch.equal(used(images), want)  # another key, another stream
+    other_seed = GaussianNoise(tiny_target.encoder, sigma=0.5, seed=4)
+    other_seed.reseed("public-features")
+    assert not torch.equal(other_seed(images), want)
+    NoDefense(tiny_target.encoder).reseed("features")  # a deterministic defence accepts and ignores it

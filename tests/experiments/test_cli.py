@@ -33,3 +33,19 @@ def test_faces_option_sets_the_number_of_attacked_faces() -> None:
     assert (
         _with_faces(cfg, "512").eval["pii_steps"] == cfg.eval["pii_steps"]
     )  # the rest of eval is kept
+
+
+def test_data_prepare_force_rebuilds_a_cached_split(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from facecraft.cli import app
+
+    args = ["data", "prepare", "--profile", "tiny", "--out", str(tmp_path / "run")]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    (manifest,) = (tmp_path / "run").glob("data-*/manifest.json")
+    first = manifest.stat().st_mtime_ns
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert manifest.stat().st_mtime_ns == first  # reused
+    r = CliRunner().invoke(app, args + ["--force"])
+    assert r.exit_code == 0, r.output
+    assert manifest.stat().st_mtime_ns != first  # prepared again

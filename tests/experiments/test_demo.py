@@ -318,3 +318,111 @@ def test_crafter_fast_fits_its_critic_once_per_study(demo_run: Path) -> None:
     # beta does not change the critic, so another beta loads the same file
     other_beta = StudyRunner(Study(cfg, demo_run), None).build_defense(profile_setting(cfg, "crafter-fast", 1.0))
     assert other_beta.beta == 1.0 and not other_beta.fit_trained
+
+
+_TIMING_KEYS = ("attack_seconds", "protect_seconds", "train_scenario_seconds")
+
+
+def _measured(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in _TIMING_KEYS}
+
+
+@pytest.mark.slow
+def test_recomputed_noise_release_is_bit_identical(demo_run: Path, tmp_path: Path) -> None:
+    """Issue 20: delete the noise setting's public release and adaptive cells and rerun: the rows are the
+    same numbers (the noise stream restarts from (seed, release) instead of advancing across calls)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(demo_run, run)
+    before = json.loads((run / "results.json").read_text())
+    adaptive = ["adaptive-blackbox", "adaptive-embedding"]
+    cells = run / before["cells"]  # the demo's own cells (a sweep in the same run directory has its own)
+    gone = [p for p in cells.iterdir()
+            if p.name.startswith("noise_") and ("-public-features" in p.name or any(f"--{a}" in p.name for a in adaptive))]
+    assert any("-public-features" in p.name for p in gone) and len(gone) >= 4
+    for p in gone:
+        p.unlink()
+    run_demo(profile_config("tiny", device="cpu"), run, attacks=adaptive, defenses=["noise"])
+    after = json.loads((run / "results.json").read_text())
+    old = {r["attack"]: _measured(r) for r in before["rows"] if r["defense"] == "noise" and r["attack"] in adaptive}
+    new = {r["attack"]: _measured(r) for r in after["rows"]}
+    assert set(new) == set(adaptive) and new == old
+    assert after["peak_rss_mb"] > 0
+
+
+@pytest.mark.slow
+def test_demo_killed_anywhere_then_resumed_gives_the_same_numbers(demo_run: Path, tmp_path: Path) -> None:
+    """Issue 20, the short soak: SIGKILL/SIGTERM a `facecraft demo` of the noise setting at random moments
+    (random --workers), finish it, and every measured number equals the uninterrupted run's."""
+    import importlib.util
+    import random
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("kill_soak", Path(__file__).parents[2] / "benchmarks" / "kill_soak.py")
+    soak = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(soak)
+    attacks = ["blackbox", "adaptive-blackbox", "embedding", "adaptive-embedding"]
+
+    def noise_only(results: dict) -> dict:
+        keep = {**results, "rows": [r for r in results["rows"] if r["defense"] == "noise" and r["attack"] in attacks]}
+        keep["adaptive_curves"] = [c for c in results["adaptive_curves"]
+                                   if c["defense"] == "noise" and c["attack"] in attacks]
+        return keep
+
+    run = tmp_path / "run"
+    shutil.copytree(demo_run, run)
+    cells = run / json.loads((run / "results.json").read_text())["cells"]  # the demo's, not a sweep's
+    removed = [p for p in cells.iterdir() if p.name.startswith("noise_")]
+    assert any("-public-features" in p.name for p in removed)
+    for p in removed:
+        p.unlink()
+    extra = ["-d", "noise", *[x for a in attacks for x in ("-a", a)]]
+    events = soak.chain(run, "tiny", kills=2, max_delay=30.0, rng=random.Random(1), extra=extra)
+    assert len(events) == 2
+    reference = noise_only(json.loads((demo_run / "results.json").read_text()))
+    assert len(reference["rows"]) == len(attacks)
+    assert soak.differences(reference, noise_only(json.loads((run / "results.json").read_text()))) == []
+
+
+@pytest.mark.slow
+def test_sweep_on_a_local_ray_cluster_equals_the_process_backend(demo_run: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20: a two-setting tiny sweep on a Ray cluster started on this machine (`ray start --head`,
+    reached through RAY_ADDRESS as an existing cluster would be) gives the process backend's numbers."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    ray = pytest.importorskip("ray")  # CI installs the `cluster` extra, so this runs there
+    from typer.testing import CliRunner
+
+    from facecraft.cli import app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    subprocess.run([ray_cli, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+                    "--num-cpus", "2", "--object-store-memory", str(200 * 2**20), "--include-dashboard", "false",
+                    "--disable-usage-stats"], check=True, capture_output=True)
+    rows = {}
+    try:
+        for backend in ("process", "ray"):
+            run = tmp_path / backend
+            shutil.copytree(demo_run, run)
+            if backend == "ray":
+                monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+            r = CliRunner().invoke(app, ["sweep", "-g", "noise:sigma=0.5,2", "--profile", "tiny", "--out", str(run),
+                                         "-a", "blackbox", "--workers", "2", "--backend", backend,
+                                         "--name", "pair", "--device", "cpu"])
+            assert r.exit_code == 0, r.output
+            res = json.loads((run / "sweeps" / "pair" / "results.json").read_text())
+            rows[backend] = {(x["defense"], x["param"]): {k: v for k, v in x.items() if k not in _TIMING_KEYS}
+                             for x in res["rows"]}
+    finally:
+        ray.shutdown()
+        subprocess.run([ray_cli, "stop", "--force"], capture_output=True)
+    assert set(rows["ray"]) == {("none", None), ("noise", 0.5), ("noise", 2.0)}
+    assert rows["ray"] == rows["process"]

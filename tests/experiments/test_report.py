@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from facecraft.experiments.report import _claim_rows, _worst_rows
+from facecraft.experiments.report import _claim_rows, _worst_rows, headline
 
 from .test_claims import GOOD, LEAKY_NOISE, _hits, _results
 
@@ -26,3 +26,11 @@ def test_claim_table_shows_each_verdict_with_its_test() -> None:
     assert rows[0][-1] == "meets" and all(r[-1] == "" for r in rows[1:])  # the setting's verdict once
     close = [(0.87, {"adaptive-whitebox": _hits(3), "adaptive-blackbox": _hits(2)})]
     assert {r[-2] for r in _claim_rows(_results(GOOD, noise=close)) if r[3].startswith("adaptive")} == {"undecided"}
+
+
+def test_headline_names_each_setting_with_its_strongest_attack() -> None:
+    res = {**_results({**GOOD, "blackbox": _hits(9)}, noise=LEAKY_NOISE), "n_images": 60, "chance": 0.01}
+    line = headline(res)
+    assert line.startswith("faces identified under the strongest attack (dlib top-1): ")
+    assert "crafter 1.0 15.0% (blackbox)" in line and line.endswith("; chance 1.0%")
+    assert "\n" not in line and line.count("(") == len(_worst_rows(res)) + 1

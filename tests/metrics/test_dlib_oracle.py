@@ -154,3 +154,30 @@ def test_resolution_invariance(oracle: DlibOracle, shared_data: Path, faces64: t
     assert bool((cos > 0.9).all()), cos
     fsim = oracle.feature_similarity(q64[:2], q64[:2])
     assert float(fsim) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_interrupted_embedding_resumes_from_its_checkpoint(faces64: tuple, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kill part-way through a long embedding keeps the rows done so far; the same call resumes them and
+    returns what one uninterrupted call returns."""
+    x = faces64[2][:6]
+    want = DlibOracle(batch_size=2).embed(x)
+    stem = tmp_path / "partial"
+    calls = {"n": 0}
+    oracle = DlibOracle(batch_size=2)
+    real = oracle._model.compute_face_descriptor
+
+    def dies_on_third_batch(batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(batch)
+
+    monkeypatch.setattr(oracle, "_model", type("M", (), {"compute_face_descriptor": staticmethod(dies_on_third_batch)}))
+    with pytest.raises(KeyboardInterrupt):
+        oracle.embed(x, checkpoint_stem=stem, checkpoint_every=2)
+    assert (tmp_path / "partial.safetensors").exists()  # 4 of 6 rows kept
+    calls["n"] = 10  # no more failures; count what the resumed call still computes
+    got = oracle.embed(x, checkpoint_stem=stem, checkpoint_every=2)
+    assert calls["n"] == 11  # only the last batch of 2 was embedded again
+    assert torch.equal(got, want) and not (tmp_path / "partial.safetensors").exists()

@@ -9,7 +9,7 @@ the epoch loop, history and checkpoints.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -64,6 +64,27 @@ def epoch_batches(n: int, batch_size: int, gen: torch.Generator) -> Iterator[tor
     perm = torch.randperm(n, generator=gen)
     for i in range(0, n, batch_size):
         yield perm[i : i + batch_size]
+
+
+def held_out_split(n: int, fraction: float, seed: int, *, min_train: int = 1
+                   ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Seeded ``(training rows, held-out rows or None)`` of ``n`` rows, each sorted (CPU indices).
+
+    ``round(fraction * n)`` rows (at least 1) are held out for early stopping; ``fraction`` 0 holds out
+    none. The permutation comes from a generator of its own seeded with ``seed``.
+
+    Raises:
+        ValueError: fewer than ``min_train`` rows would be left to train on.
+    """
+    if fraction == 0:
+        return torch.arange(n), None
+    n_val = max(1, round(fraction * n))
+    if n - n_val < min_train:
+        left = n - n_val
+        raise ValueError(f"val_fraction={fraction} holds out {n_val} of {n} rows, leaving {left or 'none'} to train "
+                         f"on (at least {min_train} needed); give more rows or val_fraction=0")
+    perm = torch.randperm(n, generator=make_generator(seed))
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
 
 
 def query_in_batches(
@@ -147,17 +168,11 @@ class AdaptiveAttack(InversionAttack):
         Raises:
             ValueError: no image would be left to train on.
         """
-        n = public_images.shape[0]
-        if self.val_fraction == 0.0:
-            self.val_indices = self.train_indices = None
+        self.train_indices, self.val_indices = held_out_split(public_images.shape[0], self.val_fraction,
+                                                              self.seed ^ _SPLIT_SALT)
+        if self.val_indices is None:
+            self.train_indices = None
             return public_images
-        n_val = max(1, round(self.val_fraction * n))
-        if n_val >= n:
-            raise ValueError(f"val_fraction={self.val_fraction} holds out {n_val} of {n} images, "
-                             "leaving none to train on")
-        perm = torch.randperm(n, generator=make_generator(self.seed ^ _SPLIT_SALT))
-        self.val_indices = perm[:n_val].sort().values
-        self.train_indices = perm[n_val:].sort().values
         return public_images[self.train_indices]
 
     def _heldout_loss(self, images: torch.Tensor, features: torch.Tensor) -> float:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from facecraft._torchutils import eval_mode, modules_device
-from facecraft._validation import validate_images, validate_tensors
+from facecraft._validation import validate_features, validate_images
 
 __all__ = ["InversionAttack", "ProgressFn", "DefenseFn"]
 
@@ -63,7 +63,7 @@ class InversionAttack(abc.ABC):
         ``progress`` is passed on to ``reconstruct`` only when given (subclasses
         with long loops accept it as a keyword).
         """
-        validate_tensors([features], dim_range=(2, 5))
+        validate_features(features)
         kwargs: Dict[str, Any] = {} if progress is None else {"progress": progress}
         with eval_mode(*self.models):
             out = self.reconstruct(features.detach().to(self.device), **kwargs)

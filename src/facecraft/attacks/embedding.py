@@ -50,7 +50,7 @@ from torch import nn
 from facecraft._io import CheckpointError, PathLike, read_json
 from facecraft._torchutils import eval_mode, make_generator, modules_device, seeded
 from facecraft._validation import validate_tensors
-from facecraft.attacks._common import epoch_batches
+from facecraft.attacks._common import epoch_batches, held_out_split
 from facecraft.attacks._state import checkpoint_exists, load_state, save_state
 from facecraft.attacks.base import ProgressFn
 from facecraft.attacks.feature2id import FeatureClassifier
@@ -231,17 +231,6 @@ class EmbeddingAttack:
                 "weight_decay": self.weight_decay, "val_fraction": self.val_fraction,
                 "patience": self.patience, "seed": self.seed}
 
-    def _split(self, n: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Seeded ``(train rows, held-out rows or None)`` of ``n`` rows (CPU indices)."""
-        if self.val_fraction == 0:
-            return torch.arange(n), None
-        n_val = max(1, round(self.val_fraction * n))
-        if n - n_val < 2:
-            raise ValueError(f"val_fraction={self.val_fraction} holds out {n_val} of {n} rows, "
-                             "leaving fewer than 2 to train on; give more rows or val_fraction=0")
-        perm = torch.randperm(n, generator=make_generator(self.seed + 1))
-        return perm[n_val:].sort().values, perm[:n_val].sort().values
-
     # ---------------------------------------------------------------- training
     def fit(
         self,
@@ -287,7 +276,7 @@ class EmbeddingAttack:
             self.val_index = None
             self.fit_trained = False
             return self
-        train_idx, val_idx = self._split(features.shape[0])
+        train_idx, val_idx = held_out_split(features.shape[0], self.val_fraction, self.seed + 1, min_train=2)
         reg = self._start(fshape, dim)
         self.history, self.best_epoch, self.val_index = [], None, val_idx
         self._train(reg, features.detach(), embeddings.detach(), train_idx, val_idx, progress)
@@ -374,7 +363,7 @@ class EmbeddingAttack:
 
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
         """Validate, then :meth:`predict` in eval mode (flag restored) without gradients."""
-        validate_tensors([features], dim_range=(2, 4))
+        validate_tensors([features], dim_range=(2, 4), finite=True)
         if self.regressor is None:
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() or load() first")
         if tuple(features.shape[1:]) != self._fshape:
@@ -489,7 +478,7 @@ class AdaptiveEmbeddingAttack(EmbeddingAttack):
 
 
 def _check_pairs(features: torch.Tensor, embeddings: torch.Tensor) -> None:
-    """Validate ``fit``'s ``(features, embeddings)``."""
+    """Validate ``fit``'s ``(features, embeddings)`` (finiteness last, with a message naming which)."""
     validate_tensors([features], dim_range=(2, 4))
     if not torch.is_tensor(embeddings):
         raise TypeError(f"embeddings: expected a torch.Tensor, got {type(embeddings).__name__}")

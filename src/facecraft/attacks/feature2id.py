@@ -77,7 +77,7 @@ class IdentityAttack(abc.ABC):
         return modules_device(self.models)
 
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
-        validate_tensors([features], dim_range=(2, 5))
+        validate_tensors([features], dim_range=(2, 5), finite=True)
         with eval_mode(*self.models), torch.no_grad():
             out = self.predict(features.detach().to(self.device))
         return out.detach()
@@ -199,7 +199,7 @@ class Feature2IDAttack(IdentityAttack):
             labels: 0-based identity labels ``(N,)``.
             progress: optional ``progress(done, total, desc)``, in epochs.
         """
-        validate_tensors([features], dim_range=(2, 4))
+        validate_tensors([features], dim_range=(2, 4), finite=True)
         if labels.dim() != 1 or labels.shape[0] != features.shape[0]:
             raise ValueError(f"labels must have shape ({features.shape[0]},), got {tuple(labels.shape)}")
         if labels.numel() and int(labels.min()) < 0:

@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from facecraft._torchutils import frozen, make_generator
+from facecraft._validation import check_number
 from facecraft.attacks.base import InversionAttack, ProgressFn
 from facecraft.attacks.registry import register_attack
 
@@ -214,8 +215,11 @@ class WhiteBoxAttack(InversionAttack):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if steps < 0 or restarts < 1 or lr <= 0:
-            raise ValueError(f"need steps >= 0, restarts >= 1 and lr > 0; got {steps}, {restarts}, {lr}")
+        check_number("steps", steps, low=0, integer=True)
+        check_number("restarts", restarts, low=1, integer=True)
+        check_number("lr", lr, low=0.0, low_open=True)
+        check_number("momentum", momentum, low=0.0)
+        check_number("prior_weight", prior_weight, low=0.0)
         self.encoder = encoder
         self.generator = generator
         self.amortizer = amortizer

@@ -1,6 +1,6 @@
 """Prepare a dataset once: scan, split by identity, decode, cache (CRAFTER.md section 1).
 
-:func:`prepare_data` turns a :class:`~facecraft.experiments.config.DataConfig`
+:func:`prepare_data` turns a :class:`~facecraft.data.config.DataConfig`
 into :class:`~facecraft.data.types.PreparedData`: it scans the dataset's labels
 (:mod:`facecraft.data.sources`), plans the seeded identity-disjoint split
 (:mod:`facecraft.data.split`), decodes only the chosen images once
@@ -12,6 +12,7 @@ reuses the cache; anything else rebuilds it. The synthetic dataset
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -35,9 +36,10 @@ from facecraft.data.sources import DEFAULT_CROP_FRACTION, centre_square_box, sca
 from facecraft.data.split import SPLITS, facesets_from_plan, plan_split
 from facecraft.data.synthetic import make_synthetic
 from facecraft.data.types import PreparedData, ProgressFn
-from facecraft.experiments.config import DataConfig, config_to_dict
+from facecraft._io import config_to_dict
+from facecraft.data.config import DataConfig
 
-__all__ = ["prepare_data", "load_prepared", "synthetic_sizes"]
+__all__ = ["prepare_data", "load_prepared", "root_listing", "synthetic_sizes"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +85,11 @@ def prepare_data(
             or leak identities.
 
     Note:
-        Reuse compares the manifest's config, resolved root, crop and cache
-        format with the request; it does not rescan the dataset, so pass
-        ``force=True`` after changing files in place.
+        Reuse compares the manifest's config, resolved root, crop, cache
+        format and the root's file listing (:func:`root_listing`: names,
+        sizes and modification times, not contents) with the request; a
+        changed listing rebuilds with a warning. Pass ``force=True`` after an
+        edit that keeps a file's size and modification time.
     """
     cache_dir = Path(cache_dir)
     if cfg.dataset == "synthetic":
@@ -101,6 +105,7 @@ def prepare_data(
         "config": config_to_dict(cfg),
         "root": root_str,
         "crop_fraction": crop,
+        "root_listing": None if root is None else root_listing(root),
     }
     if not force:
         cached = _reuse(cache_dir, key)
@@ -112,6 +117,7 @@ def prepare_data(
     else:
         assert root is not None
         data = _prepare_real(cfg, root, crop, root_str, progress, num_workers)
+        data.manifest["root_listing"] = key["root_listing"]
     save_prepared(data, cache_dir)
     logger.info(
         "prepared %s (%d public, %d eval_train, %d eval_test images at %dpx) in %.1fs into %s",
@@ -133,6 +139,15 @@ def _reuse(cache_dir: Path, key: Dict[str, Any]) -> Optional[PreparedData]:
     stored = {k: manifest.get(k) for k in key}
     if stored != key:
         changed = sorted(k for k in key if stored[k] != key[k])
+        if changed == ["root_listing"]:
+            was, now = stored["root_listing"] or {}, key["root_listing"] or {}
+            logger.warning(
+                "the data root %s changed since its split was prepared in %s (%s files, now %d; "
+                "listing hash %s, now %s): preparing the split again",
+                key["root"], cache_dir, was.get("count", "?"), now.get("count", 0),
+                str(was.get("sha256", "?"))[:12], str(now.get("sha256", ""))[:12],
+            )
+            return None
         logger.info(
             "cache in %s was built with a different %s; rebuilding", cache_dir, ", ".join(changed)
         )
@@ -207,6 +222,35 @@ def _prepare_real(
         manifest,
         synthetic=False,
     )
+
+
+def root_listing(root: Path) -> Dict[str, Any]:
+    """Count and SHA-256 of a data root's file list: relative name, size and mtime (ns) of every file.
+
+    Keys a prepared split to the files it was made from, so that adding, removing,
+    replacing or touching a file invalidates the split. File contents are not read
+    (a full content hash of a 200k-image CelebA would take minutes); an edit that
+    keeps a file's size and modification time is not detected. Hidden entries
+    (``.*``) are skipped; symlinked folders are listed by their target, not walked.
+    """
+    h = hashlib.sha256()
+    count = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        base = Path(dirpath)
+        for d in dirnames:
+            if (base / d).is_symlink():
+                h.update(f"L\t{(base / d).relative_to(root).as_posix()}\t{os.readlink(base / d)}\n".encode())
+        for name in sorted(n for n in filenames if not n.startswith(".")):
+            path = base / name
+            try:
+                st = path.stat()
+            except OSError:  # a dangling link: listed by name
+                h.update(f"X\t{path.relative_to(root).as_posix()}\n".encode())
+                continue
+            h.update(f"F\t{path.relative_to(root).as_posix()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+            count += 1
+    return {"count": count, "sha256": h.hexdigest()}
 
 
 def synthetic_sizes(cfg: DataConfig) -> Dict[str, int]:

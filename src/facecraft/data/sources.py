@@ -433,6 +433,8 @@ def _scan_identity_folders(dataset: str, root: Path, crop_fraction: float) -> So
         raise DataError(f"{root}: folder not found (expected one sub-folder per identity)")
     records: List[ImageRecord] = []
     nested = 0
+    seen_dirs: Dict[Path, str] = {}  # resolved identity folder -> its name (a symlinked alias is refused)
+    seen_files: Dict[Path, str] = {}
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if entry.name.startswith("."):
             continue
@@ -445,13 +447,28 @@ def _scan_identity_folders(dataset: str, root: Path, crop_fraction: float) -> So
             continue
         if not entry.is_dir():
             continue
+        real = Path(entry.path).resolve()
+        if real in seen_dirs:
+            raise DataError(
+                f"{root / entry.name}: the same folder as {root / seen_dirs[real]} (a symbolic link); "
+                "each identity must appear once, remove one of them"
+            )
+        seen_dirs[real] = entry.name
         for sub in sorted(os.scandir(entry.path), key=lambda e: e.name):
             if sub.name.startswith("."):
                 continue
             if sub.is_dir():
                 nested += 1
             elif sub.is_file() and _is_image(sub.name):
-                records.append(ImageRecord(file=f"{entry.name}/{sub.name}", identity=entry.name))
+                file = f"{entry.name}/{sub.name}"
+                real_file = Path(sub.path).resolve()
+                if real_file in seen_files:
+                    raise DataError(
+                        f"{root / file}: the same image file as {root / seen_files[real_file]} (a symbolic "
+                        "link); each image must appear once, remove one of them"
+                    )
+                seen_files[real_file] = file
+                records.append(ImageRecord(file=file, identity=entry.name))
     if nested:
         logger.info("%s: ignored %d nested folder(s) below identity folders", root, nested)
     if not records:

@@ -12,7 +12,9 @@ Importing this package registers every defence by name:
   (a critic pre-trained once on public faces; beyond the paper);
 * ``"crafter-z"``: :class:`CrafterZ`, its latent-space variant;
 * ``"amortized-crafter"``: :class:`AmortizedCrafter`, a network trained with Crafter's
-  objective that crafts features in one forward pass (beyond the paper).
+  objective that crafts features in one forward pass (beyond the paper);
+* ``"distilled-crafter"``: :class:`DistilledCrafter`, a network regressed on a Crafter's releases of
+  public faces, exportable to ONNX / TorchScript (beyond the paper; issue 16).
 
 :func:`fit_defender_critic` trains Crafter's critic once on public faces (its fast configuration);
 :class:`Protector` and :func:`load_protector` package any of them for the edge;
@@ -26,6 +28,7 @@ from facecraft.defenses.base import FeatureDefense
 from facecraft.defenses.crafter import Crafter, FastCrafter
 from facecraft.defenses.crafter_z import CrafterZ
 from facecraft.defenses.disco import DISCO, ChannelPruner
+from facecraft.defenses.distilled import DistilledCrafter, EdgeProtector
 from facecraft.defenses.hypergrad import cg_ihvp, implicit_feature_grad, neumann_ihvp
 from facecraft.defenses.noise import GaussianNoise
 from facecraft.defenses.none import NoDefense
@@ -46,6 +49,8 @@ __all__ = [
     "ChannelPruner",
     "Crafter",
     "CrafterZ",
+    "DistilledCrafter",
+    "EdgeProtector",
     "FastCrafter",
     "FeatureCrafter",
     "FeatureDefense",

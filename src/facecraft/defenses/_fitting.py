@@ -60,8 +60,8 @@ class FittedDefense(Protocol):
 
 
 def check_public(images: torch.Tensor, attributes: Optional[torch.Tensor]) -> None:
-    """Validate public training images and (optional) binary attributes ``(N, K)``."""
-    validate_images(images)
+    """Validate public training images (non-empty, float32) and (optional) binary attributes ``(N, K)``."""
+    validate_images(images, dtype=torch.float32, allow_empty=False)
     if attributes is not None and (
         not torch.is_tensor(attributes)
         or attributes.dim() != 2

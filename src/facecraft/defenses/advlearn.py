@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as nnf
@@ -104,6 +104,8 @@ class AdversarialLearning(FeatureDefense):
         self.decoder_steps = decoder_steps
         self.seed = seed
         self.decoder: Optional[nn.Module] = None
+        #: whether :meth:`fit` ran (or a saved fitted state was loaded); unfitted, it would release Enc(X)
+        self.fitted = False
 
     @classmethod
     def name(cls) -> str:
@@ -175,9 +177,24 @@ class AdversarialLearning(FeatureDefense):
             progress=progress,
         )
         self.encoder, self.head, self.decoder = enc.eval(), head.eval(), dec.eval()
+        self.fitted = True
         return self
 
+    def extra_state(self) -> Dict[str, torch.Tensor]:
+        """A ``fitted`` marker, so a loaded protector knows its encoder is the trained copy."""
+        return {"fitted": torch.ones(1)} if self.fitted else {}
+
+    def load_extra_state(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Inverse of :meth:`extra_state`; raises ``ValueError`` on unexpected keys."""
+        bad = [k for k in tensors if k != "fitted"]
+        if bad:
+            raise ValueError(f"advlearn: unexpected extra-state keys {bad[:5]}")
+        self.fitted = "fitted" in tensors
+
     def protect(self, images: torch.Tensor) -> torch.Tensor:
+        if not self.fitted:
+            raise ValueError("advlearn is not fitted: call fit(public_images, ...) before protecting "
+                             "(unfitted, it would release the raw features Enc(X))")
         with frozen(self.encoder), torch.no_grad():
             return self.encoder(images)
 

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from facecraft._torchutils import frozen, make_generator
-from facecraft._validation import validate_images
+from facecraft._validation import MAX_WIDTH, check_number, validate_images
 from facecraft.attacks._state import checkpoint_exists, load_state, save_state
 from facecraft.attacks.whitebox import invert_latent
 from facecraft.defenses._critic import CriticDefense, latent_dim_of, new_critic, seeded_init
@@ -149,8 +149,14 @@ class AmortizedCrafter(CriticDefense):
                             ("checkpoint_every", checkpoint_every)):
             if value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
+        check_number("beta", beta, low=0.0)
+        for name, value in (("lr", lr), ("inner_lr", inner_lr), ("critic_lr", critic_lr),
+                            ("neumann_alpha", neumann_alpha), ("loss_scale", loss_scale)):
+            check_number(name, value, low=0.0, low_open=True)
+        check_number("inner_momentum", inner_momentum, low=0.0)
+        check_number("gp_weight", gp_weight, low=0.0)
+        check_number("width", width, low=1, high=MAX_WIDTH, integer=True)
+        check_number("critic_width", critic_width, low=1, high=MAX_WIDTH, integer=True)
         self.generator = generator  # type: ignore[assignment]
         self.amortizer = amortizer
         self.beta = beta

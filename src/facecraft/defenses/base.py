@@ -20,7 +20,7 @@ from torch import nn
 from facecraft._torchutils import eval_mode
 from facecraft._validation import validate_images
 
-__all__ = ["FeatureDefense"]
+__all__ = ["FeatureDefense", "numeric_parameters"]
 
 
 class FeatureDefense(abc.ABC):
@@ -34,6 +34,9 @@ class FeatureDefense(abc.ABC):
 
     #: whether :meth:`protect` is randomised (A3 query averaging applies).
     randomized: bool = False
+    #: whether :meth:`edge_module` gives one network a device can run (``facecraft export``, issue 16):
+    #: not for a per-image optimisation (Crafter) or a random draw (noise)
+    exportable: bool = False
 
     def __init__(self, encoder: nn.Module, head: Optional[nn.Module] = None) -> None:
         self.encoder = encoder
@@ -61,13 +64,28 @@ class FeatureDefense(abc.ABC):
         return next(self.encoder.parameters()).device
 
     def __call__(self, images: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        """Validate ``images`` and run :meth:`protect` (extra keywords passed on) in eval mode."""
-        validate_images(images)
+        """Validate ``images`` (a non-empty float32 batch, finite, in [0, 1]) and run :meth:`protect`
+        (extra keywords passed on) in eval mode; a non-finite release raises ``ValueError``."""
+        validate_images(images, dtype=torch.float32, allow_empty=False)
         # defences optimise internally (Crafter, Crafter-z), so gradients stay on even when the
         # caller queries the defence under torch.no_grad() (as adaptive attackers do)
         with eval_mode(self.encoder, self.head), torch.enable_grad():
             out = self.protect(images.detach().to(self.device), **kwargs)
+        if out.is_floating_point() and not bool(torch.isfinite(out).all()):
+            raise ValueError(f"{self!r} released non-finite features (NaN or infinity); check its parameters")
         return out.detach()
+
+    def edge_module(self) -> nn.Module:
+        """Images in [0, 1] -> released features as one module (:attr:`exportable` defences only)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be exported as one network")
+
+    def reseed(self, key: str) -> None:
+        """Restart the defence's random stream from its seed and ``key`` (a randomised defence only).
+
+        The study calls it before each stored release (``key`` names the release), so the release
+        depends on the seed, the key and the images, never on the calls made before: a resumed run or
+        another worker recomputes it bit for bit (issue 20). A deterministic defence ignores it.
+        """
 
     def networks(self) -> Dict[str, nn.Module]:
         """The networks :meth:`protect` needs, keyed by their constructor argument names.
@@ -131,16 +149,30 @@ class FeatureDefense(abc.ABC):
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in sorted(params.items()))})"
 
 
+def numeric_parameters(cls: type) -> List[str]:
+    """Constructor parameters of a defence class whose default is a number (the ones a sweep can vary)."""
+    return [p.name for p in _init_parameters(cls)
+            if (isinstance(p.default, (int, float)) and not isinstance(p.default, bool))
+            or (p.default is None and str(p.annotation) in ("Optional[int]", "Optional[float]"))]
+
+
 def _constructor_parameters(cls: type) -> List[str]:
     """Named parameters of ``cls.__init__``, then those of each parent whose ``__init__`` receives ``**kwargs``."""
-    names: List[str] = []
+    return [p.name for p in _init_parameters(cls)]
+
+
+def _init_parameters(cls: type) -> List[inspect.Parameter]:
+    """The named parameters (``self`` and ``*args`` / ``**kwargs`` apart) of ``cls.__init__``, then of each
+    parent's whose child passes ``**kwargs`` on, first occurrence of a name kept."""
+    found: Dict[str, inspect.Parameter] = {}
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
         if init is None:
             continue
         params = inspect.signature(init).parameters.values()
-        names += [p.name for p in params if p.name != "self" and p.name not in names
-                  and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        for p in params:
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                found.setdefault(p.name, p)
         if not any(p.kind == p.VAR_KEYWORD for p in params):
             break
-    return names
+    return list(found.values())

@@ -31,6 +31,7 @@ from torch import nn
 
 from facecraft._io import checkpoint_exists, load_checkpoint, save_checkpoint
 from facecraft._torchutils import frozen
+from facecraft._validation import MAX_WIDTH, check_number
 from facecraft.attacks.whitebox import invert_latent
 from facecraft.defenses._critic import CriticDefense, fit_defender_critic, latent_dim_of, prior_latents
 from facecraft.defenses.hypergrad import SOLVERS
@@ -219,8 +220,14 @@ class Crafter(CriticDefense):
         ):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
+        check_number("beta", beta, low=0.0)
+        for name, value in (("lr", lr), ("inner_lr", inner_lr), ("critic_lr", critic_lr),
+                            ("neumann_alpha", neumann_alpha), ("loss_scale", loss_scale)):
+            check_number(name, value, low=0.0, low_open=True)
+        for name, value in (("inner_momentum", inner_momentum), ("gp_weight", gp_weight), ("cg_tol", cg_tol),
+                            ("damping", damping)):
+            check_number(name, value, low=0.0)
+        check_number("critic_width", critic_width, low=1, high=MAX_WIDTH, integer=True)
         self.generator = generator
         self.amortizer = amortizer
         self.beta = beta

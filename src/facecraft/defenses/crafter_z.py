@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from facecraft._torchutils import frozen
+from facecraft._validation import MAX_WIDTH, check_number
 from facecraft.attacks.whitebox import invert_latent
 from facecraft.defenses._critic import CriticDefense, latent_dim_of, prior_latents
 from facecraft.defenses.registry import register_defense
@@ -103,8 +104,11 @@ class CrafterZ(CriticDefense):
             )
         if steps < 0 or critic_steps < 0:
             raise ValueError(f"steps and critic_steps must be >= 0, got {steps}, {critic_steps}")
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
+        check_number("beta", beta, low=0.0)
+        for name, value in (("lr", lr), ("inner_lr", inner_lr), ("critic_lr", critic_lr)):
+            check_number(name, value, low=0.0, low_open=True)
+        check_number("gp_weight", gp_weight, low=0.0)
+        check_number("critic_width", critic_width, low=1, high=MAX_WIDTH, integer=True)
         self.generator = generator
         self.amortizer = amortizer
         self.beta = beta

@@ -20,7 +20,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from facecraft._torchutils import frozen, make_generator
+from facecraft._validation import check_number
+from facecraft._torchutils import derive_seed, frozen, make_generator
 from facecraft.defenses.base import FeatureDefense
 from facecraft.defenses.registry import register_defense
 
@@ -39,7 +40,8 @@ class GaussianNoise(FeatureDefense):
         seed: seed of the defence's noise stream. The stream advances across
             calls (so repeated queries of one image get fresh noise); two
             defences built with the same seed give the same sequence of
-            outputs (Default: 0).
+            outputs, and :meth:`reseed` restarts it from ``(seed, key)``
+            (Default: 0).
 
     Shape:
         - images: ``(N, 3, S, S)`` in [0, 1]; output: ``(N, *F)``.
@@ -61,8 +63,7 @@ class GaussianNoise(FeatureDefense):
         seed: int = 0,
     ) -> None:
         super().__init__(encoder, head)
-        if sigma < 0:
-            raise ValueError(f"sigma must be >= 0, got {sigma}")
+        check_number("sigma", sigma, low=0.0)
         self.sigma = sigma
         self.relative = relative
         self.seed = seed
@@ -71,6 +72,10 @@ class GaussianNoise(FeatureDefense):
     @classmethod
     def name(cls) -> str:
         return "noise"
+
+    def reseed(self, key: str) -> None:
+        """Restart the noise stream at ``derive_seed(seed, key)`` (:meth:`FeatureDefense.reseed`)."""
+        self._gen = make_generator(derive_seed(self.seed, key), "cpu")
 
     def protect(self, images: torch.Tensor) -> torch.Tensor:
         with frozen(self.encoder), torch.no_grad():

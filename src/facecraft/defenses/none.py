@@ -31,8 +31,14 @@ class NoDefense(FeatureDefense):
         - images: ``(N, 3, S, S)`` in [0, 1]; output: ``(N, *F)``.
     """
 
+    exportable = True
+
     def __init__(self, encoder: nn.Module, head: Optional[nn.Module] = None) -> None:
         super().__init__(encoder, head)
+
+    def edge_module(self) -> nn.Module:
+        """The encoder itself (what a device runs without protection; exported for comparison)."""
+        return self.encoder.eval()
 
     @classmethod
     def name(cls) -> str:

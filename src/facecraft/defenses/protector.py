@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from facecraft._io import CheckpointError, load_checkpoint, save_checkpoint
+from facecraft._validation import MAX_WIDTH, MAX_WIDTH_MULTIPLIER, check_number
 from facecraft.defenses.amortized_crafter import FeatureCrafter
 from facecraft.defenses.base import FeatureDefense
 from facecraft.defenses.registry import get_defense_class
@@ -34,6 +35,7 @@ from facecraft.models import (
     Amortizer,
     Critic,
     Generator,
+    TARGET_ARCHS,
     SplitNetwork,
     build_target,
     feature_shape,
@@ -203,10 +205,17 @@ def load_protector(
             kinds, or weights that do not fit the rebuilt networks.
     """
     tensors, meta = load_checkpoint(Path(path), kind=_KIND, device="cpu")
-    specs: Dict[str, Dict[str, Any]] = meta["networks"]
+    specs: Dict[str, Dict[str, Any]] = meta.get("networks")  # type: ignore[assignment]
+    if not isinstance(specs, dict) or not all(isinstance(s, dict) for s in specs.values()):
+        raise CheckpointError(f"{path}: 'networks' must map network names to their specs")
     enc_spec = specs.get("encoder")
     if enc_spec is None:
         raise CheckpointError(f"{path}: no encoder recorded")
+    for name, spec in specs.items():  # before anything is allocated: a tampered size could ask for any amount
+        _check_spec(path, name, spec)
+    for key in ("image_size", "batch_size"):
+        if key in meta:
+            _check_size(path, key, meta[key], 1, _MAX_SIZE[key])
     target = build_target(
         enc_spec["arch"], num_outputs=enc_spec["num_outputs"], width=enc_spec["width"]
     )
@@ -222,8 +231,13 @@ def load_protector(
                 f"{path}: weights of {name!r} do not fit the rebuilt network ({e})"
             ) from e
         nets[name].to(device).eval()
-    cls = get_defense_class(meta["defense"])
-    defense = cls(**nets, **meta["config"])
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{path}: 'config' must be a JSON object of the defence's arguments")
+    try:
+        cls = get_defense_class(meta.get("defense"))
+        defense = cls(**nets, **meta["config"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot rebuild defence {meta.get('defense')!r} ({e})") from None
     extra = {k[len("extra.") :]: v.to(device) for k, v in tensors.items() if k.startswith("extra.")}
     defense.load_extra_state(extra)
     for m in _extra_modules(defense):
@@ -298,6 +312,36 @@ def _spec(name: str, module: nn.Module, protector: Protector) -> Dict[str, Any]:
         f"Protector.save: cannot describe network {name!r} of type {type(module).__name__} "
         "for rebuilding (supported: the target's encoder/head, Generator, Amortizer, Critic, FeatureCrafter)"
     )
+
+
+#: the largest value a loaded protector's record may give each size (far above any real network's)
+_MAX_SIZE = {"image_size": 1024, "latent_dim": 4096, "num_outputs": 10000, "channels": 8192, "batch_size": 65536}
+
+
+def _check_size(path: Union[str, Path], what: str, value: Any, low: float, high: float,
+                integer: bool = True) -> None:
+    """Raise ``CheckpointError`` unless a recorded size is a finite number in ``[low, high]``."""
+    try:
+        check_number(what, value, low=low, high=high, integer=integer)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: {e} (refusing the record before allocating anything)") from None
+
+
+def _check_spec(path: Union[str, Path], name: str, spec: Dict[str, Any]) -> None:
+    """Bounds on every size a network spec gives (widths, image size, latent and output counts)."""
+    kind = spec.get("type")
+    if kind in ("target.encoder", "target.head"):
+        if spec.get("arch") not in TARGET_ARCHS:
+            raise CheckpointError(f"{path}: networks.{name}.arch must be one of {list(TARGET_ARCHS)}, "
+                                  f"got {spec.get('arch')!r}")
+        _check_size(path, f"networks.{name}.width", spec.get("width"), 1 / 64, MAX_WIDTH_MULTIPLIER, integer=False)
+        _check_size(path, f"networks.{name}.num_outputs", spec.get("num_outputs"), 1, _MAX_SIZE["num_outputs"])
+        return
+    for key in ("width", "latent_dim", "image_size", "channels"):
+        if key in spec:
+            _check_size(path, f"networks.{name}.{key}", spec[key], 1, _MAX_SIZE.get(key, MAX_WIDTH))
+    for i, v in enumerate(spec.get("feature_shape") or []):
+        _check_size(path, f"networks.{name}.feature_shape[{i}]", v, 1, _MAX_SIZE["channels"])
 
 
 def _build(name: str, spec: Dict[str, Any], target: SplitNetwork) -> nn.Module:

@@ -55,8 +55,8 @@ from facecraft.experiments.study import Study, machine_info
 from facecraft.metrics.identity import topk_accuracy
 from facecraft.metrics.pii import epsilon_pii
 
-__all__ = ["BENCH_DEFAULTS", "CraftBench", "bench_craft", "bench_defaults", "bench_latency", "bench_spectrum",
-           "bench_train_steps", "profile_fast"]
+__all__ = ["BENCH_DEFAULTS", "CraftBench", "bench_craft", "bench_defaults", "bench_latency", "bench_protector_latency",
+           "bench_spectrum", "bench_train_steps", "profile_fast"]
 
 log = logging.getLogger(__name__)
 
@@ -685,13 +685,15 @@ def _sync(device: torch.device) -> None:
 
 
 def bench_latency(encoder: torch.nn.Module, defense: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
-                  *, batch_sizes: Tuple[int, ...] = (1, 32), repeats: int = 20,
+                  *, batch_sizes: Tuple[int, ...] = (1, 64), repeats: int = 20,
                   num_threads: Optional[int] = None) -> Dict[str, Any]:
-    """Per-image latency of ``defense(images)`` as a multiple of the encoder's own forward (issue 5).
+    """Per-image latency of ``defense(images)`` as a multiple of the encoder's own forward (issues 5 and 16).
 
     Both are timed in this process, interleaved (encoder, defence, encoder, ...)
     so that a noisy machine slows both alike; each figure is the median over
-    ``repeats`` calls, after one warm-up call each.
+    ``repeats`` calls, after one warm-up call each. ``defense`` is any callable
+    images -> features: a trained defence (its input checks included) or an
+    exported protector. ``images`` needs at least ``max(batch_sizes)`` rows.
 
     Returns:
         ``{"threads", "by_batch": {b: {"encoder_ms_per_image", "defense_ms_per_image", "ratio"}}}``.
@@ -701,6 +703,9 @@ def bench_latency(encoder: torch.nn.Module, defense: Callable[[torch.Tensor], to
     old = torch.get_num_threads()
     if num_threads is not None:
         torch.set_num_threads(num_threads)
+    if images.shape[0] < max(batch_sizes):
+        raise ValueError(f"bench_latency needs {max(batch_sizes)} images for batch {max(batch_sizes)}, "
+                         f"got {images.shape[0]}")
     out: Dict[str, Any] = {"threads": torch.get_num_threads(), "by_batch": {}}
     try:
         for b in batch_sizes:
@@ -721,6 +726,22 @@ def bench_latency(encoder: torch.nn.Module, defense: Callable[[torch.Tensor], to
                                        "ratio": d / e}
     finally:
         torch.set_num_threads(old)
+    return out
+
+
+def bench_protector_latency(encoder: torch.nn.Module, defense: Any, images: torch.Tensor, *,
+                            batch_sizes: Tuple[int, ...] = (1, 64), repeats: int = 20,
+                            num_threads: Optional[int] = None) -> Dict[str, Any]:
+    """:func:`bench_latency` of a defence's call, plus, for an exportable defence (its ``edge_module()``, issue 16), of
+    that bare network (what ``facecraft export`` writes and a device runs, without the Python API's input
+    and output checks) under ``"edge_module"``."""
+    out = bench_latency(encoder, defense, images, batch_sizes=batch_sizes, repeats=repeats, num_threads=num_threads)
+    if defense.exportable:
+        module = defense.edge_module()
+        with torch.no_grad():
+            edge = bench_latency(encoder, module, images, batch_sizes=batch_sizes, repeats=repeats,
+                                 num_threads=num_threads)
+        out["edge_module"] = edge["by_batch"]
     return out
 
 

@@ -78,6 +78,13 @@ def _combine(verdicts: List[str]) -> str:
     return "meets" if verdicts and all(v == "meets" for v in verdicts) else "undecided"
 
 
+def _neighbour(cell: Optional[Dict[str, Any]], oracle: str) -> Optional[Dict[str, Any]]:
+    """A baseline neighbour's summary in :func:`matched_baseline`'s result (``None`` when absent)."""
+    if cell is None:
+        return None
+    return {"param": cell["param"], "mean_auc": cell["mean_auc"], "eval_acc": _acc(cell, oracle)}
+
+
 def matched_baseline(
     row: Dict[str, Any],
     candidates: List[Dict[str, Any]],
@@ -114,20 +121,8 @@ def matched_baseline(
         default=None,
     )
     out: Dict[str, Any] = {
-        "below": None
-        if below is None
-        else {
-            "param": below["param"],
-            "mean_auc": below["mean_auc"],
-            "eval_acc": _acc(below, oracle),
-        },
-        "above": None
-        if above is None
-        else {
-            "param": above["param"],
-            "mean_auc": above["mean_auc"],
-            "eval_acc": _acc(above, oracle),
-        },
+        "below": _neighbour(below, oracle),
+        "above": _neighbour(above, oracle),
         "interpolated": None,
         "bootstrap": None,
         "mcnemar_p": None,

@@ -8,9 +8,11 @@ sections 2-4). Every config validates itself and round-trips through JSON.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple, Type, TypeVar
+from typing import Any, Dict, Tuple, Type, TypeVar
+
+from facecraft._io import config_to_dict
+from facecraft.data.config import DataConfig, positive
 
 __all__ = [
     "DataConfig",
@@ -27,52 +29,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-DATASETS = ("celeba", "celeba-official", "lfw", "folder", "synthetic")
-
-
-def _positive(obj: Any, *names: str) -> None:
-    for n in names:
-        v = getattr(obj, n)
-        if v is not None and v <= 0:
-            raise ValueError(f"{type(obj).__name__}.{n} must be positive, got {v}")
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Which faces, how they are split and at what size (CRAFTER.md section 1).
-
-    Attributes:
-        dataset: ``celeba`` (aligned chips, e.g. ``shared/data/celeba-chips``),
-            ``celeba-official`` (``img_align_celeba`` 178x218, centre crop),
-            ``lfw`` (``lfw-deepfunneled/<Name>/...``), ``folder`` (one folder per
-            identity) or ``synthetic`` (procedural faces for smoke tests).
-        root: the dataset folder (``None`` for synthetic, or resolved from
-            ``--data-root`` / ``FACECRAFT_DATA``).
-        image_size: side of the cached square images.
-        min_private_images: identities with at least this many images are private.
-        eval_test_fraction: share of each private identity's images in ``eval_test``.
-        max_public: cap on public images (``None`` = all).
-        max_private_identities: cap on private identities (``None`` = all).
-        seed: seed of the split.
-    """
-
-    dataset: str = "celeba"
-    root: Optional[str] = None
-    image_size: int = 64
-    min_private_images: int = 10
-    eval_test_fraction: float = 0.3
-    max_public: Optional[int] = None
-    max_private_identities: Optional[int] = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ValueError(f"DataConfig.dataset must be one of {DATASETS}, got {self.dataset!r}")
-        _positive(self, "image_size", "min_private_images", "max_public", "max_private_identities")
-        if not 0.0 < self.eval_test_fraction < 1.0:
-            raise ValueError(f"DataConfig.eval_test_fraction must be in (0, 1), got {self.eval_test_fraction}")
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     """Architectures and widths (CRAFTER.md section 4)."""
@@ -88,7 +44,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.target_arch not in ("resnet18", "vgg16"):
             raise ValueError(f"ModelConfig.target_arch must be resnet18 or vgg16, got {self.target_arch!r}")
-        _positive(self, "target_width", "latent_dim", "generator_width", "critic_width", "decoder_width",
+        positive(self, "target_width", "latent_dim", "generator_width", "critic_width", "decoder_width",
                   "amortizer_width")
 
 
@@ -103,7 +59,7 @@ class TargetTrainConfig:
     augment_flip: bool = True
 
     def __post_init__(self) -> None:
-        _positive(self, "epochs", "batch_size", "lr")
+        positive(self, "epochs", "batch_size", "lr")
 
 
 @dataclass(frozen=True)
@@ -119,7 +75,7 @@ class PriorTrainConfig:
     sample_every: int = 1000
 
     def __post_init__(self) -> None:
-        _positive(self, "steps", "batch_size", "n_critic", "lr", "sample_every")
+        positive(self, "steps", "batch_size", "n_critic", "lr", "sample_every")
 
 
 @dataclass(frozen=True)
@@ -131,7 +87,7 @@ class AmortizerTrainConfig:
     lr: float = 1e-3
 
     def __post_init__(self) -> None:
-        _positive(self, "steps", "batch_size", "lr")
+        positive(self, "steps", "batch_size", "lr")
 
 
 @dataclass(frozen=True)
@@ -158,11 +114,6 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.profile not in PROFILES and self.profile != "custom":
             raise ValueError(f"RunConfig.profile must be one of {sorted(PROFILES)} or 'custom', got {self.profile!r}")
-
-
-def config_to_dict(cfg: Any) -> Dict[str, Any]:
-    """A JSON-able dict of a (nested) config dataclass."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
 def config_from_dict(cls: Type[T], d: Dict[str, Any]) -> T:
@@ -229,9 +180,16 @@ def _tiny() -> RunConfig:
             "crafter-fast": {"kwargs": {"outer_steps": 3, "inner_steps": 2, "init_steps": 5, "critic_width": 8,
                                         "critic_pretrain_steps": 3, "critic_pretrain_faces": 16},
                              "sweep": {"param": "beta", "values": [5.0]}, "demo": False},
+            "distilled-crafter": {"kwargs": {"teacher_kwargs": {"outer_steps": 3, "inner_steps": 2, "init_steps": 5,
+                                                                "critic_width": 8, "critic_pretrain_steps": 3,
+                                                                "critic_pretrain_faces": 16},
+                                             "width": 8, "epochs": 3, "batch_size": 8, "val_fraction": 0.25},
+                                  "sweep": {"param": "beta", "values": [5.0]}, "demo": False},
         },
         eval={"n_images": 8, "n_images_by_attack": {"whitebox": 6}, "pii_steps": 10, "pii_width": 8,
               "adaptive_public": 16, "adaptive_public_by_attack": {"adaptive-whitebox": 12}, "adaptive_curve_images": 4,
+              # the embedding attacks learn dlib's embedding of 64 public faces (dlib: ~0.15 s a face on the CPU)
+              "embedding_public": 64,
               "evalnet": {"epochs": 3, "width": 0.25}, "train_scenario": {"images": 24, "epochs": 5}},
     )
 
@@ -290,6 +248,12 @@ def _small() -> RunConfig:
             # faces, equal white-box epsilon-PII at ~30x less time per step) for as many outer steps as "crafter"
             # above, so the two differ only in their step
             "crafter-fast": {"kwargs": {"outer_steps": 30}, "sweep": {"param": "beta", "values": [0.1, 1.0]}},
+            # crafter-fast's stored release of the adaptive attacker's 1,024 public faces, regressed into one
+            # network (issue 16; sweeps only): teacher_kwargs name the crafter-fast setting above, so its release
+            # is reused; 10% held out for early stopping
+            "distilled-crafter": {"kwargs": {"teacher_kwargs": {"outer_steps": 30}, "width": 32, "epochs": 100,
+                                             "patience": 10},
+                                  "sweep": {"param": "beta", "values": [0.1]}, "demo": False},
         },
         # every private test face (1,563 of 213 identities, chance 0.47%) is attacked by the attacks whose cost per
         # face is a forward pass (decoders, embedding regressors); the white-box family (an inversion of 100+ steps

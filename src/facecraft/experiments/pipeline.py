@@ -11,6 +11,8 @@ that changes one defence's settings recomputes only that defence's cells.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 import time
@@ -19,8 +21,8 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
-from facecraft._io import atomic_write_json, checkpoint_exists, load_checkpoint, read_json, save_checkpoint
-from facecraft._torchutils import eval_mode
+from facecraft._io import atomic_write_json, checkpoint_exists, load_checkpoint, read_json, run_lock, save_checkpoint
+from facecraft._torchutils import eval_mode, torch_threads
 from facecraft.attacks import (
     AdaptiveBlackBoxAttack,
     AdaptiveEmbeddingAttack,
@@ -44,8 +46,8 @@ from facecraft.experiments.evaluate import (
 from facecraft.experiments.study import Study, spread_over_identities
 from facecraft.models.train import train_head
 
-__all__ = ["run_demo", "DEMO_ATTACKS", "Setting", "UNPROTECTED", "StudyRunner", "defense_grid", "profile_setting",
-           "build_report", "selected_attacks"]
+__all__ = ["run_demo", "DEMO_ATTACKS", "EMBEDDING_ATTACKS", "Setting", "UNPROTECTED", "StudyRunner", "defense_grid",
+           "profile_setting", "build_report", "selected_attacks"]
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +58,14 @@ DEMO_ATTACKS = ("whitebox", "blackbox", "hybrid", "embedding", "adaptive-whitebo
                 "adaptive-embedding")
 _ADAPTIVE = ("adaptive-whitebox", "adaptive-blackbox", "adaptive-embedding")
 #: attacks that predict a face-recognition embedding rather than a face (judged by :func:`embedding_privacy_metrics`)
-_EMBEDDING = ("embedding", "adaptive-embedding")
+EMBEDDING_ATTACKS = ("embedding", "adaptive-embedding")
 _GRID_FACES = 6
 #: the most settings the report's grid shows one row each; a larger grid (a sweep) gets one row per defence
 _GRID_ROWS = 10
 
 #: defences whose released features come from the target's own encoder (so the shared decoder and amortizer apply)
-_SAME_ENCODER = ("none", "noise", "crafter", "crafter-fast", "crafter-z", "amortized-crafter")
+_SAME_ENCODER = ("none", "noise", "crafter", "crafter-fast", "crafter-z", "amortized-crafter",
+                 "distilled-crafter")
 
 
 class Setting(NamedTuple):
@@ -169,13 +172,14 @@ class StudyRunner:
     def attack_kwargs(self, name: str) -> Dict[str, Any]:
         return dict(self.cfg.attacks.get(name, {}))
 
-    def _per_encoder(self, kind: str, attack: str, setting: Setting) -> Tuple[str, Path]:
+    def _per_encoder(self, kind: str, attack: str, setting: Setting, *extra: Any) -> Tuple[str, Path]:
         """``(key, file stem)`` of a model the attacker trains once per distinct encoder (``kind``: decoder or
-        embedding; configured by ``attack``'s kwargs): the target's own, or that of a defence that retrains it."""
+        embedding; configured by ``attack``'s kwargs and ``extra``): the target's own, or that of a defence that
+        retrains it."""
         shared = setting.same_encoder
         name = "target" if shared else self.stem(setting)
         stem = self.study.model_stem(f"{kind}-{name}", self.attack_kwargs(attack), config_to_dict(self.cfg.model),
-                                     config_to_dict(self.cfg.target), None if shared else name)
+                                     config_to_dict(self.cfg.target), None if shared else name, *extra)
         return ("target" if shared else setting.label), stem
 
     def decoder(self, setting: Setting, defense: FeatureDefense) -> DecoderAttack:
@@ -217,30 +221,57 @@ class StudyRunner:
             return None
         return spread_over_identities(ctx.labels, int(n), self.cfg.seed + 29)
 
-    def public_embeddings(self) -> torch.Tensor:
-        """dlib embeddings ``(N_public, 128)`` of every public face: what the embedding attacks learn to
-        predict (computed once per run directory, stored under ``models/``)."""
-        if self._public_emb is not None:
+    def embedding_pool(self) -> Optional[torch.Tensor]:
+        """The public faces whose dlib embeddings the embedding attacks learn from: every public face, or with
+        ``eval.embedding_public = n`` the first ``max(n, eval.adaptive_public)`` of the adaptive attacker's
+        seeded order (so the adaptive attacker's own faces are among them); ``None`` for all."""
+        n = self.cfg.eval.get("embedding_public")
+        if n is None:
+            return None
+        n = max(int(n), int(self.cfg.eval.get("adaptive_public", 1024)))
+        g = torch.Generator().manual_seed(self.cfg.seed + 23)  # the order of public_subset_indices
+        return torch.randperm(len(self.study.data.public), generator=g)[:n]
+
+    def public_embeddings(self, indices: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """dlib embeddings ``(N, 128)`` of the public faces ``indices`` (default: the whole
+        :meth:`embedding_pool`): what the embedding attacks learn to predict (computed once per run directory,
+        stored under ``models/``)."""
+        pool = self.embedding_pool()
+        if self._public_emb is None:
+            from facecraft.metrics.dlib_oracle import DlibOracle
+
+            s = self.study
+            dl = DlibOracle(crop_fraction=s.dlib_crop)  # embedding needs no gallery: runs beside the gallery's fit
+            sizes = [] if pool is None else [int(pool.numel())]
+            stem = s.run_dir / "models" / f"dlib-public-{s.key('dlib-public', dl.crop_fraction, *sizes)}"
+            t0 = time.time()
+            cached = checkpoint_exists(stem)
+            if cached:
+                emb = load_checkpoint(stem, kind="embeddings")[0]["embeddings"]
+            else:
+                emb = dl.embed(s.data.public.float_images(pool), progress=self.progress,
+                               checkpoint_stem=stem.parent / (stem.name + "-partial"))
+                save_checkpoint(stem, {"embeddings": emb}, kind="embeddings")
+            s.record_stage("dlib_public", time.time() - t0, cached=cached)
+            self._public_emb = emb
+        if indices is None:
             return self._public_emb
-        s = self.study
-        dl = s.dlib_oracle()
-        stem = s.run_dir / "models" / f"dlib-public-{s.key('dlib-public', dl.crop_fraction)}"
-        t0 = time.time()
-        cached = checkpoint_exists(stem)
-        if cached:
-            emb = load_checkpoint(stem, kind="embeddings")[0]["embeddings"]
-        else:
-            emb = dl.embed(s.data.public.float_images(), progress=self.progress)
-            save_checkpoint(stem, {"embeddings": emb}, kind="embeddings")
-        s.record_stage("dlib_public", time.time() - t0, cached=cached)
-        self._public_emb = emb
-        return emb
+        if pool is None:
+            return self._public_emb[indices]
+        where = torch.full((len(self.study.data.public),), -1, dtype=torch.long)
+        where[pool] = torch.arange(pool.numel())
+        rows = where[indices]
+        if (rows < 0).any():
+            raise ValueError("asked for the dlib embedding of a public face outside eval.embedding_public's pool")
+        return self._public_emb[rows]
 
     def embedding_attack(self, setting: Setting, defense: FeatureDefense) -> EmbeddingAttack:
         """The plain embedding attack for the encoder ``defense`` exposes: regress dlib's embedding from
-        that encoder's raw features of every public face (one per distinct encoder, like the decoder)."""
+        that encoder's raw features of the :meth:`embedding_pool` (one per distinct encoder, like the decoder)."""
         s = self.study
-        key, stem = self._per_encoder("embedding", "embedding", setting)
+        pool = self.embedding_pool()
+        sizes = [] if pool is None else [int(pool.numel())]
+        key, stem = self._per_encoder("embedding", "embedding", setting, *sizes)
         if key in self._embedders:
             return self._embedders[key]
         atk = EmbeddingAttack(**{"seed": self.cfg.seed, **self.attack_kwargs("embedding")}, device=str(s.device))
@@ -249,7 +280,8 @@ class StudyRunner:
             atk.load(stem)
         else:
             with eval_mode(defense.encoder):
-                feats = query_in_batches(defense.encoder, s.data.public.images, s.device, 256).cpu()
+                images = s.data.public.images if pool is None else s.data.public.images[pool]
+                feats = query_in_batches(defense.encoder, images, s.device, 256).cpu()
             atk.fit(feats, self.public_embeddings(), progress=self.progress, checkpoint_stem=stem)
         s.record_stage(f"embedding[{key}]", time.time() - t0, cached=not atk.fit_trained)
         self._embedders[key] = atk
@@ -273,6 +305,7 @@ class StudyRunner:
             return t["features"], meta["seconds"]
         t0 = time.time()
         bs = int(self.cfg.eval.get("protect_batch", 64))
+        defense.reseed(what)  # a randomised release depends on (seed, what) only, not on this process's past
         f = query_in_batches(defense, images, torch.device("cpu"), bs, self.progress, desc)
         secs = time.time() - t0
         save_checkpoint(stem, {"features": f}, kind="released-features",
@@ -292,6 +325,15 @@ class StudyRunner:
         if name == "disco":
             extra = {"image_size": s.data.image_size}
         d = create_defense(name, encoder=target.encoder, head=target.head, **extra, **kwargs)
+        if hasattr(d, "teacher_setting"):
+            # distilled from a teacher's stored release of the attacker's public faces (issue 16): made once
+            # per cells folder, reused here; the fit is stored beside it
+            teacher = Setting(*d.teacher_setting())
+            pairs = self.public_released(teacher, self.build_defense(teacher))
+            t0 = time.time()
+            d.fit(self.public_subset(), teacher_features=pairs, progress=self.progress,
+                  checkpoint_stem=self.cells / f"{self.stem(setting)}-fit")
+            s.record_stage(f"fit[{name}:{param}]", time.time() - t0, cached=not d.fit_trained)
         if name in ("advlearn", "disco"):
             stem = s.model_stem(f"defense-{name}-{param}", kwargs, config_to_dict(self.cfg.model),
                                 config_to_dict(self.cfg.target))
@@ -350,7 +392,7 @@ class StudyRunner:
             scope["faces"] = faces.tolist()
         if attack in _ADAPTIVE:  # how many public releases the attacker learned from (held-out ones included)
             scope["public_faces"] = int(self.public_subset_indices(attack).numel())
-        if attack in _EMBEDDING:
+        if attack in EMBEDDING_ATTACKS:
             return self._embedding_cell(setting, attack, defense, feats, ctx, {**utility, **scope}, path)
         atk = self.make_attack(attack, setting, defense)  # a decoder it trains is timed as its own stage
         t0 = time.time()
@@ -366,11 +408,16 @@ class StudyRunner:
                     progress=self.progress, on_epoch=on_epoch, checkpoint_stem=self.cells / f"{stem}--{attack}-state")
             history = [{k: v for k, v in h.items()} for h in atk.history]
         recon = atk(feats[0], progress=self.progress)
-        row = {"defense": setting.name, "param": setting.param, "setting": stem, "attack": attack,
-               **privacy_metrics(recon, ctx),
-               **utility, **scope, "protect_seconds": feats[1], "attack_seconds": time.time() - t0}
+        metrics = privacy_metrics(recon, ctx)
         save_checkpoint(self.cells / f"{stem}--{attack}-recon", {"images": recon[:_GRID_FACES]},
                         kind="reconstructions")
+        return self._store_row(setting, attack, {**metrics, **utility, **scope}, feats[1], t0, history, path)
+
+    def _store_row(self, setting: Setting, attack: str, measured: Dict[str, Any], protect_seconds: float,
+                   t0: float, history: List[Dict[str, Any]], path: Path) -> Dict[str, Any]:
+        """Write a finished cell's row (with its adaptive curve) atomically to ``path`` and return it."""
+        row = {"defense": setting.name, "param": setting.param, "setting": self.stem(setting), "attack": attack,
+               **measured, "protect_seconds": protect_seconds, "attack_seconds": time.time() - t0}
         atomic_write_json(path, {**row, "history": history})
         return {**row, "history": history}
 
@@ -387,15 +434,11 @@ class StudyRunner:
             kw = self.attack_kwargs("adaptive-embedding")
             atk = AdaptiveEmbeddingAttack(plain, **{"seed": self.cfg.seed, **kw}, device=str(self.study.device))
             atk.fit(self.public_released(setting, defense, attack),
-                    self.public_embeddings()[self.public_subset_indices(attack)],
+                    self.public_embeddings(self.public_subset_indices(attack)),
                     progress=self.progress, checkpoint_stem=self.cells / f"{self.stem(setting)}--{attack}-state")
             history = list(atk.history)
-        pred = atk(feats[0])
-        row = {"defense": setting.name, "param": setting.param, "setting": self.stem(setting), "attack": attack,
-               **embedding_privacy_metrics(pred, ctx), **utility, "protect_seconds": feats[1],
-               "attack_seconds": time.time() - t0}
-        atomic_write_json(path, {**row, "history": history})
-        return {**row, "history": history}
+        measured = {**embedding_privacy_metrics(atk(feats[0]), ctx), **utility}
+        return self._store_row(setting, attack, measured, feats[1], t0, history, path)
 
     def stem(self, setting: Setting) -> str:
         """File prefix of a setting's cells, e.g. ``crafter_1.0-3f2a9c1d``: name, value and a hash of its
@@ -459,14 +502,14 @@ class StudyRunner:
         if "evalnet" in self.oracles:
             self.study.evalnet()
 
-    def shared_decoder(self, attacks: List[str]) -> None:
-        """Train (or load) the black-box decoder and the embedding attack of the target's own encoder, if
-        ``attacks`` use them."""
+    def shared_decoder(self, attacks: List[str], *, embedding: bool = True) -> None:
+        """Train (or load) the black-box decoder and (with ``embedding``) the embedding attack of the target's
+        own encoder, if ``attacks`` use them."""
         t = self.study.target()
         raw = create_defense("none", encoder=t.encoder, head=t.head)
         if set(attacks) & {"blackbox", "hybrid", "adaptive-blackbox"}:
             self.decoder(UNPROTECTED, raw)
-        if set(attacks) & set(_EMBEDDING):
+        if embedding and set(attacks) & set(EMBEDDING_ATTACKS):
             self.embedding_attack(UNPROTECTED, raw)
 
     def shared_models(self, attacks: List[str]) -> None:
@@ -507,10 +550,32 @@ class StudyRunner:
             "cells": os.path.relpath(self.cells, out_dir),
             "run_dir": os.path.relpath(s.run_dir, out_dir),
             "wall_seconds": wall_seconds,
+            "peak_rss_mb": peak_rss_mb(),
         }
         save_checkpoint(self.cells / "originals", {"images": ctx.originals[:_GRID_FACES]}, kind="originals")
         atomic_write_json(out_dir / "results.json", results)
         return out_dir / "results.json"
+
+
+def study_threads() -> int:
+    """Torch threads of every study computation, whatever ``--workers``: half the cores (at least one).
+
+    Floating-point sums depend on how many threads split them, so a model trained with 2 threads differs in
+    its last bits from one trained with 1; a fixed count per computation makes a run with ``--workers 1`` and
+    one with ``--workers 2`` (two processes, each with this many threads) agree bit for bit (issue 20).
+    """
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory in MiB of this process or of any finished child (pool workers), whichever is
+    larger (``getrusage``; Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    unit = 1 if sys.platform == "darwin" else 1024
+    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return round(peak * unit / 2**20, 1)
 
 
 def selected_attacks(cfg: RunConfig, attacks: Optional[List[str]]) -> List[str]:
@@ -518,6 +583,20 @@ def selected_attacks(cfg: RunConfig, attacks: Optional[List[str]]) -> List[str]:
     return list(attacks or cfg.eval.get("attacks", DEMO_ATTACKS))
 
 
+def holds_run_dir(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator: ``fn`` runs holding its ``run_dir`` argument (:func:`facecraft._io.run_lock`), so two
+    commands on one run directory never interleave; the second says so and waits."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def held(*args: Any, **kwargs: Any) -> Any:
+        with run_lock(signature.bind(*args, **kwargs).arguments["run_dir"], on_wait=log.warning):
+            return fn(*args, **kwargs)
+
+    return held
+
+
+@holds_run_dir
 def run_demo(cfg: RunConfig, run_dir: Path, *, data_root: Optional[str] = None,
              progress: Optional[ProgressFn] = None, attacks: Optional[List[str]] = None,
              defenses: Optional[List[str]] = None, workers: int = 1, finished_only: bool = False) -> Path:
@@ -560,14 +639,19 @@ def run_demo(cfg: RunConfig, run_dir: Path, *, data_root: Optional[str] = None,
             raise ValueError(f"no finished cell in {demo.cells}: nothing to report yet")
         demo.write_results(demo.context(), rows)
         return build_report(study.run_dir)
-    train_shared(demo, names, workers=workers, data_root=data_root)
-    ctx = demo.context()
-    if workers > 1:
-        rows = run_settings(cfg, study.run_dir, settings, names, workers=workers, data_root=data_root,
-                            progress=progress, run_started=study.run_started)
-    else:
-        for setting in settings:
-            rows += demo.run_setting(setting, names, ctx)
+    if progress:
+        progress(0, len(settings), "defence settings")
+    with torch_threads(study_threads()):
+        train_shared(demo, names, workers=workers, data_root=data_root)
+        ctx = demo.context()
+        if workers > 1:
+            rows = run_settings(cfg, study.run_dir, settings, names, workers=workers, data_root=data_root,
+                                progress=progress, run_started=study.run_started)
+        else:
+            for i, setting in enumerate(settings):
+                rows += demo.run_setting(setting, names, ctx)
+                if progress:
+                    progress(i + 1, len(settings), "defence settings")
     demo.write_results(ctx, rows, wall_seconds=time.time() - study.run_started)
     return build_report(study.run_dir)
 
@@ -580,7 +664,14 @@ def build_report(run_dir: Path) -> Path:
     if not (run_dir / "results.json").exists():
         raise ValueError(f"{run_dir} holds no results.json; run `facecraft demo` or `facecraft evaluate` first")
     results = read_json(run_dir / "results.json")
+    if not (isinstance(results, dict) and isinstance(results.get("rows"), list)
+            and isinstance(results.get("cells"), str)):
+        raise ValueError(f"{run_dir / 'results.json'} is not a facecraft results file (it needs a list of 'rows' "
+                         "and the 'cells' folder); `facecraft demo`, `sweep` and `evaluate` write one")
     cells = run_dir / results["cells"]
+    if not checkpoint_exists(cells / "originals"):
+        raise ValueError(f"{run_dir / 'results.json'} names the cells folder {cells}, which holds no originals; "
+                         "was the run directory moved without its cells?")
     originals = load_checkpoint(cells / "originals", kind="originals")[0]["images"]
     figures = {"tradeoff": plot_tradeoff(results)}
     adaptive = plot_adaptive(results)

@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 from facecraft._io import atomic_write_bytes, atomic_write_text, read_json  # noqa: E402
 
-__all__ = ["write_report", "plot_tradeoff", "plot_adaptive", "plot_grid"]
+__all__ = ["write_report", "plot_tradeoff", "plot_adaptive", "plot_grid", "headline"]
 
 _COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
@@ -242,6 +242,16 @@ def _worst_rows(results: Dict[str, Any]) -> List[List[str]]:
                     _faces(r, results), _pct(r["eval_acc_top1"]["dlib"]),
                     _interval(_ci(r, "dlib")), _pct((r.get("exposed_identities") or {}).get("dlib"))])
     return out
+
+
+def headline(results: Dict[str, Any]) -> str:
+    """One line for the end of a demo: per defence setting, the share of faces (dlib top-1) its strongest
+    attack identified, e.g. ``faces identified under the strongest attack: none 45.3% (blackbox), ...``."""
+    parts = [f"{d}{'' if p == '–' else ' ' + p} {acc} ({attack})"
+             for d, p, _auc, attack, _n, acc, *_ in _worst_rows(results)]
+    chance = results.get("chance")
+    tail = f"; chance {_pct(chance)}" if chance else ""
+    return "faces identified under the strongest attack (dlib top-1): " + ", ".join(parts) + tail
 
 
 _CLAIM_NOTE = ("Claim: at a mean-AUC drop of at most 0.05 from no protection, Eval Acc (dlib top-1) under every "

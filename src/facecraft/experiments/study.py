@@ -17,6 +17,7 @@ Layout::
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -29,13 +30,17 @@ import torch
 from facecraft import __version__
 from facecraft._io import atomic_write_json, config_hash, file_lock, read_json
 from facecraft._torchutils import resolve_device, seeded
+from facecraft._validation import check_run_dir
 from facecraft.data.types import PreparedData
 from facecraft.experiments.config import RunConfig, config_to_dict
 from facecraft.experiments.images import save_grid
 from facecraft.models import Amortizer, Critic, Generator, SplitNetwork, build_target, feature_shape
 from facecraft.models.train import predict_logits, train_amortizer, train_target, train_wgan_gp
 
-__all__ = ["Study", "machine_info", "spread_over_identities"]
+__all__ = ["Study", "UNLABELLED_DATASETS", "config_feature_shape", "machine_info", "spread_over_identities"]
+
+#: datasets without attribute labels: the target network (an attribute classifier) cannot be trained on them
+UNLABELLED_DATASETS = ("lfw", "folder")
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,13 @@ def machine_info(device: torch.device) -> Dict[str, Any]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def config_feature_shape(cfg: RunConfig) -> Tuple[int, ...]:
+    """The feature shape ``F`` of the encoder ``cfg`` describes (built untrained on the CPU; nothing is read)."""
+    m = cfg.model
+    return tuple(feature_shape(build_target(m.target_arch, num_outputs=1, width=m.target_width).encoder,
+                               cfg.data.image_size))
 
 
 def spread_over_identities(identities: torch.Tensor, n: Optional[int], seed: int) -> torch.Tensor:
@@ -92,13 +104,27 @@ class Study:
                  progress: Optional[ProgressFn] = None, run_started: Optional[float] = None) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
+        self.device = resolve_device(cfg.device)  # a device this machine lacks is refused before any write
+        if cfg.data.dataset in UNLABELLED_DATASETS:
+            raise ValueError(
+                f"--dataset {cfg.data.dataset}: the study's target network is an attribute classifier and "
+                f"{cfg.data.dataset} images carry no attribute labels, so `train target` could not run; use "
+                "celeba or celeba-official (facecraft.data.prepare_data still prepares it for other uses)")
+        check_run_dir(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.data_root = data_root
         self.progress = progress
-        self.device = resolve_device(cfg.device)
+        #: prepare the data split again even when a matching one is cached (``data prepare --force``)
+        self.force_data = False
         self._cache: Dict[str, Any] = {}
         self.run_started = time.time() if run_started is None else float(run_started)
-        atomic_write_json(self.run_dir / "config.json", config_to_dict(cfg))
+        config_path = self.run_dir / "config.json"
+        try:
+            same = config_path.is_file() and read_json(config_path) == json.loads(json.dumps(config_to_dict(cfg)))
+        except (OSError, ValueError):
+            same = False
+        if not same:  # rewritten only when it changes, so a refused command leaves the run directory as it was
+            atomic_write_json(config_path, config_to_dict(cfg))
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def record_stage(self, name: str, seconds: float, cached: bool, extra: Optional[Dict[str, Any]] = None) -> None:
@@ -144,7 +170,8 @@ class Study:
                 dcfg = dataclasses.replace(dcfg, root=str(root))
             cache_dir = self.run_dir / f"data-{config_hash(config_to_dict(dcfg))}"
             cached = (cache_dir / "manifest.json").exists()
-            data = prepare_data(dcfg, cache_dir, progress=self.progress)
+            data = prepare_data(dcfg, cache_dir, progress=self.progress, force=self.force_data)
+            cached = cached and not self.force_data
             counts = data.manifest.get("counts", {})
             return data, cached, {"counts": counts}
         return self._timed("data", run)
@@ -231,18 +258,24 @@ class Study:
             return idx, False, {"n_images": int(idx.numel())}
         return self._timed("eval_indices", run)
 
+    @property
+    def dlib_crop(self) -> float:
+        """The share of the image dlib's chip is cut from (``eval.dlib_crop``, default 0.75: CelebA chips)."""
+        return float(self.cfg.eval.get("dlib_crop", 0.75))
+
     def dlib_oracle(self):
         """The third-party oracle with ``eval_train`` as its gallery (cached embeddings)."""
         def run():
             from facecraft.metrics.dlib_oracle import DlibOracle
 
             stem = self.run_dir / "models" / f"dlib-gallery-{self.key('dlib', self.cfg.eval.get('dlib_crop'))}"
-            crop = self.cfg.eval.get("dlib_crop", 0.75)
+            crop = self.dlib_crop
             if (stem.parent / (stem.name + ".json")).exists():
                 return DlibOracle.load(stem), True, {}
             oracle = DlibOracle(crop_fraction=crop)
             tr = self.data.eval_train
-            oracle.fit(tr.float_images(), tr.identities, num_identities=tr.num_identities, progress=self.progress)
+            oracle.fit(tr.float_images(), tr.identities, num_identities=tr.num_identities, progress=self.progress,
+                       checkpoint_stem=stem.parent / (stem.name + "-partial"))
             oracle.save(stem)
             return oracle, False, {}
         return self._timed("dlib_oracle", run)

@@ -14,7 +14,8 @@ sweep without a change in the algorithms:
 
 * ``serial``: in this process (debugging);
 * ``process``: a ``spawn`` process pool on this machine, each worker with
-  ``cpu_count // workers`` torch threads;
+  ``study_threads()`` torch threads (half the cores: the count of a serial run, so ``workers``
+  never changes a number);
 * ``ray``: ``ray.util.multiprocessing.Pool``, the same API on a Ray cluster
   (``ray.init(address=...)`` before calling, or ``RAY_ADDRESS``), whose nodes
   must see the run directory on a shared file system.
@@ -26,9 +27,13 @@ the demo's own report.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import multiprocessing
 import os
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -36,9 +41,15 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 
 from facecraft._io import config_hash
-from facecraft.defenses import available_defenses
+from facecraft._torchutils import torch_threads
+from facecraft._validation import check_number, check_path_name
+from facecraft.defenses import available_defenses, get_defense_class
+from facecraft.defenses.base import numeric_parameters
 from facecraft.experiments.config import RunConfig, config_from_dict, config_to_dict
-from facecraft.experiments.pipeline import Setting, StudyRunner, build_report, defense_grid, selected_attacks
+from facecraft.experiments.pipeline import (
+    EMBEDDING_ATTACKS, Setting, StudyRunner, build_report, defense_grid, holds_run_dir, selected_attacks,
+    study_threads,
+)
 from facecraft.experiments.study import Study
 
 __all__ = ["BACKENDS", "SweepAxis", "parse_axis", "sweep_config", "run_settings", "run_sweep", "run_task", "train_shared"]
@@ -62,6 +73,12 @@ class SweepAxis:
             raise ValueError(f"unknown defence {self.defense!r}; choose from {sorted(available_defenses())}")
         if not self.values:
             raise ValueError(f"sweep of {self.defense}.{self.param} has no values")
+        valid = numeric_parameters(get_defense_class(self.defense))
+        if self.param not in valid:
+            raise ValueError(f"{self.defense} has no numeric parameter {self.param!r}; "
+                             f"choose from {', '.join(valid)}")
+        for v in self.values:
+            check_number(f"{self.defense}:{self.param}", v)
 
 
 def parse_axis(text: str) -> SweepAxis:
@@ -110,11 +127,38 @@ class _Serial:
         return None
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """Pool initializer: the worker ends as soon as the process that started it is gone (issue 20).
+
+    On Linux the kernel sends SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``); everywhere
+    a daemon thread also polls the parent's pid, so a killed demo leaves no worker writing to its run
+    directory.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
+def process_pool(workers: int) -> Any:
+    """A ``spawn`` process pool of ``workers`` whose workers die with this process."""
+    return multiprocessing.get_context("spawn").Pool(workers, initializer=_die_with_parent,
+                                                     initargs=(os.getpid(),))
+
+
 def _pool(backend: str, workers: int):
     if backend == "serial" or (backend == "process" and workers == 1):
         return _Serial()
     if backend == "process":
-        return multiprocessing.get_context("spawn").Pool(workers)
+        return process_pool(workers)
     if backend == "ray":
         try:
             from ray.util.multiprocessing import Pool
@@ -138,9 +182,10 @@ def run_settings(cfg: RunConfig, run_dir: Path, settings: Sequence[Setting],
                  attacks: List[str], *, workers: int, backend: str = "process", data_root: Optional[str] = None,
                  progress: Optional[ProgressFn] = None, run_started: Optional[float] = None) -> List[Dict[str, Any]]:
     """Run defence ``settings`` against ``attacks``, ``workers`` at a time, each
-    worker with ``cpu_count // workers`` torch threads, the slowest defences first; the shared models must
+    worker with :func:`~facecraft.experiments.pipeline.study_threads` torch threads (the count of a serial
+    run, so results do not depend on ``workers``), the slowest defences first; the shared models must
     exist already. Rows in the order of ``settings``."""
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = study_threads()
     tasks = [{"config": config_to_dict(cfg), "run_dir": str(Path(run_dir).resolve()), "data_root": data_root,
               "defense": d, "param": p, "kwargs": kw, "attacks": list(attacks), "threads": threads,
               "run_started": run_started}
@@ -160,8 +205,9 @@ def _train_stages(task: Dict[str, Any]) -> None:
     torch.set_num_threads(int(task["threads"]))
     cfg = config_from_dict(RunConfig, task["config"])
     study = Study(cfg, Path(task["run_dir"]), data_root=task["data_root"], run_started=task["run_started"])
-    for stage in task["stages"]:
-        getattr(study, stage)()
+    runner = StudyRunner(study, None)
+    for stage in task["stages"]:  # a Study stage, or one of the runner's (the public faces' dlib embeddings)
+        getattr(study if hasattr(study, stage) else runner, stage)()
 
 
 def train_shared(runner: StudyRunner, attacks: List[str], *, workers: int = 1,
@@ -169,31 +215,34 @@ def train_shared(runner: StudyRunner, attacks: List[str], *, workers: int = 1,
     """Train (or load) everything the settings share before any of them runs.
 
     With ``workers > 1`` the independent trainings run in two lanes: a spawned process trains the WGAN-GP
-    prior, then the amortizer, while this one trains the target network, the identity oracles and the
-    target's black-box decoder (each lane with ``cpu_count // 2`` torch threads). ``stages.json`` keeps
+    prior, then the amortizer and the public faces' dlib embeddings, while this one trains the target
+    network, the identity oracles and the target's black-box decoder (each lane, and a serial run, with
+    :func:`~facecraft.experiments.pipeline.study_threads` torch threads); the embedding attack follows once
+    both lanes are done. ``stages.json`` keeps
     the time of each stage where it ran.
     """
     study = runner.study
     study.data  # prepared once, here, before the worker reads it
     if workers > 1:
         base = {"config": config_to_dict(study.cfg), "run_dir": str(study.run_dir.resolve()), "data_root": data_root,
-                "threads": max(1, (os.cpu_count() or 1) // 2), "run_started": study.run_started}
-        prev = torch.get_num_threads()
-        torch.set_num_threads(base["threads"])
-        try:
-            with multiprocessing.get_context("spawn").Pool(1) as pool:
-                job = pool.apply_async(_train_stages, ({**base, "stages": ["prior"]},))
+                "threads": study_threads(), "run_started": study.run_started}
+        with torch_threads(base["threads"]):
+            with process_pool(1) as pool:
+                prior = pool.apply_async(_train_stages, ({**base, "stages": ["prior"]},))
                 study.target()
+                # queued behind the prior: the amortizer reads the target just trained; the public faces'
+                # dlib embeddings (the embedding attacks' targets) need no gallery, so they run beside its fit
+                later = ["amortizer"] + (["public_embeddings"] if set(attacks) & set(EMBEDDING_ATTACKS) else [])
+                rest = pool.apply_async(_train_stages, ({**base, "stages": later},))
                 runner.oracles_ready()
-                job.get()
-                job = pool.apply_async(_train_stages, ({**base, "stages": ["amortizer"]},))
-                runner.shared_decoder(attacks)
-                job.get()
-        finally:
-            torch.set_num_threads(prev)
-    runner.shared_models(attacks)
+                runner.shared_decoder(attacks, embedding=False)
+                prior.get()
+                rest.get()
+    with torch_threads(study_threads()):
+        runner.shared_models(attacks)
 
 
+@holds_run_dir
 def run_sweep(cfg: RunConfig, run_dir: Path, *, workers: int = 2, backend: str = "process",
               attacks: Optional[List[str]] = None, data_root: Optional[str] = None,
               progress: Optional[ProgressFn] = None, name: Optional[str] = None) -> Path:
@@ -216,6 +265,8 @@ def run_sweep(cfg: RunConfig, run_dir: Path, *, workers: int = 2, backend: str =
         raise ValueError(f"workers must be >= 1, got {workers}")
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
+    if name is not None:
+        check_path_name(name, "--name")  # the results go to run_dir/sweeps/NAME, never outside run_dir
     run_dir = Path(run_dir)
     study = Study(cfg, run_dir, data_root=data_root, progress=progress)
     demo = StudyRunner(study, progress)

@@ -61,7 +61,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facecraft._io import load_checkpoint, save_checkpoint
+from facecraft._io import checkpoint_exists, load_checkpoint, save_checkpoint
 from facecraft._validation import validate_images, validate_tensors
 from facecraft.metrics._common import ProgressFn
 from facecraft.metrics.identity import feature_cosine, topk_accuracy
@@ -203,13 +203,18 @@ class DlibOracle:
         return np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
 
     @torch.no_grad()
-    def embed(self, images: torch.Tensor, *, progress: Optional[ProgressFn] = None) -> torch.Tensor:
+    def embed(self, images: torch.Tensor, *, progress: Optional[ProgressFn] = None,
+              checkpoint_stem: Optional[PathLike] = None, checkpoint_every: int = 256) -> torch.Tensor:
         r"""dlib's 128-d face descriptors of ``images``.
 
         Args:
             images: ``(N, 3, S, S)`` float images in [0, 1], framed like the
                 gallery (see ``crop_fraction``).
             progress: ``progress(done, total, description)`` after each batch.
+            checkpoint_stem: where the rows embedded so far are saved every
+                ``checkpoint_every`` images (a long embedding, e.g. every public
+                face, survives a kill; the same call resumes it and deletes the
+                file at the end). The caller keys the stem by the images.
 
         Returns:
             ``(N, 128)`` float32 embeddings on the images' device (not unit-norm).
@@ -222,13 +227,26 @@ class DlibOracle:
         n = images.shape[0]
         if n == 0:
             raise ValueError("expected at least one image, got an empty batch")
-        out = []
-        for i in range(0, n, self.batch_size):
+        out, start = [], 0
+        if checkpoint_stem is not None and checkpoint_exists(checkpoint_stem):
+            tensors, meta = load_checkpoint(checkpoint_stem, kind="dlib-partial")
+            if meta.get("of") == n:  # else: another image set under the same stem; start over
+                out, start = [tensors["embeddings"]], tensors["embeddings"].shape[0]
+        last_saved = start
+        for i in range(start, n, self.batch_size):
             batch = self.chips(images[i : i + self.batch_size])
             vecs = self._model.compute_face_descriptor(list(batch))
             out.append(torch.tensor(np.asarray([np.asarray(v) for v in vecs]), dtype=torch.float32))
+            end = min(i + self.batch_size, n)
+            if checkpoint_stem is not None and end < n and end - last_saved >= checkpoint_every:
+                save_checkpoint(checkpoint_stem, {"embeddings": torch.cat(out)}, kind="dlib-partial",
+                                meta={"of": n})
+                last_saved = end
             if progress is not None:
-                progress(min(i + self.batch_size, n), n, "dlib embedding")
+                progress(end, n, "dlib embedding")
+        if checkpoint_stem is not None:
+            for suffix in (".safetensors", ".json"):
+                Path(str(checkpoint_stem) + suffix).unlink(missing_ok=True)
         return torch.cat(out).to(images.device)
 
     # ------------------------------------------------------------------ gallery
@@ -240,6 +258,7 @@ class DlibOracle:
         *,
         num_identities: Optional[int] = None,
         progress: Optional[ProgressFn] = None,
+        checkpoint_stem: Optional[PathLike] = None,
     ) -> "DlibOracle":
         """Embed the ``eval_train`` images and store them as the gallery.
 
@@ -248,13 +267,14 @@ class DlibOracle:
             labels: ``(M,)`` 0-based identities.
             num_identities: ``K``, the number of score columns; default ``max(labels) + 1``.
             progress: ``progress(done, total, description)``.
+            checkpoint_stem: resumable partial embeddings (see :meth:`embed`).
 
         Returns:
             ``self``.
         """
         validate_images(images, channels=3)
         self._check_labels(labels, images.shape[0])
-        emb = self.embed(images, progress=progress)
+        emb = self.embed(images, progress=progress, checkpoint_stem=checkpoint_stem)
         return self.fit_embeddings(emb, labels.to(emb.device), num_identities=num_identities)
 
     def fit_embeddings(
