@@ -5,7 +5,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from facecraft._io import CheckpointError, atomic_write_json, load_checkpoint, read_json, save_checkpoint
+from facecraft._io import (
+    CheckpointError,
+    atomic_write_json,
+    load_checkpoint,
+    read_json,
+    save_checkpoint,
+)
 
 
 def test_round_trip_exact(tmp_path: Path) -> None:

@@ -14,7 +14,14 @@ from typing import Any, Dict, List, Optional
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from facecraft.experiments.config import RunConfig, profile_config
 
@@ -537,13 +544,12 @@ def craft(defense: str = typer.Option(..., "--defense", "-d", help="A registered
     import torch
 
     from facecraft._io import save_checkpoint
+    from facecraft._validation import check_number, check_output_stem
     from facecraft.attacks._common import query_in_batches
     from facecraft.data import DataError
+    from facecraft.defenses import get_defense_class
     from facecraft.experiments.pipeline import StudyRunner, profile_setting
     from facecraft.experiments.study import Study
-
-    from facecraft._validation import check_number, check_output_stem
-    from facecraft.defenses import get_defense_class
 
     try:
         cfg = _config(profile, None, device)
@@ -583,10 +589,10 @@ def attack(features: Path = typer.Option(..., "--features", help="Released featu
     """
     _setup_logging(verbose)
     from facecraft._io import CheckpointError, load_checkpoint, save_checkpoint
+    from facecraft._validation import check_output_stem
     from facecraft.data import DataError
     from facecraft.defenses import create_defense
     from facecraft.experiments.pipeline import UNPROTECTED, StudyRunner
-    from facecraft._validation import check_output_stem
     from facecraft.experiments.study import config_feature_shape
     from facecraft.metrics.identity import topk_hits
     from facecraft.metrics.stats import accuracy_summary
@@ -660,8 +666,8 @@ def sweep(grid: List[str] = typer.Option(..., "--grid", "-g",
     """
     _setup_logging(verbose)
     _exit_on_sigterm()
-    from facecraft.data import DataError
     from facecraft._validation import check_path_name
+    from facecraft.data import DataError
     from facecraft.experiments.sweep import parse_axis, run_sweep, sweep_config
 
     try:

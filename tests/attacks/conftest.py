@@ -6,8 +6,9 @@ from typing import Tuple
 
 import pytest
 import torch
-from ._attack_helpers import LATENT, calibrated_pair
 from torch import nn
+
+from ._attack_helpers import LATENT, calibrated_pair
 
 
 @pytest.fixture()

@@ -6,11 +6,12 @@ import copy
 
 import pytest
 import torch
-from ._attack_helpers import SIZE, grads_are_none
 
 from facecraft._torchutils import make_generator
 from facecraft.attacks import AdaptiveBlackBoxAttack, AdaptiveWhiteBoxAttack, DecoderAttack
 from facecraft.attacks.decoder import train_decoder_epoch
+
+from ._attack_helpers import SIZE, grads_are_none
 
 
 def _state(m):

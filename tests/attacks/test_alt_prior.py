@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ._attack_helpers import SIZE, calibrate, grads_are_none
 
 from facecraft.attacks import AltPriorAttack
 from facecraft.models import Generator
 from facecraft.models.resgan import ResGenerator
+
+from ._attack_helpers import SIZE, calibrate, grads_are_none
 
 
 @pytest.mark.parametrize("size", [8, 16, 32, 64])

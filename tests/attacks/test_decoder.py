@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as nnf
-from ._attack_helpers import SIZE, grads_are_none
 
 from facecraft.attacks import DecoderAttack
+
+from ._attack_helpers import SIZE, grads_are_none
 
 
 def _recon_mse(atk: DecoderAttack, enc, images: torch.Tensor) -> float:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
-from ._attack_helpers import SIZE, grads_are_none
 
 from facecraft.attacks import DecoderAttack, HybridAttack
+
+from ._attack_helpers import SIZE, grads_are_none
 
 
 def _feat_dist(enc, x, f):

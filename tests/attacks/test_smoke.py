@@ -6,7 +6,6 @@ from typing import Callable, Dict
 
 import pytest
 import torch
-from ._attack_helpers import LATENT, SIZE, grads_are_none
 
 from facecraft.attacks import (
     EmbeddingAttack,
@@ -17,6 +16,8 @@ from facecraft.attacks import (
 )
 from facecraft.models import Amortizer, Critic, feature_shape
 from facecraft.models.resgan import ResGenerator
+
+from ._attack_helpers import LATENT, SIZE, grads_are_none
 
 
 def _blackbox(enc, **kw):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import torch
-from ._attack_helpers import LATENT, SIZE, grads_are_none
 
 from facecraft.attacks import WhiteBoxAttack, inversion_loss, invert_latent, latent_objective
 from facecraft.models import Amortizer, feature_shape
+
+from ._attack_helpers import LATENT, SIZE, grads_are_none
 
 
 def _target(gen, enc, n=6, seed=1):

@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from facecraft._io import CheckpointError
-from facecraft.defenses import DistilledCrafter, FeatureCrafter, Protector, create_defense, load_protector
+from facecraft.defenses import (
+    DistilledCrafter,
+    FeatureCrafter,
+    Protector,
+    create_defense,
+    load_protector,
+)
 
 FAST = dict(width=16, epochs=40, batch_size=16, lr=1e-2, val_fraction=0.25, patience=40)
 

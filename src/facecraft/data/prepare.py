@@ -22,6 +22,7 @@ from typing import Any, Dict, Optional, Union
 
 import torch
 
+from facecraft._io import config_to_dict
 from facecraft.data.cache import (
     CACHE_FORMAT,
     build_manifest,
@@ -29,6 +30,7 @@ from facecraft.data.cache import (
     read_manifest,
     save_prepared,
 )
+from facecraft.data.config import DataConfig
 from facecraft.data.decode import decode_images
 from facecraft.data.errors import DataError
 from facecraft.data.root import resolve_dataset_root
@@ -36,8 +38,6 @@ from facecraft.data.sources import DEFAULT_CROP_FRACTION, centre_square_box, sca
 from facecraft.data.split import SPLITS, facesets_from_plan, plan_split
 from facecraft.data.synthetic import make_synthetic
 from facecraft.data.types import PreparedData, ProgressFn
-from facecraft._io import config_to_dict
-from facecraft.data.config import DataConfig
 
 __all__ = ["prepare_data", "load_prepared", "root_listing", "synthetic_sizes"]
 

@@ -33,7 +33,12 @@ from facecraft._io import checkpoint_exists, load_checkpoint, save_checkpoint
 from facecraft._torchutils import frozen
 from facecraft._validation import MAX_WIDTH, check_number
 from facecraft.attacks.whitebox import invert_latent
-from facecraft.defenses._critic import CriticDefense, fit_defender_critic, latent_dim_of, prior_latents
+from facecraft.defenses._critic import (
+    CriticDefense,
+    fit_defender_critic,
+    latent_dim_of,
+    prior_latents,
+)
 from facecraft.defenses.hypergrad import SOLVERS
 from facecraft.defenses.registry import register_defense
 from facecraft.models import Critic

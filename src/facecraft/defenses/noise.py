@@ -20,8 +20,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from facecraft._validation import check_number
 from facecraft._torchutils import derive_seed, frozen, make_generator
+from facecraft._validation import check_number
 from facecraft.defenses.base import FeatureDefense
 from facecraft.defenses.registry import register_defense
 

@@ -32,10 +32,10 @@ from facecraft.defenses.amortized_crafter import FeatureCrafter
 from facecraft.defenses.base import FeatureDefense
 from facecraft.defenses.registry import get_defense_class
 from facecraft.models import (
+    TARGET_ARCHS,
     Amortizer,
     Critic,
     Generator,
-    TARGET_ARCHS,
     SplitNetwork,
     build_target,
     feature_shape,

@@ -753,7 +753,14 @@ def bench_train_steps(cfg: Any, *, image_size: Optional[int] = None, num_outputs
     Multiply by the profile's step counts to predict a training's wall time on this machine."""
     import torch.nn.functional as nnf
 
-    from facecraft.models import Amortizer, Critic, Generator, build_target, feature_shape, gradient_penalty
+    from facecraft.models import (
+        Amortizer,
+        Critic,
+        Generator,
+        build_target,
+        feature_shape,
+        gradient_penalty,
+    )
 
     old = torch.get_num_threads()
     if num_threads is not None:

@@ -21,7 +21,14 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
-from facecraft._io import atomic_write_json, checkpoint_exists, load_checkpoint, read_json, run_lock, save_checkpoint
+from facecraft._io import (
+    atomic_write_json,
+    checkpoint_exists,
+    load_checkpoint,
+    read_json,
+    run_lock,
+    save_checkpoint,
+)
 from facecraft._torchutils import eval_mode, torch_threads
 from facecraft.attacks import (
     AdaptiveBlackBoxAttack,
@@ -624,7 +631,10 @@ def run_demo(cfg: RunConfig, run_dir: Path, *, data_root: Optional[str] = None,
         if unknown:
             raise ValueError(f"defences {sorted(unknown)} are not in the {cfg.profile} profile; "
                              f"choose from {sorted(cfg.defenses)}")
-    from facecraft.experiments.sweep import run_settings, train_shared  # (sweep builds on this module)
+    from facecraft.experiments.sweep import (  # (sweep builds on this module)
+        run_settings,
+        train_shared,
+    )
 
     study = Study(cfg, run_dir, data_root=data_root, progress=progress)
     demo = StudyRunner(study, progress)

@@ -47,7 +47,13 @@ from facecraft.defenses import available_defenses, get_defense_class
 from facecraft.defenses.base import numeric_parameters
 from facecraft.experiments.config import RunConfig, config_from_dict, config_to_dict
 from facecraft.experiments.pipeline import (
-    EMBEDDING_ATTACKS, Setting, StudyRunner, build_report, defense_grid, holds_run_dir, selected_attacks,
+    EMBEDDING_ATTACKS,
+    Setting,
+    StudyRunner,
+    build_report,
+    defense_grid,
+    holds_run_dir,
+    selected_attacks,
     study_threads,
 )
 from facecraft.experiments.study import Study
