@@ -9,6 +9,7 @@ nothing is ever unpickled.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -139,8 +140,6 @@ def run_lock(run_dir: PathLike, on_wait: Optional[Callable[[str], None]] = None)
 
 def config_to_dict(cfg: Any) -> Dict[str, Any]:
     """A JSON-able dict of a (nested) config dataclass."""
-    import dataclasses
-
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 

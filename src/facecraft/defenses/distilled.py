@@ -42,7 +42,8 @@ from torch import nn
 
 from facecraft._io import CheckpointError
 from facecraft._torchutils import frozen, make_generator
-from facecraft._validation import validate_images
+from facecraft._validation import check_number, validate_images
+from facecraft.attacks._common import query_in_batches
 from facecraft.defenses._critic import seeded_init
 from facecraft.defenses._fitting import epoch_batches, load_fit_state, save_fit_state
 from facecraft.defenses.amortized_crafter import FeatureCrafter
@@ -137,13 +138,11 @@ class DistilledCrafter(FeatureDefense):
         super().__init__(encoder, head)
         for name, value in (("width", width), ("epochs", epochs), ("batch_size", batch_size),
                             ("patience", patience)):
-            if value <= 0:
-                raise ValueError(f"{name} must be positive, got {value}")
+            check_number(name, value, low=1, integer=True)
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
         for name, value in (("lr", lr), ("weight_decay", weight_decay), ("input_noise", input_noise)):
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
+            check_number(name, value, low=0.0)
         self.crafter = crafter
         self.beta = beta
         self.teacher = teacher
@@ -179,15 +178,6 @@ class DistilledCrafter(FeatureDefense):
             raise RuntimeError("distilled-crafter is not trained: call fit() first")
         return EdgeProtector(self.encoder, self.crafter).eval()
 
-    @torch.no_grad()
-    def _features(self, images: torch.Tensor, dev: torch.device) -> torch.Tensor:
-        out = []
-        with frozen(self.encoder):
-            for i in range(0, images.shape[0], 256):
-                x = images[i:i + 256].to(dev)
-                out.append(self.encoder(x.float().div(255.0) if x.dtype == torch.uint8 else x))
-        return torch.cat(out)
-
     def fit(self, public_images: torch.Tensor, public_attributes: Optional[torch.Tensor] = None, *,
             teacher_features: Optional[torch.Tensor] = None, progress: Optional[ProgressFn] = None,
             checkpoint_stem: Optional[Union[str, Path]] = None) -> "DistilledCrafter":
@@ -217,7 +207,8 @@ class DistilledCrafter(FeatureDefense):
                              f"(the {self.teacher} release of public_images)")
         n = public_images.shape[0]
         dev = self.device
-        f0 = self._features(public_images, dev)
+        with frozen(self.encoder):
+            f0 = query_in_batches(self.encoder, public_images, dev, 256)
         if tuple(teacher_features.shape) != tuple(f0.shape):
             raise ValueError(f"teacher_features: expected shape {tuple(f0.shape)} (one release per image), "
                              f"got {tuple(teacher_features.shape)}")

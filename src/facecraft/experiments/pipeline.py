@@ -207,9 +207,13 @@ class StudyRunner:
         """Which public images the adaptive attacker runs through the defence (``eval.adaptive_public``, seeded);
         an ``attack`` named in ``eval.adaptive_public_by_attack`` takes the first that many of them."""
         n = int(self.cfg.eval.get("adaptive_public", 1024))
+        return self._public_order()[:n][:self._public_count(attack)]
+
+    def _public_order(self) -> torch.Tensor:
+        """The attacker's seeded order of the public faces: its adaptive releases and the embedding pool are
+        prefixes of it."""
         g = torch.Generator().manual_seed(self.cfg.seed + 23)
-        idx = torch.randperm(len(self.study.data.public), generator=g)[:n]
-        return idx[:self._public_count(attack)]
+        return torch.randperm(len(self.study.data.public), generator=g)
 
     def _public_count(self, attack: Optional[str]) -> Optional[int]:
         n = self.cfg.eval.get("adaptive_public_by_attack", {}).get(attack) if attack else None
@@ -235,9 +239,7 @@ class StudyRunner:
         n = self.cfg.eval.get("embedding_public")
         if n is None:
             return None
-        n = max(int(n), int(self.cfg.eval.get("adaptive_public", 1024)))
-        g = torch.Generator().manual_seed(self.cfg.seed + 23)  # the order of public_subset_indices
-        return torch.randperm(len(self.study.data.public), generator=g)[:n]
+        return self._public_order()[:max(int(n), int(self.cfg.eval.get("adaptive_public", 1024)))]
 
     def public_embeddings(self, indices: Optional[torch.Tensor] = None) -> torch.Tensor:
         """dlib embeddings ``(N, 128)`` of the public faces ``indices`` (default: the whole

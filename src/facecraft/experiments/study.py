@@ -17,7 +17,6 @@ Layout::
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -120,7 +119,7 @@ class Study:
         self.run_started = time.time() if run_started is None else float(run_started)
         config_path = self.run_dir / "config.json"
         try:
-            same = config_path.is_file() and read_json(config_path) == json.loads(json.dumps(config_to_dict(cfg)))
+            same = config_path.is_file() and read_json(config_path) == config_to_dict(cfg)  # both JSON-typed
         except (OSError, ValueError):
             same = False
         if not same:  # rewritten only when it changes, so a refused command leaves the run directory as it was
