@@ -27,7 +27,9 @@ from facecraft.metrics.identity import topk_accuracy
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", type=Path, required=True, help="a study's run directory with its trained decoder")
+    ap.add_argument(
+        "--run", type=Path, required=True, help="a study's run directory with its trained decoder"
+    )
     ap.add_argument("--profile", default="small")
     ap.add_argument("--data-root", default="../shared/data")
     ap.add_argument("--batch", type=int, default=32)
@@ -39,9 +41,13 @@ def main() -> None:
     study = Study(cfg, args.run, data_root=args.data_root)
     bench = CraftBench(study, args.batch, eval_dlib=True, pii_repeats=1, progress=None)
     kw = dict(cfg.attacks.get("blackbox", {}))
-    stem = study.model_stem("decoder-target", kw, config_to_dict(cfg.model), config_to_dict(cfg.target), None)
+    stem = study.model_stem(
+        "decoder-target", kw, config_to_dict(cfg.model), config_to_dict(cfg.target), None
+    )
     decoder = DecoderAttack(bench.target.encoder, image_size=study.data.image_size, **kw)
-    decoder.fit(study.data.public.images, checkpoint_stem=stem)  # the study's decoder, or trained here
+    decoder.fit(
+        study.data.public.images, checkpoint_stem=stem
+    )  # the study's decoder, or trained here
     hybrid = HybridAttack(bench.target.encoder, decoder, **dict(cfg.attacks.get("hybrid", {})))
     oracle = study.dlib_oracle()
 
@@ -50,17 +56,32 @@ def main() -> None:
         return float(topk_accuracy(scores, bench.labels, k=1))
 
     d = bench_defaults(args.profile)
-    critic, _ = bench.defender_critic(d["fast_critic"]["steps"], d["fast_critic"]["faces"], d["fast"])
+    critic, _ = bench.defender_critic(
+        d["fast_critic"]["steps"], d["fast_critic"]["faces"], d["fast"]
+    )
     releases = {
         "undefended": bench.f0,
-        f"fast ({args.fast_steps} steps)": bench.protect(d["fast"], args.fast_steps, "fast", critic)[0],
-        f"reference ({args.reference_steps} steps)": bench.protect(d["reference"], args.reference_steps, "ref")[0],
+        f"fast ({args.fast_steps} steps)": bench.protect(
+            d["fast"], args.fast_steps, "fast", critic
+        )[0],
+        f"reference ({args.reference_steps} steps)": bench.protect(
+            d["reference"], args.reference_steps, "ref"
+        )[0],
     }
     for name, feats in releases.items():
         with torch.no_grad():
             blackbox = eval_acc(decoder(feats))
-        print(json.dumps({"release": name, "blackbox": blackbox, "hybrid": eval_acc(hybrid(feats)),
-                          "utility_loss": float((feats - bench.f0).flatten(1).pow(2).mean(1).mean())}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "release": name,
+                    "blackbox": blackbox,
+                    "hybrid": eval_acc(hybrid(feats)),
+                    "utility_loss": float((feats - bench.f0).flatten(1).pow(2).mean(1).mean()),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -28,17 +28,23 @@ PARTS = ("invert_latent", "train_critic", "implicit_feature_grad", "_prior_score
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", type=Path, required=True, help="a study's run directory with its trained models")
+    ap.add_argument(
+        "--run", type=Path, required=True, help="a study's run directory with its trained models"
+    )
     ap.add_argument("--profile", default="small")
     ap.add_argument("--data-root", default="../shared/data")
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--steps", type=int, nargs="+", default=[3, 10], help="outer steps of each profiled run")
+    ap.add_argument(
+        "--steps", type=int, nargs="+", default=[3, 10], help="outer steps of each profiled run"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     study = Study(profile_config(args.profile, device="cpu"), args.run, data_root=args.data_root)
     bench = CraftBench(study, args.batch, eval_dlib=False, pii_repeats=1, progress=None)
     d = bench_defaults(args.profile)
-    critic, _ = bench.defender_critic(d["fast_critic"]["steps"], d["fast_critic"]["faces"], d["fast"])
+    critic, _ = bench.defender_critic(
+        d["fast_critic"]["steps"], d["fast_critic"]["faces"], d["fast"]
+    )
     bench.warmup(d["fast"], critic)
     for steps in args.steps:
         prof = cProfile.Profile()

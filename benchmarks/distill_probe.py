@@ -27,7 +27,9 @@ from facecraft.experiments.study import Study
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, required=True, help="the study's run directory")
-    ap.add_argument("--setting", required=True, help="a Crafter setting's file prefix in the cells folder")
+    ap.add_argument(
+        "--setting", required=True, help="a Crafter setting's file prefix in the cells folder"
+    )
     ap.add_argument("--profile", default="small")
     ap.add_argument("--data-root", default="../shared/data")
     ap.add_argument("--steps", type=int, default=1500)
@@ -38,18 +40,30 @@ def main() -> None:
     runner = StudyRunner(study, None)
 
     def stored(what: str) -> torch.Tensor:
-        return load_checkpoint(runner.cells / f"{args.setting}-{what}", kind="released-features")[0]["features"]
+        return load_checkpoint(runner.cells / f"{args.setting}-{what}", kind="released-features")[
+            0
+        ]["features"]
 
-    f_pub, f_tr, f_ev = stored("public-features"), stored("train-scenario-features"), stored("features")
+    f_pub, f_tr, f_ev = (
+        stored("public-features"),
+        stored("train-scenario-features"),
+        stored("features"),
+    )
     target = study.target().eval()
     train = study.data.eval_train
-    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed + 31))[:f_tr.shape[0]]
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed + 31))[
+        : f_tr.shape[0]
+    ]
     ctx = runner.context()
     with torch.no_grad():
-        e_pub, e_tr, e_ev = (target.encoder(x) for x in (runner.public_subset(), train.float_images(idx),
-                                                         ctx.originals))
+        e_pub, e_tr, e_ev = (
+            target.encoder(x)
+            for x in (runner.public_subset(), train.float_images(idx), ctx.originals)
+        )
     x, y = torch.cat([e_pub, e_tr]), torch.cat([f_pub, f_tr])
-    print(f"{x.shape[0]} training pairs; Crafter's change (MSE per element): {(f_ev - e_ev).pow(2).mean():.3f}")
+    print(
+        f"{x.shape[0]} training pairs; Crafter's change (MSE per element): {(f_ev - e_ev).pow(2).mean():.3f}"
+    )
     torch.manual_seed(0)
     crafter = FeatureCrafter(x.shape[1], 64)
     opt = torch.optim.Adam(crafter.parameters(), lr=1e-3)
@@ -62,14 +76,20 @@ def main() -> None:
         if step % 300 == 0 or step == args.steps - 1:
             with torch.no_grad():
                 held_out = (e_ev + crafter(e_ev) - f_ev).pow(2).mean()
-            print(f"step {step}: train MSE {loss.item():.3f}, attacked faces' MSE to Crafter's release {held_out:.3f}")
+            print(
+                f"step {step}: train MSE {loss.item():.3f}, attacked faces' MSE to Crafter's release {held_out:.3f}"
+            )
     with torch.no_grad():
         distilled = e_ev + crafter(e_ev)
-    decoder = runner.decoder(UNPROTECTED, create_defense("none", encoder=target.encoder, head=target.head))
+    decoder = runner.decoder(
+        UNPROTECTED, create_defense("none", encoder=target.encoder, head=target.head)
+    )
     for name, feats in (("raw", e_ev), ("crafter", f_ev), ("distilled", distilled)):
         m = privacy_metrics(decoder(feats), ctx, full=False)
         auc = utility_metrics(feats, target.head, ctx)["mean_auc"]
-        print(f"{name}: black-box Eval Acc {m['eval_acc_top1']['dlib']:.3f}, FSIM {m['fsim']:.3f}, mean AUC {auc:.3f}")
+        print(
+            f"{name}: black-box Eval Acc {m['eval_acc_top1']['dlib']:.3f}, FSIM {m['fsim']:.3f}, mean AUC {auc:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,10 @@ CANDIDATES = {
     "fast-s4": (S4, {"steps": 0}),
     "fast-s4+critic-init": ({**S4, "critic_init_steps": 30}, {"steps": 0}),
     "fast-s4+critic10": ({**S4, "critic_steps": 10}, {"steps": 0}),
-    "reference-with-gn-cg4": ({"warm_start": False, "inner_steps": 40, "critic_steps": 10, "cg_iters": 4,
-                               "beta": 1.0}, {"steps": 0}),
+    "reference-with-gn-cg4": (
+        {"warm_start": False, "inner_steps": 40, "critic_steps": 10, "cg_iters": 4, "beta": 1.0},
+        {"steps": 0},
+    ),
     # session 6
     "offset3+critic10": ({**S4, "warm_offset": True, "critic_steps": 10}, {"steps": 0}),
     "offset5+pre+cg4": ({"cg_iters": 4, "beta": 1.0}, PRE),
@@ -39,14 +41,22 @@ CANDIDATES = {
     "offset5+pre+cg1": ({"beta": 1.0}, PRE),
     "offset5+pre+fixed-critic": ({"cg_iters": 4, "beta": 1.0, "critic_steps": 0}, PRE),
     "amor40+pre+cg4": ({"warm_start": False, "inner_steps": 40, "cg_iters": 4, "beta": 1.0}, PRE),
-    "amor40+pre+cg4+beta3": ({"warm_start": False, "inner_steps": 40, "cg_iters": 4, "beta": 3.0}, PRE),
-    "fast": ({}, PRE),  # the profile's fast configuration: offset 5, CG 1, critic 2 after pre-training, beta 5
+    "amor40+pre+cg4+beta3": (
+        {"warm_start": False, "inner_steps": 40, "cg_iters": 4, "beta": 3.0},
+        PRE,
+    ),
+    "fast": (
+        {},
+        PRE,
+    ),  # the profile's fast configuration: offset 5, CG 1, critic 2 after pre-training, beta 5
 }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", type=Path, required=True, help="a study's run directory with its trained models")
+    ap.add_argument(
+        "--run", type=Path, required=True, help="a study's run directory with its trained models"
+    )
     ap.add_argument("--profile", default="small")
     ap.add_argument("--data-root", default="../shared/data")
     ap.add_argument("--batch", type=int, default=32)
@@ -56,7 +66,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     study = Study(profile_config(args.profile, device="cpu"), args.run, data_root=args.data_root)
-    bench = CraftBench(study, args.batch, eval_dlib=True, pii_repeats=args.pii_repeats, progress=None)
+    bench = CraftBench(
+        study, args.batch, eval_dlib=True, pii_repeats=args.pii_repeats, progress=None
+    )
     print(json.dumps({"config": "undefended", **bench.measure(bench.f0)}), flush=True)
     fast = bench_defaults(args.profile)["fast"]
     critics = {}
@@ -69,14 +81,28 @@ def main() -> None:
             key = (pre["steps"], pre["faces"])
             if key not in critics:
                 critics[key] = bench.defender_critic(pre["steps"], pre["faces"], kwargs)
-                print(json.dumps({"defender_critic": pre, "seconds": round(critics[key][1], 1)}), flush=True)
+                print(
+                    json.dumps({"defender_critic": pre, "seconds": round(critics[key][1], 1)}),
+                    flush=True,
+                )
             critic = critics[key][0]
         bench.warmup(kwargs, critic)
         feats, secs, crafter = bench.protect(kwargs, args.steps, name, critic)
-        print(json.dumps({"config": name, "steps": args.steps, "seconds": round(secs, 2),
-                          "s_per_step": round(secs / args.steps, 3), **bench.measure(feats),
-                          "critic_epsilon": crafter.last_epsilon, "kwargs": update, "pretrained_critic": pre}),
-              flush=True)
+        print(
+            json.dumps(
+                {
+                    "config": name,
+                    "steps": args.steps,
+                    "seconds": round(secs, 2),
+                    "s_per_step": round(secs / args.steps, 3),
+                    **bench.measure(feats),
+                    "critic_epsilon": crafter.last_epsilon,
+                    "kwargs": update,
+                    "pretrained_critic": pre,
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

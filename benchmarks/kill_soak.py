@@ -28,19 +28,42 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 #: values of a results.json that measure the machine, not the study
-UNMEASURED = ("attack_seconds", "protect_seconds", "train_scenario_seconds", "wall_seconds", "peak_rss_mb")
+UNMEASURED = (
+    "attack_seconds",
+    "protect_seconds",
+    "train_scenario_seconds",
+    "wall_seconds",
+    "peak_rss_mb",
+)
 
 
 def demo_command(out: Path, profile: str, workers: int, extra: Sequence[str] = ()) -> List[str]:
     """The ``facecraft demo`` command line run by this script (through this interpreter)."""
-    return [sys.executable, "-m", "facecraft.cli", "demo", "--profile", profile, "--out", str(out),
-            "--device", "cpu", "--workers", str(workers), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "facecraft.cli",
+        "demo",
+        "--profile",
+        profile,
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--workers",
+        str(workers),
+        *extra,
+    ]
 
 
 def measured(results: Dict[str, Any]) -> Dict[str, Any]:
     """``results`` without the machine-dependent values (:data:`UNMEASURED`), rows keyed by setting and attack."""
-    rows = {(r["defense"], str(r["param"]), r["attack"]): {k: v for k, v in r.items() if k not in UNMEASURED}
-            for r in results["rows"]}
+    rows = {
+        (r["defense"], str(r["param"]), r["attack"]): {
+            k: v for k, v in r.items() if k not in UNMEASURED
+        }
+        for r in results["rows"]
+    }
     rest = {k: v for k, v in results.items() if k not in UNMEASURED + ("rows",)}
     return {"rows": rows, **rest}
 
@@ -66,8 +89,15 @@ def run_to_end(cmd: List[str], log) -> float:
     return time.time() - t0
 
 
-def chain(out: Path, profile: str, kills: int, max_delay: float, rng: random.Random,
-          extra: Sequence[str] = (), log=subprocess.DEVNULL) -> List[Dict[str, Any]]:
+def chain(
+    out: Path,
+    profile: str,
+    kills: int,
+    max_delay: float,
+    rng: random.Random,
+    extra: Sequence[str] = (),
+    log=subprocess.DEVNULL,
+) -> List[Dict[str, Any]]:
     """Kill the demo in ``out`` ``kills`` times at random moments, then let it finish.
 
     Returns one record per kill: delay, signal, workers, and whether the command had already ended
@@ -78,7 +108,9 @@ def chain(out: Path, profile: str, kills: int, max_delay: float, rng: random.Ran
         workers = rng.choice([1, 2])
         sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
         delay = rng.uniform(1.0, max_delay)
-        proc = subprocess.Popen(demo_command(out, profile, workers, extra), stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            demo_command(out, profile, workers, extra), stdout=log, stderr=subprocess.STDOUT
+        )
         try:
             proc.wait(timeout=delay)
             finished = True
@@ -86,7 +118,14 @@ def chain(out: Path, profile: str, kills: int, max_delay: float, rng: random.Ran
             finished = False
             proc.send_signal(sig)
             proc.wait()
-        events.append({"delay_s": round(delay, 1), "signal": sig.name, "workers": workers, "finished_first": finished})
+        events.append(
+            {
+                "delay_s": round(delay, 1),
+                "signal": sig.name,
+                "workers": workers,
+                "finished_first": finished,
+            }
+        )
     run_to_end(demo_command(out, profile, rng.choice([1, 2]), extra), log)
     return events
 
@@ -97,9 +136,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="scratch folder (emptied first)")
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--kills", type=int, default=10, help="kills per chain")
-    ap.add_argument("--max-delay", type=float, default=None,
-                    help="seconds; each kill waits uniform(1, this) (default: twice the reference run's wall time "
-                         "over --kills, so a chain's kills spread over the run as it progresses)")
+    ap.add_argument(
+        "--max-delay",
+        type=float,
+        default=None,
+        help="seconds; each kill waits uniform(1, this) (default: twice the reference run's wall time "
+        "over --kills, so a chain's kills spread over the run as it progresses)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-root", default=None)
     args = ap.parse_args(argv)
@@ -111,7 +154,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ref_dir = args.out / "reference"
         ref_secs = run_to_end(demo_command(ref_dir, args.profile, 1, extra), log)
         reference = json.loads((ref_dir / "results.json").read_text())
-        print(json.dumps({"reference_wall_s": round(ref_secs, 1), "rows": len(reference["rows"])}), flush=True)
+        print(
+            json.dumps({"reference_wall_s": round(ref_secs, 1), "rows": len(reference["rows"])}),
+            flush=True,
+        )
         total, failed = 0, 0
         for c in range(args.chains):
             run = args.out / f"chain-{c}"
@@ -122,9 +168,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             kills = sum(not e["finished_first"] for e in events)
             total += kills
             failed += bool(diff)
-            print(json.dumps({"chain": c, "kills": kills, "wall_s": round(time.time() - t0, 1),
-                              "identical": not diff, "differences": diff[:20], "events": events}), flush=True)
-    print(json.dumps({"chains": args.chains, "kills": total, "chains_differing": failed}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "chain": c,
+                        "kills": kills,
+                        "wall_s": round(time.time() - t0, 1),
+                        "identical": not diff,
+                        "differences": diff[:20],
+                        "events": events,
+                    }
+                ),
+                flush=True,
+            )
+    print(
+        json.dumps({"chains": args.chains, "kills": total, "chains_differing": failed}), flush=True
+    )
     return 1 if failed else 0
 
 

@@ -29,7 +29,9 @@ def _imports(path: Path) -> Iterator[Tuple[str, int]]:
             names = [a.name for a in node.names]
         else:
             continue
-        yield from ((n, node.lineno) for n in names if n == "facecraft" or n.startswith("facecraft."))
+        yield from (
+            (n, node.lineno) for n in names if n == "facecraft" or n.startswith("facecraft.")
+        )
 
 
 def upward_imports(root: Path = ROOT) -> List[str]:
@@ -51,7 +53,9 @@ def test_no_module_imports_a_later_layer() -> None:
 
 def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "bad.py").write_text("def f():\n    from facecraft.experiments.config import RunConfig\n")
+    (tmp_path / "data" / "bad.py").write_text(
+        "def f():\n    from facecraft.experiments.config import RunConfig\n"
+    )
     (tmp_path / "experiments").mkdir()
     (tmp_path / "experiments" / "good.py").write_text("from facecraft.data.bad import f\n")
     assert upward_imports(tmp_path) == ["data/bad.py:2 imports facecraft.experiments.config"]

@@ -124,7 +124,9 @@ def run_lock(run_dir: PathLike, on_wait: Optional[Callable[[str], None]] = None)
             fh.seek(0)
             holder = fh.read().strip() or "another process"
             if on_wait is not None:
-                on_wait(f"{run_dir} is in use by {holder}; waiting for it to finish (Ctrl-C to stop)")
+                on_wait(
+                    f"{run_dir} is in use by {holder}; waiting for it to finish (Ctrl-C to stop)"
+                )
             fcntl.flock(fh, fcntl.LOCK_EX)
         fh.seek(0)
         fh.truncate()
@@ -258,10 +260,14 @@ def load_checkpoint(
     """
     st_path, js_path = _paths(stem)
     if not js_path.exists() or not st_path.exists():
-        raise CheckpointError(f"no checkpoint at {Path(stem)} (need {st_path.name} and {js_path.name})")
+        raise CheckpointError(
+            f"no checkpoint at {Path(stem)} (need {st_path.name} and {js_path.name})"
+        )
     meta = read_json(js_path)
     if not isinstance(meta, dict):
-        raise CheckpointError(f"{js_path}: expected a JSON object with 'kind' and 'keys', got {type(meta).__name__}")
+        raise CheckpointError(
+            f"{js_path}: expected a JSON object with 'kind' and 'keys', got {type(meta).__name__}"
+        )
     if kind is not None and meta.get("kind") != kind:
         raise CheckpointError(f"{js_path}: holds a {meta.get('kind')!r}, expected a {kind!r}")
     if meta.get("sha256") and meta["sha256"] != sha256_file(st_path):
@@ -274,11 +280,15 @@ def load_checkpoint(
         raise CheckpointError(f"{st_path}: key set differs from the one recorded in {js_path.name}")
     if keys is not None and set(tensors) != set(keys):
         missing, extra = sorted(set(keys) - set(tensors)), sorted(set(tensors) - set(keys))
-        raise CheckpointError(f"{st_path}: key mismatch; missing {missing[:5]}, unexpected {extra[:5]}")
+        raise CheckpointError(
+            f"{st_path}: key mismatch; missing {missing[:5]}, unexpected {extra[:5]}"
+        )
     return tensors, meta
 
 
-def optimizer_to_tensors(opt: torch.optim.Optimizer, prefix: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+def optimizer_to_tensors(
+    opt: torch.optim.Optimizer, prefix: str
+) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     """Split an optimizer's state dict into tensors (for safetensors) and JSON-able groups."""
     sd = opt.state_dict()
     tensors: Dict[str, torch.Tensor] = {}
@@ -294,7 +304,10 @@ def optimizer_to_tensors(opt: torch.optim.Optimizer, prefix: str) -> Tuple[Dict[
 
 
 def optimizer_from_tensors(
-    opt: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor], groups: Mapping[str, Any], prefix: str
+    opt: torch.optim.Optimizer,
+    tensors: Mapping[str, torch.Tensor],
+    groups: Mapping[str, Any],
+    prefix: str,
 ) -> None:
     """Inverse of :func:`optimizer_to_tensors`: load the state into ``opt``."""
     state: Dict[int, Dict[str, Any]] = {}

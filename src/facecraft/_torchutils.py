@@ -9,8 +9,17 @@ from typing import Callable, Iterator, Optional, Union
 import torch
 from torch import nn
 
-__all__ = ["resolve_device", "eval_mode", "frozen", "batched_apply", "make_generator", "derive_seed", "modules_device",
-           "seeded", "torch_threads"]
+__all__ = [
+    "resolve_device",
+    "eval_mode",
+    "frozen",
+    "batched_apply",
+    "make_generator",
+    "derive_seed",
+    "modules_device",
+    "seeded",
+    "torch_threads",
+]
 
 
 def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
@@ -24,16 +33,23 @@ def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device: {device!r} is not a device (auto, cpu, cuda, cuda:1, mps ...): {e}") from None
+        raise ValueError(
+            f"device: {device!r} is not a device (auto, cpu, cuda, cuda:1, mps ...): {e}"
+        ) from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device: {device!r} asked for CUDA, but this torch build or machine has none "
-                             "(use --device cpu or auto)")
+            raise ValueError(
+                f"device: {device!r} asked for CUDA, but this torch build or machine has none "
+                "(use --device cpu or auto)"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device: {device!r} asked for CUDA device {dev.index}, but only "
-                             f"{torch.cuda.device_count()} are visible")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
-                                  and torch.backends.mps.is_available()):
+            raise ValueError(
+                f"device: {device!r} asked for CUDA device {dev.index}, but only "
+                f"{torch.cuda.device_count()} are visible"
+            )
+    if dev.type == "mps" and not (
+        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    ):
         raise ValueError(f"device: {device!r} asked for MPS, which this machine does not have")
     return dev
 
@@ -73,7 +89,9 @@ def frozen(*modules: Optional[nn.Module]) -> Iterator[None]:
                     p.requires_grad_(f)
 
 
-def batched_apply(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def batched_apply(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 256
+) -> torch.Tensor:
     """Apply ``fn`` to ``x`` in chunks of ``batch_size`` rows and concatenate."""
     if x.shape[0] == 0:
         raise ValueError("batched_apply: empty input")

@@ -126,7 +126,9 @@ def validate_images(
     if images.dim() != 4:
         raise ValueError(f"expected images of shape (N, C, H, W), got shape {tuple(images.shape)}")
     if not allow_empty and images.shape[0] == 0:
-        raise ValueError(f"expected at least one image, got an empty batch (shape {tuple(images.shape)})")
+        raise ValueError(
+            f"expected at least one image, got an empty batch (shape {tuple(images.shape)})"
+        )
     if channels is not None and images.shape[1] != channels:
         raise ValueError(f"expected {channels} channels, got {images.shape[1]}")
     if size is not None and tuple(images.shape[-2:]) != (size, size):
@@ -134,7 +136,9 @@ def validate_images(
             f"expected {size}x{size} images, got {images.shape[-2]}x{images.shape[-1]}"
         )
     try:
-        validate_tensors([images], dim_range=(4, 4), data_range=(0.0, 1.0) if check_range else None, finite=True)
+        validate_tensors(
+            [images], dim_range=(4, 4), data_range=(0.0, 1.0) if check_range else None, finite=True
+        )
     except ValueError as e:
         raise ValueError(str(e).replace("argument 0:", "images:", 1)) from None
 
@@ -162,15 +166,23 @@ def validate_features(
     if not torch.is_tensor(features):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(features).__name__}")
     if not features.is_floating_point() or (dtype is not None and features.dtype != dtype):
-        raise TypeError(f"{name}: expected {dtype or 'floating-point'} features, got dtype {features.dtype}")
+        raise TypeError(
+            f"{name}: expected {dtype or 'floating-point'} features, got dtype {features.dtype}"
+        )
     if not 2 <= features.dim() <= 5:
-        raise ValueError(f"{name}: expected features of shape (N, *F) with 2 to 5 dimensions, "
-                         f"got shape {tuple(features.shape)}")
+        raise ValueError(
+            f"{name}: expected features of shape (N, *F) with 2 to 5 dimensions, "
+            f"got shape {tuple(features.shape)}"
+        )
     if features.shape[0] == 0 or features.numel() == 0:
-        raise ValueError(f"{name}: expected at least one feature vector, got shape {tuple(features.shape)}")
+        raise ValueError(
+            f"{name}: expected at least one feature vector, got shape {tuple(features.shape)}"
+        )
     if shape is not None and tuple(features.shape[1:]) != tuple(shape):
-        raise ValueError(f"{name}: expected features of shape (N, {', '.join(map(str, shape))}) "
-                         f"(the encoder's output), got {tuple(features.shape)}")
+        raise ValueError(
+            f"{name}: expected features of shape (N, {', '.join(map(str, shape))}) "
+            f"(the encoder's output), got {tuple(features.shape)}"
+        )
     try:
         validate_tensors([features], dim_range=(2, 5), finite=True)
     except ValueError as e:
@@ -209,13 +221,17 @@ def check_number(
         if integer and isinstance(value, float) and value.is_integer():
             value = int(value)
         else:
-            raise TypeError(f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}")
+            raise TypeError(
+                f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}"
+            )
     bounds = []
     if low is not None:
         bounds.append(f"{'>' if low_open else '>='} {low:g}")
     if high is not None:
         bounds.append(f"<= {high:g}")
-    want = f"a finite {'integer' if integer else 'number'}" + (f" {' and '.join(bounds)}" if bounds else "")
+    want = f"a finite {'integer' if integer else 'number'}" + (
+        f" {' and '.join(bounds)}" if bounds else ""
+    )
     if not math.isfinite(float(value)):
         raise ValueError(f"{name} must be {want}, got {value!r}")
     if low is not None and (value <= low if low_open else value < low):
@@ -235,18 +251,43 @@ def check_run_dir(run_dir: Path, option: str = "run directory") -> None:
 
 def check_path_name(name: str, option: str) -> None:
     """Raise ``ValueError`` unless ``name`` is one plain path component (no separator, not ``.``/``..``)."""
-    if (not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name
-            or name != name.strip() or name.startswith("~")):
-        raise ValueError(f"{option} must be a plain folder name (no '/', '..' or leading '~'), got {name!r}")
+    if (
+        not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\0" in name
+        or name != name.strip()
+        or name.startswith("~")
+    ):
+        raise ValueError(
+            f"{option} must be a plain folder name (no '/', '..' or leading '~'), got {name!r}"
+        )
 
 
 #: files and folders a run directory owns (``Study``, the demo, sweeps, reports)
-RUN_DIR_OWN = ("results.json", "config.json", "stages.json", "report.html", "report.md", "cells", "models",
-               "samples", "sweeps", "releases")
+RUN_DIR_OWN = (
+    "results.json",
+    "config.json",
+    "stages.json",
+    "report.html",
+    "report.md",
+    "cells",
+    "models",
+    "samples",
+    "sweeps",
+    "releases",
+)
 
 
-def check_output_stem(stem: Path, suffixes: Iterable[str], *, run_dir: Optional[Path], option: str,
-                      kind: Optional[str] = None) -> None:
+def check_output_stem(
+    stem: Path,
+    suffixes: Iterable[str],
+    *,
+    run_dir: Optional[Path],
+    option: str,
+    kind: Optional[str] = None,
+) -> None:
     """Refuse an output that would overwrite a run directory's own files or a file of another kind.
 
     Args:
@@ -271,14 +312,22 @@ def check_output_stem(stem: Path, suffixes: Iterable[str], *, run_dir: Optional[
         target = path.resolve()
         if run is not None and (target == run or run in target.parents):
             first = target.relative_to(run).parts[0]
-            if first in RUN_DIR_OWN or first.startswith("data-") or first.endswith((".png", ".lock")):
-                raise ValueError(f"{option}: {path} would overwrite the run directory's own {first!r}; "
-                                 "choose another name")
+            if (
+                first in RUN_DIR_OWN
+                or first.startswith("data-")
+                or first.endswith((".png", ".lock"))
+            ):
+                raise ValueError(
+                    f"{option}: {path} would overwrite the run directory's own {first!r}; "
+                    "choose another name"
+                )
         if suffix == ".json" and kind is not None and path.is_file():
             try:
                 recorded = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError):
                 recorded = None
             if not isinstance(recorded, dict) or recorded.get("kind") != kind:
-                raise ValueError(f"{option}: {path} exists and is not a {kind!r} file written by facecraft; "
-                                 "refusing to replace it")
+                raise ValueError(
+                    f"{option}: {path} exists and is not a {kind!r} file written by facecraft; "
+                    "refusing to replace it"
+                )

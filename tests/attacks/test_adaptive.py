@@ -37,10 +37,22 @@ def test_adaptive_whitebox_updates_copy_only(enc_gen, public_images) -> None:
     original = _state(gen)
     images = public_images[:16]
     calls = []
-    atk = AdaptiveWhiteBoxAttack(enc, gen, _defense(enc), epochs=3, batch_size=8, inner_steps=3, init_steps=6,
-                                 steps=5, lr=1e-3)
-    atk.fit(images, on_epoch=lambda e, a: calls.append(e) or {"probe": float(e) * 2},
-            progress=lambda d, t, s: None)
+    atk = AdaptiveWhiteBoxAttack(
+        enc,
+        gen,
+        _defense(enc),
+        epochs=3,
+        batch_size=8,
+        inner_steps=3,
+        init_steps=6,
+        steps=5,
+        lr=1e-3,
+    )
+    atk.fit(
+        images,
+        on_epoch=lambda e, a: calls.append(e) or {"probe": float(e) * 2},
+        progress=lambda d, t, s: None,
+    )
     assert _same(original, _state(gen))  # the shared prior is untouched
     assert not _same(original, _state(atk.generator))
     assert calls == [0, 1, 2]
@@ -56,8 +68,12 @@ def test_adaptive_whitebox_resumes(enc_gen, public_images, tmp_path) -> None:
     enc, gen = enc_gen
     images = public_images[:8]
     kw = dict(batch_size=8, inner_steps=2, init_steps=3, steps=2)
-    a = AdaptiveWhiteBoxAttack(enc, gen, _defense(enc), epochs=1, **kw).fit(images, checkpoint_stem=tmp_path / "g")
-    b = AdaptiveWhiteBoxAttack(enc, gen, _defense(enc), epochs=2, **kw).fit(images, checkpoint_stem=tmp_path / "g")
+    a = AdaptiveWhiteBoxAttack(enc, gen, _defense(enc), epochs=1, **kw).fit(
+        images, checkpoint_stem=tmp_path / "g"
+    )
+    b = AdaptiveWhiteBoxAttack(enc, gen, _defense(enc), epochs=2, **kw).fit(
+        images, checkpoint_stem=tmp_path / "g"
+    )
     assert a.epochs_done == 1 and b.epochs_done == 2 and len(b.history) == 2
 
 
@@ -78,8 +94,9 @@ def test_adaptive_blackbox_updates_copy_only(enc_gen, public_images, tmp_path) -
     assert [h["probe"] for h in atk.history] == [0, 1, 2]
     assert after < before
     assert grads_are_none(enc, dec.decoder, atk.decoder)
-    again = AdaptiveBlackBoxAttack(dec, defense, epochs=3, batch_size=8).fit(public_images,
-                                                                           checkpoint_stem=tmp_path / "ab")
+    again = AdaptiveBlackBoxAttack(dec, defense, epochs=3, batch_size=8).fit(
+        public_images, checkpoint_stem=tmp_path / "ab"
+    )
     assert again.epochs_done == 3 and len(again.history) == 3
     assert _same(_state(atk.decoder), _state(again.decoder))
 
@@ -88,7 +105,9 @@ def test_adaptive_blackbox_requery_and_precomputed(enc_gen, public_images) -> No
     enc, _ = enc_gen
     dec = DecoderAttack(enc, epochs=0, width=8, image_size=SIZE)
     defense = _defense(enc)
-    a = AdaptiveBlackBoxAttack(dec, defense, epochs=1, batch_size=16, requery=True, seed=0).fit(public_images)
+    a = AdaptiveBlackBoxAttack(dec, defense, epochs=1, batch_size=16, requery=True, seed=0).fit(
+        public_images
+    )
     b = AdaptiveBlackBoxAttack(dec, defense, epochs=1, batch_size=16, seed=0)
     b.fit(public_images, protected=defense(public_images))
     # a deterministic defence gives the same pairs either way
@@ -134,8 +153,9 @@ def test_val_fraction_zero_is_the_plain_fit(enc_gen, public_images) -> None:
     enc, _ = enc_gen
     defense = _defense(enc)
     dec = _decoder_attack(enc, public_images)
-    atk = AdaptiveBlackBoxAttack(dec, defense, epochs=2, batch_size=8, lr=3e-3, val_fraction=0.0,
-                                 patience=3).fit(public_images)
+    atk = AdaptiveBlackBoxAttack(
+        dec, defense, epochs=2, batch_size=8, lr=3e-3, val_fraction=0.0, patience=3
+    ).fit(public_images)
     # the same epochs by hand: a copy of the decoder, Adam, the seed's shuffling, every image
     ref = copy.deepcopy(dec.decoder)
     for p in ref.parameters():
@@ -143,8 +163,10 @@ def test_val_fraction_zero_is_the_plain_fit(enc_gen, public_images) -> None:
     opt = torch.optim.Adam(ref.parameters(), lr=3e-3)
     gen = make_generator(0)
     feats = defense(public_images)
-    losses = [train_decoder_epoch(ref, opt, public_images, batch_size=8, gen=gen, features=feats)
-              for _ in range(2)]
+    losses = [
+        train_decoder_epoch(ref, opt, public_images, batch_size=8, gen=gen, features=feats)
+        for _ in range(2)
+    ]
     assert _same(_state(ref), _state(atk.decoder))  # bit-identical
     assert atk.history == [{"epoch": 0, "loss": losses[0]}, {"epoch": 1, "loss": losses[1]}]
     assert atk.val_indices is None and atk.train_indices is None
@@ -202,11 +224,26 @@ def test_heldout_images_are_never_trained_on(kind, enc_gen, public_images) -> No
     calls = []
     defense = _recording_defense(enc, images, calls)
     if kind == "blackbox":
-        atk = AdaptiveBlackBoxAttack(_decoder_attack(enc, public_images), defense, epochs=2,
-                                     batch_size=4, requery=True, val_fraction=0.25, seed=5)
+        atk = AdaptiveBlackBoxAttack(
+            _decoder_attack(enc, public_images),
+            defense,
+            epochs=2,
+            batch_size=4,
+            requery=True,
+            val_fraction=0.25,
+            seed=5,
+        )
     else:
-        atk = AdaptiveWhiteBoxAttack(enc, gen, defense, epochs=2, requery=True, val_fraction=0.25,
-                                     seed=5, **{**_WB, "batch_size": 4})
+        atk = AdaptiveWhiteBoxAttack(
+            enc,
+            gen,
+            defense,
+            epochs=2,
+            requery=True,
+            val_fraction=0.25,
+            seed=5,
+            **{**_WB, "batch_size": 4},
+        )
     atk.fit(images)
     val, train = atk.val_indices.tolist(), atk.train_indices.tolist()
     assert len(val) == 4 and not set(val) & set(train)
@@ -248,8 +285,15 @@ def test_blackbox_restores_the_best_epoch_and_stops_early(enc_gen, public_images
     enc, _ = enc_gen
     defense = _defense(enc)
     snaps = []
-    atk = AdaptiveBlackBoxAttack(_decoder_attack(enc, public_images), defense, epochs=8,
-                                 batch_size=8, lr=3e-3, val_fraction=0.25, patience=2)
+    atk = AdaptiveBlackBoxAttack(
+        _decoder_attack(enc, public_images),
+        defense,
+        epochs=8,
+        batch_size=8,
+        lr=3e-3,
+        val_fraction=0.25,
+        patience=2,
+    )
     atk.fit(public_images, on_epoch=_snapshots(_wreck_at(2, "decoder"), "decoder", snaps))
     assert [h["probe"] for h in atk.history] == list(range(atk.epochs_done))  # on_epoch each epoch
     assert all(set(h) == {"epoch", "loss", "val_loss", "probe"} for h in atk.history)
@@ -264,8 +308,15 @@ def test_blackbox_restores_the_best_epoch_and_stops_early(enc_gen, public_images
 def test_patience_zero_runs_every_epoch(enc_gen, public_images) -> None:
     enc, _ = enc_gen
     defense = _defense(enc)
-    atk = AdaptiveBlackBoxAttack(_decoder_attack(enc, public_images), defense, epochs=5,
-                                 batch_size=8, lr=3e-3, val_fraction=0.25, patience=0)
+    atk = AdaptiveBlackBoxAttack(
+        _decoder_attack(enc, public_images),
+        defense,
+        epochs=5,
+        batch_size=8,
+        lr=3e-3,
+        val_fraction=0.25,
+        patience=0,
+    )
     atk.fit(public_images, on_epoch=_wreck_at(1, "decoder"))
     assert atk.epochs_done == 5 and len(atk.history) == 5  # 3 epochs without improvement
     _check_best(atk, patience=0)
@@ -301,8 +352,9 @@ def test_whitebox_restores_the_best_generator(enc_gen, public_images) -> None:
     assert grads_are_none(enc, gen, atk.generator)
 
 
-def test_blackbox_resume_with_heldout_split_matches_uninterrupted(enc_gen, public_images,
-                                                                  tmp_path) -> None:
+def test_blackbox_resume_with_heldout_split_matches_uninterrupted(
+    enc_gen, public_images, tmp_path
+) -> None:
     enc, _ = enc_gen
     defense = _defense(enc)
     dec = _decoder_attack(enc, public_images)
@@ -313,22 +365,29 @@ def test_blackbox_resume_with_heldout_split_matches_uninterrupted(enc_gen, publi
     for cut in (2, 3, full.epochs_done - 1):  # the last two cut after the best epoch
         stem = tmp_path / f"cut{cut}"
         AdaptiveBlackBoxAttack(dec, defense, epochs=cut, **kw).fit(
-            public_images, on_epoch=_wreck_at(2, "decoder"), checkpoint_stem=stem)
+            public_images, on_epoch=_wreck_at(2, "decoder"), checkpoint_stem=stem
+        )
         for _ in range(2):  # resume, then resume the finished run (nothing left to do)
             res = AdaptiveBlackBoxAttack(dec, defense, epochs=8, **kw).fit(
-                public_images, on_epoch=_wreck_at(2, "decoder"), checkpoint_stem=stem)
+                public_images, on_epoch=_wreck_at(2, "decoder"), checkpoint_stem=stem
+            )
             assert res.history == full.history
             assert (res.epochs_done, res.best_epoch, res.best_val_loss) == (
-                full.epochs_done, full.best_epoch, full.best_val_loss)
+                full.epochs_done,
+                full.best_epoch,
+                full.best_val_loss,
+            )
             assert torch.equal(res.val_indices, full.val_indices)
             assert _same(_state(full.decoder), _state(res.decoder))  # the best epoch's decoder
     with pytest.raises(ValueError, match="held-out split"):
         AdaptiveBlackBoxAttack(dec, defense, epochs=8, **{**kw, "val_fraction": 0.5}).fit(
-            public_images, checkpoint_stem=tmp_path / "cut2")
+            public_images, checkpoint_stem=tmp_path / "cut2"
+        )
 
 
-def test_whitebox_resume_with_heldout_split_matches_uninterrupted(enc_gen, public_images,
-                                                                  tmp_path) -> None:
+def test_whitebox_resume_with_heldout_split_matches_uninterrupted(
+    enc_gen, public_images, tmp_path
+) -> None:
     enc, gen = enc_gen
     defense = _defense(enc)
     images = public_images[:16]
@@ -338,9 +397,11 @@ def test_whitebox_resume_with_heldout_split_matches_uninterrupted(enc_gen, publi
     assert full.best_epoch <= 1  # the cut below is after it: the best G comes from the checkpoint
     stem = tmp_path / "g"
     AdaptiveWhiteBoxAttack(enc, gen, defense, epochs=2, **kw).fit(
-        images, on_epoch=_wreck_at(1, "generator"), checkpoint_stem=stem)
+        images, on_epoch=_wreck_at(1, "generator"), checkpoint_stem=stem
+    )
     res = AdaptiveWhiteBoxAttack(enc, gen, defense, epochs=3, **kw).fit(
-        images, on_epoch=_wreck_at(1, "generator"), checkpoint_stem=stem)
+        images, on_epoch=_wreck_at(1, "generator"), checkpoint_stem=stem
+    )
     assert res.history == full.history
     assert (res.best_epoch, res.best_val_loss) == (full.best_epoch, full.best_val_loss)
     assert _same(_state(full.generator), _state(res.generator))

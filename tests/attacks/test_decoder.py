@@ -57,7 +57,11 @@ def test_fit_resumes_from_checkpoint(enc_gen, public_images, tmp_path) -> None:
     resumed.fit(public_images, checkpoint_stem=tmp_path / "dec")
     assert resumed.epochs_done == 3 and len(resumed.history) == 3 and resumed.fit_trained
     assert part.epochs_done == 2
-    assert not DecoderAttack(enc, epochs=3, **kw).fit(public_images, checkpoint_stem=tmp_path / "dec").fit_trained
+    assert (
+        not DecoderAttack(enc, epochs=3, **kw)
+        .fit(public_images, checkpoint_stem=tmp_path / "dec")
+        .fit_trained
+    )
     for a, b in zip(full.decoder.state_dict().values(), resumed.decoder.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-6)
 
@@ -70,7 +74,9 @@ def test_fine_tune_fits_new_pairs(enc_gen, public_images) -> None:
     with torch.no_grad():
         before = float(nnf.mse_loss(atk(feats), public_images))
     seen = []
-    atk.fine_tune(feats, public_images, epochs=8, lr=3e-3, on_epoch=lambda e, a: seen.append(e) or {"e": e})
+    atk.fine_tune(
+        feats, public_images, epochs=8, lr=3e-3, on_epoch=lambda e, a: seen.append(e) or {"e": e}
+    )
     with torch.no_grad():
         after = float(nnf.mse_loss(atk(feats), public_images))
     assert after < 0.7 * before

@@ -104,8 +104,9 @@ def test_early_stopping_restores_the_best_state() -> None:
     g = torch.Generator().manual_seed(5)
     x, e = torch.randn(60, 16, generator=g), torch.randn(60, 8, generator=g)
     epochs, patience = 100, 3
-    atk = EmbeddingAttack(epochs=epochs, width=16, batch_size=16, lr=1e-2, patience=patience,
-                          val_fraction=0.25).fit(x, e)
+    atk = EmbeddingAttack(
+        epochs=epochs, width=16, batch_size=16, lr=1e-2, patience=patience, val_fraction=0.25
+    ).fit(x, e)
     val = [h["val_loss"] for h in atk.history]
     assert [h["epoch"] for h in atk.history] == list(range(len(val)))
     assert len(val) < epochs  # it stopped early
@@ -232,7 +233,8 @@ def test_checkpoint_stem_reuses_a_finished_model(tmp_path) -> None:
     assert (tmp_path / "ckpt" / "emb.json").exists()
     calls = []
     again = EmbeddingAttack(**_small(epochs=2), seed=9).fit(
-        x, e, checkpoint_stem=stem, progress=lambda *a: calls.append(a))
+        x, e, checkpoint_stem=stem, progress=lambda *a: calls.append(a)
+    )
     assert not again.fit_trained and not calls
     assert torch.equal(again(x), first(x)) and again.history == first.history
     with pytest.raises(CheckpointError, match="holds a regressor"):
@@ -268,18 +270,21 @@ def test_call_before_fit_raises() -> None:
         EmbeddingAttack()(torch.randn(2, 4))
 
 
-@pytest.mark.parametrize("kwargs, field", [
-    ({"epochs": -1}, "epochs"),
-    ({"batch_size": 0}, "batch_size"),
-    ({"lr": 0.0}, "lr"),
-    ({"lr": float("nan")}, "lr"),
-    ({"lr": float("inf")}, "lr"),
-    ({"width": 0}, "width"),
-    ({"weight_decay": -1.0}, "weight_decay"),
-    ({"val_fraction": 1.0}, "val_fraction"),
-    ({"val_fraction": -0.1}, "val_fraction"),
-    ({"patience": 0}, "patience"),
-])
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"epochs": -1}, "epochs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"lr": 0.0}, "lr"),
+        ({"lr": float("nan")}, "lr"),
+        ({"lr": float("inf")}, "lr"),
+        ({"width": 0}, "width"),
+        ({"weight_decay": -1.0}, "weight_decay"),
+        ({"val_fraction": 1.0}, "val_fraction"),
+        ({"val_fraction": -0.1}, "val_fraction"),
+        ({"patience": 0}, "patience"),
+    ],
+)
 def test_bad_constructor_values(kwargs: dict, field: str) -> None:
     for cls in (EmbeddingAttack, AdaptiveEmbeddingAttack):
         with pytest.raises(ValueError, match=field):
@@ -313,7 +318,9 @@ def test_adaptive_attacker_trained_on_more_releases_is_at_least_as_strong() -> N
 
     def accuracy(n_per: int) -> float:
         x, e, _ = _toy(n_per, seed=4)
-        atk = AdaptiveEmbeddingAttack(base, **_small(seed=0, patience=5, epochs=40)).fit(defend(x, seed=6), e)
+        atk = AdaptiveEmbeddingAttack(base, **_small(seed=0, patience=5, epochs=40)).fit(
+            defend(x, seed=6), e
+        )
         return float((_identify(e_priv, y_priv, atk(released)) == y_priv).float().mean())
 
     few, many = accuracy(2), accuracy(40)  # 20 vs 400 releases of public faces

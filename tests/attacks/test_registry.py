@@ -15,8 +15,16 @@ from facecraft.attacks import (
 )
 from facecraft.attacks.registry import ATTACKS
 
-EXPECTED = {"whitebox", "blackbox", "hybrid", "feature2id", "adaptive-whitebox", "adaptive-blackbox", "alt-prior",
-            "average"}
+EXPECTED = {
+    "whitebox",
+    "blackbox",
+    "hybrid",
+    "feature2id",
+    "adaptive-whitebox",
+    "adaptive-blackbox",
+    "alt-prior",
+    "average",
+}
 
 
 class _Dummy(InversionAttack):

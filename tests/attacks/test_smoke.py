@@ -21,27 +21,57 @@ from ._attack_helpers import LATENT, SIZE, grads_are_none
 
 
 def _blackbox(enc, **kw):
-    return create_attack("blackbox", encoder=enc, epochs=1, batch_size=8, width=8, image_size=SIZE, **kw)
+    return create_attack(
+        "blackbox", encoder=enc, epochs=1, batch_size=8, width=8, image_size=SIZE, **kw
+    )
 
 
 def _factories(enc, gen) -> Dict[str, Callable[[], object]]:
     defense = lambda x: enc(x) + 0.1 * torch.randn_like(enc(x))  # noqa: E731
     amor = Amortizer(feature_shape(enc, SIZE), LATENT, width=4).eval()
     return {
-        "whitebox": lambda: create_attack("whitebox", encoder=enc, generator=gen, amortizer=amor,
-                                          critic=Critic(SIZE, width=4), prior_weight=0.1, steps=1),
+        "whitebox": lambda: create_attack(
+            "whitebox",
+            encoder=enc,
+            generator=gen,
+            amortizer=amor,
+            critic=Critic(SIZE, width=4),
+            prior_weight=0.1,
+            steps=1,
+        ),
         "blackbox": lambda: _blackbox(enc),
-        "hybrid": lambda: create_attack("hybrid", encoder=enc, decoder_attack=_blackbox(enc), steps=1),
-        "adaptive-whitebox": lambda: create_attack("adaptive-whitebox", encoder=enc, generator=gen, defense=defense,
-                                                   amortizer=amor, epochs=1, batch_size=8, inner_steps=1, steps=1),
-        "adaptive-blackbox": lambda: create_attack("adaptive-blackbox", decoder_attack=_blackbox(enc),
-                                                   defense=defense, epochs=1, batch_size=8),
-        "alt-prior": lambda: create_attack("alt-prior", encoder=enc, generator=ResGenerator(10, SIZE, width=4),
-                                           steps=1, restarts=2),
-        "average": lambda: create_attack("average", base_attack=_blackbox(enc), defense=defense, n_queries=2),
+        "hybrid": lambda: create_attack(
+            "hybrid", encoder=enc, decoder_attack=_blackbox(enc), steps=1
+        ),
+        "adaptive-whitebox": lambda: create_attack(
+            "adaptive-whitebox",
+            encoder=enc,
+            generator=gen,
+            defense=defense,
+            amortizer=amor,
+            epochs=1,
+            batch_size=8,
+            inner_steps=1,
+            steps=1,
+        ),
+        "adaptive-blackbox": lambda: create_attack(
+            "adaptive-blackbox",
+            decoder_attack=_blackbox(enc),
+            defense=defense,
+            epochs=1,
+            batch_size=8,
+        ),
+        "alt-prior": lambda: create_attack(
+            "alt-prior", encoder=enc, generator=ResGenerator(10, SIZE, width=4), steps=1, restarts=2
+        ),
+        "average": lambda: create_attack(
+            "average", base_attack=_blackbox(enc), defense=defense, n_queries=2
+        ),
         "feature2id": lambda: create_attack("feature2id", epochs=1, width=4, batch_size=4),
         "embedding": lambda: create_attack("embedding", epochs=1, width=4, batch_size=4),
-        "adaptive-embedding": lambda: create_attack("adaptive-embedding", epochs=1, width=4, batch_size=4),
+        "adaptive-embedding": lambda: create_attack(
+            "adaptive-embedding", epochs=1, width=4, batch_size=4
+        ),
     }
 
 

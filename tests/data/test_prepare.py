@@ -253,8 +253,9 @@ def test_mismatched_label_file_surfaces_through_prepare(tmp_path: Path) -> None:
         prepare_data(cfg, tmp_path / "cache")
 
 
-def test_changed_root_invalidates_the_cached_split(celeba_chips: Path, tiny_cfg: DataConfig, tmp_path: Path,
-                                                    caplog) -> None:
+def test_changed_root_invalidates_the_cached_split(
+    celeba_chips: Path, tiny_cfg: DataConfig, tmp_path: Path, caplog
+) -> None:
     """Issue 20: images deleted from a prepared root were silently served from the old split."""
     cache = tmp_path / "cache"
     first = prepare_data(tiny_cfg, cache)
@@ -270,17 +271,22 @@ def test_changed_root_invalidates_the_cached_split(celeba_chips: Path, tiny_cfg:
     caplog.set_level("WARNING", logger="facecraft.data.prepare")
     second = prepare_data(tiny_cfg, cache)
     assert "changed since its split was prepared" in caplog.text and str(cache) in caplog.text
-    every = set().union(*(set(s.files) for s in (second.public, second.eval_train, second.eval_test)))
+    every = set().union(
+        *(set(s.files) for s in (second.public, second.eval_train, second.eval_test))
+    )
     assert not every & {f"images/{f}" for f in gone}
     assert second.manifest["content_hash"] != first.manifest["content_hash"]
     assert load_prepared(cache).manifest["root_listing"] == second.manifest["root_listing"]
 
 
-def test_touched_file_invalidates_and_unchanged_root_reuses(celeba_chips: Path, tiny_cfg: DataConfig,
-                                                            tmp_path: Path, monkeypatch) -> None:
+def test_touched_file_invalidates_and_unchanged_root_reuses(
+    celeba_chips: Path, tiny_cfg: DataConfig, tmp_path: Path, monkeypatch
+) -> None:
     calls = []
     real = prepare_mod.decode_images
-    monkeypatch.setattr(prepare_mod, "decode_images", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(
+        prepare_mod, "decode_images", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
     cache = tmp_path / "cache"
     prepare_data(tiny_cfg, cache)
     prepare_data(tiny_cfg, cache)
@@ -289,6 +295,8 @@ def test_touched_file_invalidates_and_unchanged_root_reuses(celeba_chips: Path, 
     st = img.stat()
     import os
 
-    os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # replaced in place (same name and size)
+    os.utime(
+        img, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9)
+    )  # replaced in place (same name and size)
     prepare_data(tiny_cfg, cache)
     assert len(calls) == 2

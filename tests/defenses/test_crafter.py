@@ -180,7 +180,9 @@ def test_fixed_critic_is_not_modified(tiny_target, tiny_gan, private_images):
 
 
 @pytest.mark.parametrize("persistent", [True, False])
-def test_critic_init_steps_train_a_new_critic_longer(tiny_target, tiny_gan, private_images, monkeypatch, persistent):
+def test_critic_init_steps_train_a_new_critic_longer(
+    tiny_target, tiny_gan, private_images, monkeypatch, persistent
+):
     counts = []
     train = critic_module.train_critic
 
@@ -189,7 +191,13 @@ def test_critic_init_steps_train_a_new_critic_longer(tiny_target, tiny_gan, priv
         return train(*args, steps=steps, **kw)
 
     monkeypatch.setattr(critic_module, "train_critic", counting)
-    kw = {**SMALL, "outer_steps": 3, "critic_steps": 2, "critic_init_steps": 7, "persistent_critic": persistent}
+    kw = {
+        **SMALL,
+        "outer_steps": 3,
+        "critic_steps": 2,
+        "critic_init_steps": 7,
+        "persistent_critic": persistent,
+    }
     _crafter(tiny_target, tiny_gan, **kw)(private_images)
     # a persistent critic is new once per batch; a non-persistent one at every outer step
     assert counts == ([7, 2, 2] if persistent else [7, 7, 7])
@@ -201,8 +209,9 @@ def test_critic_init_steps_train_a_new_critic_longer(tiny_target, tiny_gan, priv
 
 
 @pytest.mark.parametrize("offset", [False, True])
-def test_warm_start_and_warm_offset_choose_the_inner_start(tiny_target, tiny_gan, private_images, monkeypatch,
-                                                           offset):
+def test_warm_start_and_warm_offset_choose_the_inner_start(
+    tiny_target, tiny_gan, private_images, monkeypatch, offset
+):
     import facecraft.defenses.crafter as crafter_module
 
     torch.manual_seed(0)
@@ -220,7 +229,9 @@ def test_warm_start_and_warm_offset_choose_the_inner_start(tiny_target, tiny_gan
     _crafter(tiny_target, tiny_gan, amortizer=amor, **kw)(private_images)
     assert len(calls) == 3
     with torch.no_grad():
-        assert torch.allclose(calls[0][1], amor(calls[0][0]))  # the first solve starts from Amor(F0)
+        assert torch.allclose(
+            calls[0][1], amor(calls[0][0])
+        )  # the first solve starts from Amor(F0)
         for (f_prev, _, z_prev), (f, z0, _) in zip(calls, calls[1:]):
             assert not torch.allclose(f, f_prev)  # F moved, so the two starts differ
             # warm start: the previous z*; with the offset, Amor(F) plus the previous solve's correction
@@ -228,19 +239,28 @@ def test_warm_start_and_warm_offset_choose_the_inner_start(tiny_target, tiny_gan
             assert torch.allclose(z0, want, atol=1e-6)
 
 
-def test_fit_pretrains_the_critic_once_and_reloads_it(tiny_target, tiny_gan, private_images, tmp_path):
+def test_fit_pretrains_the_critic_once_and_reloads_it(
+    tiny_target, tiny_gan, private_images, tmp_path
+):
     kw = {**SMALL, "critic_pretrain_steps": 3, "critic_pretrain_faces": 4}
     c = _crafter(tiny_target, tiny_gan, **kw)
     with pytest.raises(RuntimeError, match="fit"):
         c(private_images)  # its critic must be trained first
     stem = tmp_path / "critic"
     c.fit(private_images, checkpoint_stem=stem)
-    assert c.fit_trained and c.critic is not None and not any(p.requires_grad for p in c.critic.parameters())
+    assert (
+        c.fit_trained
+        and c.critic is not None
+        and not any(p.requires_grad for p in c.critic.parameters())
+    )
     out = c(private_images)
     # a second defence loads the saved critic instead of training, and crafts the same features
     d = _crafter(tiny_target, tiny_gan, **kw).fit(private_images, checkpoint_stem=stem)
     assert not d.fit_trained
-    assert all(torch.equal(a, b) for a, b in zip(c.critic.state_dict().values(), d.critic.state_dict().values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(c.critic.state_dict().values(), d.critic.state_dict().values())
+    )
     assert torch.equal(d(private_images), out)
     # without pre-training fit does nothing
     e = _crafter(tiny_target, tiny_gan, **SMALL).fit(private_images)
@@ -251,8 +271,13 @@ def test_crafter_fast_is_crafter_with_the_fast_step(tiny_target, tiny_gan):
     from facecraft.defenses import create_defense
     from facecraft.defenses.crafter import FAST_STEP, FastCrafter
 
-    d = create_defense("crafter-fast", encoder=tiny_target.encoder, head=tiny_target.head, generator=tiny_gan[0],
-                       beta=2.0)
+    d = create_defense(
+        "crafter-fast",
+        encoder=tiny_target.encoder,
+        head=tiny_target.head,
+        generator=tiny_gan[0],
+        beta=2.0,
+    )
     assert isinstance(d, FastCrafter) and d.name() == "crafter-fast"
     cfg = d.get_config()
     assert cfg["beta"] == 2.0  # an argument overrides the preset

@@ -45,7 +45,9 @@ def test_defender_critic_tells_reconstructions_from_the_prior(tiny_target):
     assert _gap(critic, gen, fake) > _gap(untrained, gen, fake) + 0.1
     # seeded: the same call gives the same critic
     again = fit_defender_critic(enc, gen, amor, public, **kw)
-    assert all(torch.equal(a, b) for a, b in zip(critic.state_dict().values(), again.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(critic.state_dict().values(), again.state_dict().values())
+    )
 
 
 def test_defender_critic_rejects_bad_arguments(tiny_target, tiny_gan, private_images):

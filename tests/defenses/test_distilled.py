@@ -46,7 +46,9 @@ def _fit(tiny_target, images, teacher_features, **kw) -> DistilledCrafter:
     return d.fit(images, teacher_features=teacher_features)
 
 
-def test_regression_learns_a_representable_teacher_on_unseen_faces(tiny_target, faces, teacher) -> None:
+def test_regression_learns_a_representable_teacher_on_unseen_faces(
+    tiny_target, faces, teacher
+) -> None:
     public, unseen = faces[:64], faces[64:]
     d = _fit(tiny_target, public, teacher(public))
     first, best = d.history[0], d.history[d.best_epoch]
@@ -67,7 +69,9 @@ def test_early_stopping_ends_the_fit(tiny_target, faces) -> None:
     x = faces[:64]
     noise = torch.randn(64, 16, 8, 8, generator=torch.Generator().manual_seed(2))
     # an unpredictable target: the held-out loss stops improving, so training stops well before 200 epochs
-    d = _fit(tiny_target, x, tiny_target.encoder(x).detach() + noise, epochs=200, patience=3, lr=5e-2)
+    d = _fit(
+        tiny_target, x, tiny_target.encoder(x).detach() + noise, epochs=200, patience=3, lr=5e-2
+    )
     assert len(d.history) < 200 and len(d.history) == d.best_epoch + 1 + 3
 
 
@@ -98,19 +102,27 @@ def test_fit_resumes_after_a_kill_exactly(tiny_target, faces, teacher, tmp_path:
             raise _Kill
 
     stem = tmp_path / "fit"
-    d = DistilledCrafter(tiny_target.encoder, tiny_target.head, **{**FAST, "epochs": 6, "input_noise": 0.1})
+    d = DistilledCrafter(
+        tiny_target.encoder, tiny_target.head, **{**FAST, "epochs": 6, "input_noise": 0.1}
+    )
     with pytest.raises(_Kill):
         d.fit(x, teacher_features=t, progress=kill_at_3, checkpoint_stem=stem)
-    resumed = DistilledCrafter(tiny_target.encoder, tiny_target.head, **{**FAST, "epochs": 6, "input_noise": 0.1})
+    resumed = DistilledCrafter(
+        tiny_target.encoder, tiny_target.head, **{**FAST, "epochs": 6, "input_noise": 0.1}
+    )
     resumed.fit(x, teacher_features=t, checkpoint_stem=stem)
     assert resumed.fit_trained and resumed.history == whole.history
     assert torch.equal(resumed(faces[64:]), whole(faces[64:]))
     # a finished fit is loaded, not retrained
-    again = DistilledCrafter(tiny_target.encoder, tiny_target.head, **{**FAST, "epochs": 6, "input_noise": 0.1})
+    again = DistilledCrafter(
+        tiny_target.encoder, tiny_target.head, **{**FAST, "epochs": 6, "input_noise": 0.1}
+    )
     again.fit(x, teacher_features=t, checkpoint_stem=stem)
     assert not again.fit_trained and torch.equal(again(faces[64:]), whole(faces[64:]))
     # other hyperparameters never read that checkpoint
-    other = DistilledCrafter(tiny_target.encoder, tiny_target.head, **{**FAST, "epochs": 6, "width": 8})
+    other = DistilledCrafter(
+        tiny_target.encoder, tiny_target.head, **{**FAST, "epochs": 6, "width": 8}
+    )
     with pytest.raises(CheckpointError, match="config"):
         other.fit(x, teacher_features=t, checkpoint_stem=stem)
 
@@ -126,8 +138,12 @@ def test_protector_round_trip(tiny_target, faces, teacher, tmp_path: Path) -> No
 
 
 def test_teacher_setting_names_the_stored_release() -> None:
-    d = create_defense("distilled-crafter", encoder=torch.nn.Conv2d(3, 4, 1), beta=0.1,
-                       teacher_kwargs={"outer_steps": 30})
+    d = create_defense(
+        "distilled-crafter",
+        encoder=torch.nn.Conv2d(3, 4, 1),
+        beta=0.1,
+        teacher_kwargs={"outer_steps": 30},
+    )
     assert d.teacher_setting() == ("crafter-fast", 0.1, {"outer_steps": 30, "beta": 0.1})
     assert DistilledCrafter.exportable
 

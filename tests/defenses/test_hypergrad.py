@@ -161,7 +161,9 @@ def test_neumann_does_not_warn_when_converging():
 def test_extreme_eigenvalues_match_dense_spectrum_per_sample():
     a = _spd_batch(3, 5, cond=20.0, seed=7)  # eigenvalues 1 .. 20 (log-spaced) in every sample
     a[1] *= 3.0  # a different scale per sample: 3 .. 60
-    lam_max, lam_min = extreme_eigenvalues(_matvec(a), torch.zeros(3, 5, dtype=torch.float64), iters=300)
+    lam_max, lam_min = extreme_eigenvalues(
+        _matvec(a), torch.zeros(3, 5, dtype=torch.float64), iters=300
+    )
     ev = torch.linalg.eigvalsh(a)
     assert torch.allclose(lam_max, ev[:, -1], rtol=1e-6)
     assert torch.allclose(lam_min, ev[:, 0], rtol=1e-4)

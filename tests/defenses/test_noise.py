@@ -67,4 +67,6 @@ def test_reseed_makes_a_release_independent_of_earlier_calls(tiny_target, images
     other_seed = GaussianNoise(tiny_target.encoder, sigma=0.5, seed=4)
     other_seed.reseed("public-features")
     assert not torch.equal(other_seed(images), want)
-    NoDefense(tiny_target.encoder).reseed("features")  # a deterministic defence accepts and ignores it
+    NoDefense(tiny_target.encoder).reseed(
+        "features"
+    )  # a deterministic defence accepts and ignores it

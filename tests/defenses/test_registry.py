@@ -114,7 +114,11 @@ def test_smoke_every_registered_defense(name, tiny_target, tiny_gan):
     x = torch.rand(4, 3, 32, 32, generator=g)
     d = create_defense(name, **_kwargs(name, tiny_target, tiny_gan))
     # a distilled defence regresses on a teacher's releases of the same faces (issue 16)
-    teacher = {"teacher_features": tiny_target.encoder(x).detach() + 0.1} if hasattr(d, "teacher_setting") else {}
+    teacher = (
+        {"teacher_features": tiny_target.encoder(x).detach() + 0.1}
+        if hasattr(d, "teacher_setting")
+        else {}
+    )
     d.fit(x, torch.randint(0, 2, (4, 4), generator=g).float(), **teacher)
     out = d(x)
     assert out.shape == tiny_target.encoder(x).shape and torch.isfinite(out).all()

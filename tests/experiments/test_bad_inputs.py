@@ -49,8 +49,24 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
     r = CliRunner().invoke(app, ["train", "target", "--profile", "tiny", "--out", str(run)])
     assert r.exit_code == 0, r.output
     good = base / "files" / "good.safetensors"
-    r = CliRunner().invoke(app, ["craft", "-d", "noise", "--param", "1", "--limit", "4", "--profile", "tiny",
-                                 "--out", str(run), "--output", str(good)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "craft",
+            "-d",
+            "noise",
+            "--param",
+            "1",
+            "--limit",
+            "4",
+            "--profile",
+            "tiny",
+            "--out",
+            str(run),
+            "--output",
+            str(good),
+        ],
+    )
     assert r.exit_code == 0, r.output
     # what a demo and a sweep leave in the run directory
     (run / "results.json").write_text(json.dumps({"cells": [], "rows": []}))
@@ -76,7 +92,9 @@ def _assert_refused(env: Dict[str, Path], args: List[str], names: str) -> str:
     r = CliRunner().invoke(app, args)
     after = _snapshot(run)
     assert r.exit_code == 2, f"exit {r.exit_code}, {r.exception!r}: {r.output}"
-    assert isinstance(r.exception, SystemExit), repr(r.exception)  # typer.Exit, no uncaught exception
+    assert isinstance(r.exception, SystemExit), repr(
+        r.exception
+    )  # typer.Exit, no uncaught exception
     assert "Traceback" not in r.output
     lines = [line for line in r.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), r.output
@@ -99,7 +117,11 @@ CRAFT_CASES = [
     ("output-in-sweeps", ["--output", "RUN/sweeps/s1/results.safetensors"], "'sweeps'"),
     ("output-in-data-cache", ["--output", "RUN/DATA/manifest.safetensors"], "'data-"),
     ("output-through-dotdot", ["--output", "RUN/cells/../results.safetensors"], "results.json"),
-    ("output-is-a-folder", ["--output", "FILES/a-folder.safetensors"], "a-folder.safetensors is a folder"),
+    (
+        "output-is-a-folder",
+        ["--output", "FILES/a-folder.safetensors"],
+        "a-folder.safetensors is a folder",
+    ),
     ("output-replaces-foreign-json", ["--output", "FILES/notes.safetensors"], "notes.json exists"),
     ("limit-negative", ["--limit", "-5"], "--limit"),
     ("limit-zero", ["--limit", "0"], "--limit"),
@@ -116,13 +138,29 @@ CRAFT_CASES = [
 
 def _subst(env: Dict[str, Path], args: List[str]) -> List[str]:
     data = next(p.name for p in env["run"].iterdir() if p.name.startswith("data-"))
-    return [a.replace("RUN/DATA", f"{env['run']}/{data}").replace("RUN", str(env["run"]))
-            .replace("FILES", str(env["files"])) for a in args]
+    return [
+        a.replace("RUN/DATA", f"{env['run']}/{data}")
+        .replace("RUN", str(env["run"]))
+        .replace("FILES", str(env["files"]))
+        for a in args
+    ]
 
 
-@pytest.mark.parametrize("extra,names", [c[1:] for c in CRAFT_CASES], ids=[c[0] for c in CRAFT_CASES])
+@pytest.mark.parametrize(
+    "extra,names", [c[1:] for c in CRAFT_CASES], ids=[c[0] for c in CRAFT_CASES]
+)
 def test_craft_refuses(env: Dict[str, Path], extra: List[str], names: str) -> None:
-    args = ["craft", "-d", "noise", "--profile", "tiny", "--out", "RUN", "--output", "FILES/out.safetensors"]
+    args = [
+        "craft",
+        "-d",
+        "noise",
+        "--profile",
+        "tiny",
+        "--out",
+        "RUN",
+        "--output",
+        "FILES/out.safetensors",
+    ]
     line = _assert_refused(env, _subst(env, args + extra), names)
     assert not (env["files"] / "out.safetensors").exists(), line
 
@@ -131,8 +169,24 @@ def test_craft_output_through_a_symlink_into_the_run_is_refused(env: Dict[str, P
     link = env["files"] / "run-link"
     if not link.exists():
         link.symlink_to(env["run"], target_is_directory=True)
-    _assert_refused(env, _subst(env, ["craft", "-d", "noise", "--profile", "tiny", "--out", "RUN", "--output",
-                                      "FILES/run-link/results.safetensors"]), "results.json")
+    _assert_refused(
+        env,
+        _subst(
+            env,
+            [
+                "craft",
+                "-d",
+                "noise",
+                "--profile",
+                "tiny",
+                "--out",
+                "RUN",
+                "--output",
+                "FILES/run-link/results.safetensors",
+            ],
+        ),
+        "results.json",
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -150,7 +204,11 @@ def _bad_release(kind: str) -> Callable[[Dict[str, Path], Path], None]:
     def make(env: Dict[str, Path], path: Path) -> None:
         tensors, meta = _good_release(env)
         f, ids = tensors["features"], tensors["identities"]
-        meta = {k: v for k, v in meta.items() if k not in ("kind", "keys", "sha256", "facecraft_version")}
+        meta = {
+            k: v
+            for k, v in meta.items()
+            if k not in ("kind", "keys", "sha256", "facecraft_version")
+        }
         if kind == "wrong-shape":
             _write(path, {"features": f.flatten(1)[:, :100].contiguous(), "identities": ids}, meta)
         elif kind == "wrong-channels":
@@ -169,7 +227,9 @@ def _bad_release(kind: str) -> Callable[[Dict[str, Path], Path], None]:
             _write(path, {"features": g, "identities": ids}, meta)
         elif kind == "no-keys":
             save_file({}, str(path))
-            path.with_suffix(".json").write_text(json.dumps({"kind": "released-features", "keys": []}))
+            path.with_suffix(".json").write_text(
+                json.dumps({"kind": "released-features", "keys": []})
+            )
         elif kind == "no-features-key":
             _write(path, {"identities": ids}, meta)
         elif kind == "identities-wrong-length":
@@ -208,26 +268,57 @@ ATTACK_CASES = [
 
 @pytest.mark.parametrize("kind,message", ATTACK_CASES, ids=[c[0] for c in ATTACK_CASES])
 @pytest.mark.parametrize("attack", ["blackbox"])
-def test_attack_refuses_bad_feature_files(env: Dict[str, Path], kind: str, message: str, attack: str) -> None:
+def test_attack_refuses_bad_feature_files(
+    env: Dict[str, Path], kind: str, message: str, attack: str
+) -> None:
     path = env["files"] / f"bad-{kind}.safetensors"
     _bad_release(kind)(env, path)
-    line = _assert_refused(env, ["attack", "--profile", "tiny", "--out", str(env["run"]), "-a", attack,
-                                 "--features", str(path)], message)
+    line = _assert_refused(
+        env,
+        [
+            "attack",
+            "--profile",
+            "tiny",
+            "--out",
+            str(env["run"]),
+            "-a",
+            attack,
+            "--features",
+            str(path),
+        ],
+        message,
+    )
     assert path.name in line or path.with_suffix(".json").name in line  # names the file
 
 
 ATTACK_OPTION_CASES = [
     ("output-replaces-results-json", ["--output", "RUN/results"], "results.json"),
     ("output-in-models", ["--output", "RUN/models/recon.safetensors"], "'models'"),
-    ("output-replaces-release-of-another-kind", ["--output", "FILES/good.safetensors"], "good.json exists"),
+    (
+        "output-replaces-release-of-another-kind",
+        ["--output", "FILES/good.safetensors"],
+        "good.json exists",
+    ),
     ("device-cuda-on-cpu", ["--device", "cuda"], "device"),
     ("out-is-a-file", ["--out", "RUN/stages.json"], "--out"),
 ]
 
 
-@pytest.mark.parametrize("extra,names", [c[1:] for c in ATTACK_OPTION_CASES], ids=[c[0] for c in ATTACK_OPTION_CASES])
+@pytest.mark.parametrize(
+    "extra,names", [c[1:] for c in ATTACK_OPTION_CASES], ids=[c[0] for c in ATTACK_OPTION_CASES]
+)
 def test_attack_refuses_bad_options(env: Dict[str, Path], extra: List[str], names: str) -> None:
-    args = ["attack", "--profile", "tiny", "--out", "RUN", "-a", "blackbox", "--features", str(env["good"])]
+    args = [
+        "attack",
+        "--profile",
+        "tiny",
+        "--out",
+        "RUN",
+        "-a",
+        "blackbox",
+        "--features",
+        str(env["good"]),
+    ]
     _assert_refused(env, _subst(env, args + extra), names)
 
 
@@ -254,11 +345,17 @@ OTHER_CASES = [
     ("train-target-lfw", ["train", "target", "--dataset", "lfw"], "--dataset lfw"),
     ("prepare-out-is-a-file", ["data", "prepare", "--out", "RUN/config.json"], "--out"),
     ("train-device-cuda", ["train", "prior", "--device", "cuda"], "device"),
-    ("bench-craft-json-out-replaces-results", ["bench", "craft", "--json-out", "RUN/results.json"], "results.json"),
+    (
+        "bench-craft-json-out-replaces-results",
+        ["bench", "craft", "--json-out", "RUN/results.json"],
+        "results.json",
+    ),
 ]
 
 
-@pytest.mark.parametrize("args,names", [c[1:] for c in OTHER_CASES], ids=[c[0] for c in OTHER_CASES])
+@pytest.mark.parametrize(
+    "args,names", [c[1:] for c in OTHER_CASES], ids=[c[0] for c in OTHER_CASES]
+)
 def test_commands_refuse(env: Dict[str, Path], args: List[str], names: str) -> None:
     args = list(args)
     if "--out" not in args:
@@ -299,7 +396,11 @@ DEFENSE_INPUT_CASES = [
 ]
 
 
-@pytest.mark.parametrize("make,exc,message", [c[1:] for c in DEFENSE_INPUT_CASES], ids=[c[0] for c in DEFENSE_INPUT_CASES])
+@pytest.mark.parametrize(
+    "make,exc,message",
+    [c[1:] for c in DEFENSE_INPUT_CASES],
+    ids=[c[0] for c in DEFENSE_INPUT_CASES],
+)
 @pytest.mark.parametrize("name", ["none", "noise"])
 def test_create_defense_refuses_bad_images(tiny_target, name: str, make, exc, message: str) -> None:
     from facecraft.defenses import create_defense
@@ -312,7 +413,9 @@ def test_create_defense_refuses_bad_images(tiny_target, name: str, make, exc, me
 def test_defence_fit_refuses_nan_public_images(tiny_target) -> None:
     from facecraft.defenses import create_defense
 
-    d = create_defense("advlearn", encoder=tiny_target.encoder, head=tiny_target.head, epochs=1, batch_size=2)
+    d = create_defense(
+        "advlearn", encoder=tiny_target.encoder, head=tiny_target.head, epochs=1, batch_size=2
+    )
     with pytest.raises(ValueError, match="finite"):
         d.fit(_nan_images(), torch.ones(2, 4))
 
@@ -341,10 +444,14 @@ PARAM_CASES = [
 ]
 
 
-@pytest.mark.parametrize("name,kwargs,message", PARAM_CASES,
-                         ids=[f"{n}-{k}={v}" for n, kw, _ in PARAM_CASES for k, v in kw.items()])
-def test_defence_parameters_out_of_range_raise(tiny_target, tiny_gan, name: str, kwargs: dict,
-                                               message: str) -> None:
+@pytest.mark.parametrize(
+    "name,kwargs,message",
+    PARAM_CASES,
+    ids=[f"{n}-{k}={v}" for n, kw, _ in PARAM_CASES for k, v in kw.items()],
+)
+def test_defence_parameters_out_of_range_raise(
+    tiny_target, tiny_gan, name: str, kwargs: dict, message: str
+) -> None:
     from facecraft.defenses import create_defense
 
     nets = {"encoder": tiny_target.encoder, "head": tiny_target.head}
@@ -354,8 +461,11 @@ def test_defence_parameters_out_of_range_raise(tiny_target, tiny_gan, name: str,
         create_defense(name, **nets, **kwargs)
 
 
-@pytest.mark.parametrize("kwargs", [{"lr": float("nan")}, {"lr": float("inf")}, {"momentum": float("nan")}],
-                         ids=["lr-nan", "lr-inf", "momentum-nan"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"lr": float("nan")}, {"lr": float("inf")}, {"momentum": float("nan")}],
+    ids=["lr-nan", "lr-inf", "momentum-nan"],
+)
 def test_whitebox_parameters_out_of_range_raise(tiny_target, tiny_gan, kwargs: dict) -> None:
     from facecraft.attacks import create_attack
 
@@ -363,11 +473,15 @@ def test_whitebox_parameters_out_of_range_raise(tiny_target, tiny_gan, kwargs: d
         create_attack("whitebox", encoder=tiny_target.encoder, generator=tiny_gan[0], **kwargs)
 
 
-@pytest.mark.parametrize("features,exc,message", [
-    (torch.full((2, 16, 8, 8), float("nan")), ValueError, "finite"),
-    (torch.zeros(0, 16, 8, 8), ValueError, "at least one"),
-    (torch.zeros(2, 16, 8, 8, dtype=torch.float64), TypeError, "float32"),
-], ids=["nan", "empty", "float64"])
+@pytest.mark.parametrize(
+    "features,exc,message",
+    [
+        (torch.full((2, 16, 8, 8), float("nan")), ValueError, "finite"),
+        (torch.zeros(0, 16, 8, 8), ValueError, "at least one"),
+        (torch.zeros(2, 16, 8, 8, dtype=torch.float64), TypeError, "float32"),
+    ],
+    ids=["nan", "empty", "float64"],
+)
 def test_attack_refuses_bad_features(tiny_target, tiny_gan, features, exc, message: str) -> None:
     from facecraft.attacks import create_attack
 
@@ -385,17 +499,33 @@ def saved_protector(tiny_target, tmp_path: Path) -> Path:
     return tmp_path / "p"
 
 
-@pytest.mark.parametrize("tamper,message", [
-    (lambda m: m["networks"]["encoder"].update(width=4000.0), "networks.encoder.width"),
-    (lambda m: m["networks"]["encoder"].update(num_outputs=10 ** 9), "networks.encoder.num_outputs"),
-    (lambda m: m["networks"]["encoder"].update(arch="resnet152"), "networks.encoder.arch"),
-    (lambda m: m["networks"]["encoder"].update(width=float("nan")), "networks.encoder.width"),
-    (lambda m: m.update(networks=None), "'networks'"),
-    (lambda m: m.update(config=[1]), "'config'"),
-    (lambda m: m["config"].update(sigma=-1.0), "sigma"),
-], ids=["width-4000", "outputs-1e9", "arch", "width-nan", "networks-null", "config-list", "sigma-negative"])
-def test_load_protector_refuses_tampered_records_before_allocating(saved_protector: Path, tamper,
-                                                                   message: str) -> None:
+@pytest.mark.parametrize(
+    "tamper,message",
+    [
+        (lambda m: m["networks"]["encoder"].update(width=4000.0), "networks.encoder.width"),
+        (
+            lambda m: m["networks"]["encoder"].update(num_outputs=10**9),
+            "networks.encoder.num_outputs",
+        ),
+        (lambda m: m["networks"]["encoder"].update(arch="resnet152"), "networks.encoder.arch"),
+        (lambda m: m["networks"]["encoder"].update(width=float("nan")), "networks.encoder.width"),
+        (lambda m: m.update(networks=None), "'networks'"),
+        (lambda m: m.update(config=[1]), "'config'"),
+        (lambda m: m["config"].update(sigma=-1.0), "sigma"),
+    ],
+    ids=[
+        "width-4000",
+        "outputs-1e9",
+        "arch",
+        "width-nan",
+        "networks-null",
+        "config-list",
+        "sigma-negative",
+    ],
+)
+def test_load_protector_refuses_tampered_records_before_allocating(
+    saved_protector: Path, tamper, message: str
+) -> None:
     from facecraft._io import CheckpointError
     from facecraft.defenses import load_protector
 
@@ -411,7 +541,9 @@ def test_load_protector_refuses_tampered_records_before_allocating(saved_protect
 def test_parse_axis_lists_valid_parameters() -> None:
     from facecraft.experiments.sweep import parse_axis
 
-    with pytest.raises(ValueError, match="noise has no numeric parameter 'sgima'; choose from sigma, seed"):
+    with pytest.raises(
+        ValueError, match="noise has no numeric parameter 'sgima'; choose from sigma, seed"
+    ):
         parse_axis("noise:sgima=1")
 
 
@@ -466,8 +598,12 @@ REPORT_CASES = [
 ]
 
 
-@pytest.mark.parametrize("text,message", [c[1:] for c in REPORT_CASES], ids=[c[0] for c in REPORT_CASES])
-def test_report_refuses_a_foreign_or_broken_results_file(tmp_path: Path, text: str, message: str) -> None:
+@pytest.mark.parametrize(
+    "text,message", [c[1:] for c in REPORT_CASES], ids=[c[0] for c in REPORT_CASES]
+)
+def test_report_refuses_a_foreign_or_broken_results_file(
+    tmp_path: Path, text: str, message: str
+) -> None:
     (tmp_path / "results.json").write_text(text)
     before = _snapshot(tmp_path)
     r = CliRunner().invoke(app, ["report", str(tmp_path)])

@@ -16,9 +16,23 @@ from facecraft.experiments.bench import BENCH_DEFAULTS, _schedule, bench_craft, 
 from facecraft.experiments.config import PROFILES, profile_config
 from facecraft.experiments.study import Study
 
-KEYS = {"batch", "reference_s", "fast_s", "ratio", "epsilon_reference", "epsilon_fast", "utility_loss_reference",
-        "utility_loss_fast", "eval_acc_whitebox_reference", "eval_acc_whitebox_fast", "reached", "fast_steps",
-        "reference_kwargs", "fast_kwargs", "device"}
+KEYS = {
+    "batch",
+    "reference_s",
+    "fast_s",
+    "ratio",
+    "epsilon_reference",
+    "epsilon_fast",
+    "utility_loss_reference",
+    "utility_loss_fast",
+    "eval_acc_whitebox_reference",
+    "eval_acc_whitebox_fast",
+    "reached",
+    "fast_steps",
+    "reference_kwargs",
+    "fast_kwargs",
+    "device",
+}
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +41,30 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Study:
 
 
 def test_bench_craft_tiny_returns_the_schema(study: Study) -> None:
-    out = bench_craft(study, batch=8, reference_steps=2, max_fast_steps=2, fast_start_steps=1, eval_dlib=False,
-                      reference_kwargs={"neumann_iters": 5}, num_threads=1)
+    out = bench_craft(
+        study,
+        batch=8,
+        reference_steps=2,
+        max_fast_steps=2,
+        fast_start_steps=1,
+        eval_dlib=False,
+        reference_kwargs={"neumann_iters": 5},
+        num_threads=1,
+    )
     assert KEYS <= set(out)
     json.dumps(out)  # one JSON line
     assert out["batch"] == 8 and out["device"] == "cpu"
-    for k in ("reference_s", "fast_s", "ratio", "epsilon_reference", "epsilon_fast", "utility_loss_reference",
-              "utility_loss_fast", "eval_acc_whitebox_reference", "eval_acc_whitebox_fast"):
+    for k in (
+        "reference_s",
+        "fast_s",
+        "ratio",
+        "epsilon_reference",
+        "epsilon_fast",
+        "utility_loss_reference",
+        "utility_loss_fast",
+        "eval_acc_whitebox_reference",
+        "eval_acc_whitebox_fast",
+    ):
         assert math.isfinite(out[k]), k
     assert out["reference_s"] > 0 and out["fast_s"] > 0
     assert out["ratio"] == pytest.approx(out["reference_s"] / out["fast_s"])
@@ -41,44 +72,81 @@ def test_bench_craft_tiny_returns_the_schema(study: Study) -> None:
     assert out["utility_loss_reference"] > 0 and out["utility_loss_fast"] >= 0
     for k in ("eval_acc_whitebox_reference", "eval_acc_whitebox_fast"):
         assert 0.0 <= out[k] <= 1.0
-    assert out["reference_kwargs"]["outer_steps"] == 2 and out["reference_kwargs"]["solver"] == "neumann"
+    assert (
+        out["reference_kwargs"]["outer_steps"] == 2
+        and out["reference_kwargs"]["solver"] == "neumann"
+    )
     # given kwargs update the profile's defaults
-    assert out["reference_kwargs"]["neumann_iters"] == 5 and out["reference_kwargs"]["inner_steps"] == 5
+    assert (
+        out["reference_kwargs"]["neumann_iters"] == 5
+        and out["reference_kwargs"]["inner_steps"] == 5
+    )
     assert out["reference_kwargs"]["warm_start"] is False
-    assert out["fast_kwargs"]["outer_steps"] == out["fast_steps"] and out["fast_kwargs"]["warm_start"] is True
+    assert (
+        out["fast_kwargs"]["outer_steps"] == out["fast_steps"]
+        and out["fast_kwargs"]["warm_start"] is True
+    )
     # the search stops at the first chunk that reaches the reference, or at max_fast_steps
     search = out["search"]
     assert search[-1]["steps"] == out["fast_steps"] and search[-1]["reached"] == out["reached"]
     assert not any(s["reached"] for s in search[:-1])
     assert out["reached"] or out["fast_steps"] == 2
     assert out["fast_s"] == search[-1]["seconds"]
-    assert math.isfinite(out["critic_epsilon_reference"]) and math.isfinite(out["epsilon_undefended"])
+    assert math.isfinite(out["critic_epsilon_reference"]) and math.isfinite(
+        out["epsilon_undefended"]
+    )
     assert out["torch_threads"] == 1
     # the fast configuration's critic is trained once on public faces, timed apart from the batch
     assert out["fast_critic"] == BENCH_DEFAULTS["tiny"]["fast_critic"] and out["fast_setup_s"] > 0
-    assert out["ratio_with_setup"] == pytest.approx(out["reference_s"] / (out["fast_s"] + out["fast_setup_s"]))
+    assert out["ratio_with_setup"] == pytest.approx(
+        out["reference_s"] / (out["fast_s"] + out["fast_setup_s"])
+    )
 
 
-def test_bench_craft_without_a_pretrained_critic(study: Study, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bench_craft_without_a_pretrained_critic(
+    study: Study, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import facecraft.experiments.bench as bench_module
 
     critics = []  # the starting critic of each timed run (reference, then fast)
     crafter = bench_module.CraftBench.crafter
 
     def recording(self, kwargs, outer_steps, critic=None):
-        if not kwargs.get("critic_pretrain_steps"):  # not the Crafter that pre-trains the fast one's critic
+        if not kwargs.get(
+            "critic_pretrain_steps"
+        ):  # not the Crafter that pre-trains the fast one's critic
             critics.append(critic)
         return crafter(self, kwargs, outer_steps, critic)
 
     monkeypatch.setattr(bench_module.CraftBench, "crafter", recording)
-    out = bench_craft(study, batch=4, reference_steps=1, max_fast_steps=1, eval_dlib=False, eval_undefended=False,
-                      reference_kwargs={"neumann_iters": 2}, fast_critic_steps=0, warmup=False)
+    out = bench_craft(
+        study,
+        batch=4,
+        reference_steps=1,
+        max_fast_steps=1,
+        eval_dlib=False,
+        eval_undefended=False,
+        reference_kwargs={"neumann_iters": 2},
+        fast_critic_steps=0,
+        warmup=False,
+    )
     assert out["fast_critic"]["steps"] == 0 and out["fast_setup_s"] == 0.0
     assert critics == [None, None]  # reference and fast both start from a fresh critic
     critics.clear()
-    bench_craft(study, batch=4, reference_steps=1, max_fast_steps=1, eval_dlib=False, eval_undefended=False,
-                reference_kwargs={"neumann_iters": 2}, fast_critic_steps=2, warmup=False)
-    assert len(critics) == 2 and critics[0] is None and isinstance(critics[1], torch.nn.Module)  # only the fast one
+    bench_craft(
+        study,
+        batch=4,
+        reference_steps=1,
+        max_fast_steps=1,
+        eval_dlib=False,
+        eval_undefended=False,
+        reference_kwargs={"neumann_iters": 2},
+        fast_critic_steps=2,
+        warmup=False,
+    )
+    assert (
+        len(critics) == 2 and critics[0] is None and isinstance(critics[1], torch.nn.Module)
+    )  # only the fast one
     with pytest.raises(ValueError, match="fast_critic_steps"):
         bench_craft(study, reference_steps=1, max_fast_steps=1, fast_critic_steps=-1)
     with pytest.raises(ValueError, match="confirm_repeats"):
@@ -86,14 +154,26 @@ def test_bench_craft_without_a_pretrained_critic(study: Study, monkeypatch: pyte
 
 
 def test_bench_craft_confirms_on_fresh_seeds(study: Study) -> None:
-    out = bench_craft(study, batch=4, reference_steps=1, max_fast_steps=1, eval_dlib=False, eval_undefended=False,
-                      reference_kwargs={"neumann_iters": 2}, pii_repeats=2, confirm_repeats=3, warmup=False)
+    out = bench_craft(
+        study,
+        batch=4,
+        reference_steps=1,
+        max_fast_steps=1,
+        eval_dlib=False,
+        eval_undefended=False,
+        reference_kwargs={"neumann_iters": 2},
+        pii_repeats=2,
+        confirm_repeats=3,
+        warmup=False,
+    )
     assert len(out["epsilons_reference"]) == 2 and len(out["epsilons_reference_confirm"]) == 3
     assert out["epsilon_reference"] == pytest.approx(sum(out["epsilons_reference"]) / 2)
     assert out["epsilon_fast_confirm"] == pytest.approx(sum(out["epsilons_fast_confirm"]) / 3)
     # other seeds, so other estimates of the same release
     assert out["epsilons_reference_confirm"][:2] != out["epsilons_reference"]
-    bound = out["epsilon_reference_confirm"] + out["tolerance"] * abs(out["epsilon_reference_confirm"])
+    bound = out["epsilon_reference_confirm"] + out["tolerance"] * abs(
+        out["epsilon_reference_confirm"]
+    )
     assert out["confirmed"] == (out["epsilon_fast_confirm"] <= bound)
 
 
@@ -112,8 +192,14 @@ def test_bench_craft_validates_before_running(study: Study) -> None:
 
 def test_profile_fast_lists_top_functions(study: Study) -> None:
     for backend in ("torch", "cprofile"):
-        rows = profile_fast(study, batch=4, outer_steps=1, top=5, backend=backend,
-                            fast_kwargs={"solver": "cg", "cg_iters": 1})
+        rows = profile_fast(
+            study,
+            batch=4,
+            outer_steps=1,
+            top=5,
+            backend=backend,
+            fast_kwargs={"solver": "cg", "cg_iters": 1},
+        )
         assert 1 <= len(rows) <= 5
         assert all(isinstance(n, str) and s >= 0 for n, s in rows)
         assert [s for _, s in rows] == sorted((s for _, s in rows), reverse=True)
@@ -139,14 +225,27 @@ def test_bench_craft_validates_before_training(tmp_path: Path) -> None:
     assert not (tmp_path / "models").exists()
 
 
-@pytest.mark.parametrize("given, message", [("{cg_iters: 4}", "not JSON"), ("[4]", "expected a JSON object")])
+@pytest.mark.parametrize(
+    "given, message", [("{cg_iters: 4}", "not JSON"), ("[4]", "expected a JSON object")]
+)
 def test_bench_craft_cli_rejects_bad_fast_kwargs(tmp_path: Path, given: str, message: str) -> None:
     from typer.testing import CliRunner
 
     from facecraft.cli import app
 
-    r = CliRunner().invoke(app, ["bench", "craft", "--profile", "tiny", "--out", str(tmp_path / "run"),
-                                 "--fast-kwargs", given])
+    r = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "craft",
+            "--profile",
+            "tiny",
+            "--out",
+            str(tmp_path / "run"),
+            "--fast-kwargs",
+            given,
+        ],
+    )
     assert r.exit_code != 0
     assert message in r.output
     assert not (tmp_path / "run").exists()
@@ -158,7 +257,9 @@ def test_bench_latency_reports_per_image_times_and_ratios() -> None:
 
     enc = build_target("resnet18", num_outputs=2, width=0.125).encoder.eval()
     x = torch.rand(4, 3, 32, 32)
-    out = bench_latency(enc, lambda im: enc(im) * 2, x, batch_sizes=(1, 4), repeats=2, num_threads=1)
+    out = bench_latency(
+        enc, lambda im: enc(im) * 2, x, batch_sizes=(1, 4), repeats=2, num_threads=1
+    )
     assert out["threads"] == 1 and set(out["by_batch"]) == {"1", "4"}
     for v in out["by_batch"].values():
         assert v["encoder_ms_per_image"] > 0 and v["defense_ms_per_image"] > 0

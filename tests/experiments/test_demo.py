@@ -67,9 +67,14 @@ def test_demo_writes_results_in_schema(demo_run: Path) -> None:
         else:
             assert m == n and "faces" not in row
         # the adaptive attackers learn from 16 public releases, the white-box one from 12 of them
-        assert row.get("public_faces") == {"adaptive-whitebox": 12, "adaptive-blackbox": 16,
-                                           "adaptive-embedding": 16}.get(row["attack"])
-        oracles = ("dlib",) if row["attack"].endswith("embedding") else ("dlib", "evalnet")  # no image to judge
+        assert row.get("public_faces") == {
+            "adaptive-whitebox": 12,
+            "adaptive-blackbox": 16,
+            "adaptive-embedding": 16,
+        }.get(row["attack"])
+        oracles = (
+            ("dlib",) if row["attack"].endswith("embedding") else ("dlib", "evalnet")
+        )  # no image to judge
         for key in ("eval_acc_top1", "eval_acc_top5"):
             for o in oracles:
                 acc, (lo, hi) = row[key][o], row["ci95"][key][o]
@@ -80,7 +85,9 @@ def test_demo_writes_results_in_schema(demo_run: Path) -> None:
         assert -1.0 <= row["fsim"] <= 1.0 and row["mean_auc"] is not None
     curves = r["adaptive_curves"]
     # tiny: 2 attacker epochs (the embedding attack may stop early on its held-out faces)
-    assert curves and all(len(c["history"]) == 2 for c in curves if c["attack"] != "adaptive-embedding")
+    assert curves and all(
+        len(c["history"]) == 2 for c in curves if c["attack"] != "adaptive-embedding"
+    )
     emb = [c for c in curves if c["attack"] == "adaptive-embedding"]
     assert emb and all("val_loss" in h for c in emb for h in c["history"])
 
@@ -99,8 +106,9 @@ def test_demo_report_holds_grid_plot_and_table(demo_run: Path) -> None:
 
 
 @pytest.mark.slow
-def test_demo_grid_shows_every_setting_and_a_sweep_one_per_defence(demo_run: Path, tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_demo_grid_shows_every_setting_and_a_sweep_one_per_defence(
+    demo_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import shutil
 
     import facecraft.experiments.pipeline as pipeline
@@ -108,7 +116,9 @@ def test_demo_grid_shows_every_setting_and_a_sweep_one_per_defence(demo_run: Pat
 
     rows_drawn = []
     draw = report.plot_grid
-    monkeypatch.setattr(report, "plot_grid", lambda o, recon, a: rows_drawn.append(list(recon)) or draw(o, recon, a))
+    monkeypatch.setattr(
+        report, "plot_grid", lambda o, recon, a: rows_drawn.append(list(recon)) or draw(o, recon, a)
+    )
     run = tmp_path / "run"
     shutil.copytree(demo_run, run)
     pipeline.build_report(run)
@@ -128,28 +138,40 @@ def test_demo_measures_the_training_scenario(demo_run: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sweep_runs_settings_in_parallel_processes_and_reuses_the_demo_models(demo_run: Path) -> None:
+def test_sweep_runs_settings_in_parallel_processes_and_reuses_the_demo_models(
+    demo_run: Path,
+) -> None:
     from facecraft.experiments.sweep import parse_axis, run_sweep, sweep_config
 
     models_before = {p.name: p.stat().st_mtime_ns for p in (demo_run / "models").iterdir()}
     cfg = sweep_config(profile_config("tiny", device="cpu"), [parse_axis("noise:sigma=0.1,3")])
-    report = run_sweep(cfg, demo_run, workers=2, backend="process", attacks=["whitebox", "blackbox"], name="noise")
+    report = run_sweep(
+        cfg, demo_run, workers=2, backend="process", attacks=["whitebox", "blackbox"], name="noise"
+    )
     out = demo_run / "sweeps" / "noise"
     assert report == out / "report.html" and report.exists()
     r = json.loads((out / "results.json").read_text())
     cells = {(row["defense"], row["param"], row["attack"]) for row in r["rows"]}
-    assert cells == {(d, p, a) for d, p in (("none", None), ("noise", 0.1), ("noise", 3.0))
-                     for a in ("whitebox", "blackbox")}
+    assert cells == {
+        (d, p, a)
+        for d, p in (("none", None), ("noise", 0.1), ("noise", 3.0))
+        for a in ("whitebox", "blackbox")
+    }
     auc = {row["param"]: row["mean_auc"] for row in r["rows"] if row["defense"] == "noise"}
     assert auc[3.0] < auc[0.1]  # more noise, less utility
     # the shared models were reused, not retrained, and the demo's own results are untouched
-    assert {p.name: p.stat().st_mtime_ns for p in (demo_run / "models").iterdir()
-            if p.name in models_before} == models_before
+    assert {
+        p.name: p.stat().st_mtime_ns
+        for p in (demo_run / "models").iterdir()
+        if p.name in models_before
+    } == models_before
     assert json.loads((demo_run / "results.json").read_text())["profile"] == "tiny"
     # a second run finds every cell done
     cell_dir = out / r["cells"]
     stamps = {p.name: p.stat().st_mtime_ns for p in cell_dir.glob("*--*.json")}
-    run_sweep(cfg, demo_run, workers=1, backend="serial", attacks=["whitebox", "blackbox"], name="noise")
+    run_sweep(
+        cfg, demo_run, workers=1, backend="serial", attacks=["whitebox", "blackbox"], name="noise"
+    )
     assert {p.name: p.stat().st_mtime_ns for p in cell_dir.glob("*--*.json")} == stamps
 
 
@@ -179,14 +201,29 @@ def test_cli_craft_then_attack_any_release(demo_run: Path) -> None:
     runner = CliRunner()
     feats = demo_run / "released-noise.safetensors"
     common = ["--profile", "tiny", "--out", str(demo_run), "--device", "cpu"]
-    r = runner.invoke(app, ["craft", "-d", "noise", "--limit", "6", "--output", str(feats), *common])
+    r = runner.invoke(
+        app, ["craft", "-d", "noise", "--limit", "6", "--output", str(feats), *common]
+    )
     assert r.exit_code == 0, r.output
     assert feats.exists() and feats.with_suffix(".json").exists()
-    r = runner.invoke(app, ["attack", "--features", str(feats), "-a", "blackbox",
-                            "--output", str(demo_run / "recon.safetensors"), *common])
+    r = runner.invoke(
+        app,
+        [
+            "attack",
+            "--features",
+            str(feats),
+            "-a",
+            "blackbox",
+            "--output",
+            str(demo_run / "recon.safetensors"),
+            *common,
+        ],
+    )
     assert r.exit_code == 0, r.output
     line = json.loads(r.output.strip().splitlines()[-1])
-    assert line["n"] == 6 and line["defense"] == "noise" and 0.0 <= line["eval_acc_top1_dlib"] <= 1.0
+    assert (
+        line["n"] == 6 and line["defense"] == "noise" and 0.0 <= line["eval_acc_top1_dlib"] <= 1.0
+    )
     lo, hi = line["eval_acc_top1_dlib_ci95"]
     assert lo <= line["eval_acc_top1_dlib"] <= hi and 0.0 <= line["identities_exposed_dlib"] <= 1.0
     r = runner.invoke(app, ["attack", "--features", str(demo_run / "missing.safetensors"), *common])
@@ -199,7 +236,9 @@ def test_finished_only_reports_without_computing(demo_run: Path, tmp_path: Path)
 
     out = tmp_path / "copy"
     shutil.copytree(demo_run, out)
-    cells = next(p for p in (out / "cells").iterdir() if list(p.glob("crafter_10.0-*--whitebox.json")))
+    cells = next(
+        p for p in (out / "cells").iterdir() if list(p.glob("crafter_10.0-*--whitebox.json"))
+    )
     for f in cells.glob("crafter_10.0-*"):
         f.unlink()  # as if the run had been stopped before this setting
     (out / "results.json").unlink()
@@ -228,7 +267,10 @@ def test_cells_are_keyed_per_defence_setting(demo_run: Path) -> None:
     assert len(rows) == 2 and all(r["setting"] == runner.stem(setting) for r in rows)
     assert runner.stem(setting).startswith("crafter_1.0-")
     changed = setting._replace(kwargs={**setting.kwargs, "outer_steps": 99})
-    assert runner.stem(changed) != runner.stem(setting) and runner.finished_rows(changed, ["whitebox"]) == []
+    assert (
+        runner.stem(changed) != runner.stem(setting)
+        and runner.finished_rows(changed, ["whitebox"]) == []
+    )
     other = sweep_config(cfg, [parse_axis("noise:sigma=0.1")])  # other defences: same folder
     assert StudyRunner(Study(other, demo_run), None).cells == runner.cells
     harder = dataclasses.replace(cfg, attacks={**cfg.attacks, "whitebox": {"steps": 16}})
@@ -247,10 +289,16 @@ def test_settings_run_slowest_first_and_come_back_in_order(monkeypatch: pytest.M
     monkeypatch.setattr(sweep, "run_task", fake_task)
     from facecraft.experiments.pipeline import Setting
 
-    settings = [Setting("none", None, {}), Setting("noise", 1.0, {}), Setting("crafter", 0.1, {}),
-                Setting("disco", 0.5, {}), Setting("crafter", 1.0, {})]
-    rows = sweep.run_settings(profile_config("tiny"), Path("unused"), settings, ["whitebox"], workers=1,
-                              backend="serial")
+    settings = [
+        Setting("none", None, {}),
+        Setting("noise", 1.0, {}),
+        Setting("crafter", 0.1, {}),
+        Setting("disco", 0.5, {}),
+        Setting("crafter", 1.0, {}),
+    ]
+    rows = sweep.run_settings(
+        profile_config("tiny"), Path("unused"), settings, ["whitebox"], workers=1, backend="serial"
+    )
     assert started == ["crafter", "crafter", "disco", "noise", "none"]
     assert [(r["defense"], r["param"]) for r in rows] == [(d, p) for d, p, _ in settings]
 
@@ -261,7 +309,9 @@ def test_a_model_trained_in_this_run_is_not_recorded_as_cached(tmp_path: Path) -
     cfg = profile_config("tiny", device="cpu")
     first = Study(cfg, tmp_path)
     first.record_stage("prior", 12.0, cached=False)
-    worker = Study(cfg, tmp_path, run_started=first.run_started)  # another process of the same invocation
+    worker = Study(
+        cfg, tmp_path, run_started=first.run_started
+    )  # another process of the same invocation
     worker.record_stage("prior", 0.1, cached=True)
     stages = json.loads((tmp_path / "stages.json").read_text())["stages"]
     assert stages["prior"]["cached"] is False and stages["prior"]["seconds"] == 12.0
@@ -294,11 +344,18 @@ def test_profile_setting_takes_the_swept_value_into_the_kwargs() -> None:
 
     cfg = profile_config("tiny")
     first = profile_setting(cfg, "crafter")
-    assert first.param == cfg.defenses["crafter"]["sweep"]["values"][0] and first.kwargs["beta"] == first.param
+    assert (
+        first.param == cfg.defenses["crafter"]["sweep"]["values"][0]
+        and first.kwargs["beta"] == first.param
+    )
     other = profile_setting(cfg, "crafter", 7)
     assert other.param == 7.0 and other.kwargs["beta"] == 7.0 and other.kwargs["solver"] == "gn-cg"
     assert profile_setting(cfg, "none") == UNPROTECTED == Setting("none", None, {})
-    assert other.label == "crafter:7.0" and other.same_encoder and not profile_setting(cfg, "advlearn").same_encoder
+    assert (
+        other.label == "crafter:7.0"
+        and other.same_encoder
+        and not profile_setting(cfg, "advlearn").same_encoder
+    )
 
 
 @pytest.mark.slow
@@ -313,10 +370,14 @@ def test_crafter_fast_fits_its_critic_once_per_study(demo_run: Path) -> None:
     assert first.critic is not None and first.fit_trained
     again = StudyRunner(Study(cfg, demo_run), None).build_defense(setting)
     assert not again.fit_trained  # loaded, not trained
-    assert all(torch.equal(a, b) for a, b in zip(first.critic.state_dict().values(),
-                                                 again.critic.state_dict().values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(first.critic.state_dict().values(), again.critic.state_dict().values())
+    )
     # beta does not change the critic, so another beta loads the same file
-    other_beta = StudyRunner(Study(cfg, demo_run), None).build_defense(profile_setting(cfg, "crafter-fast", 1.0))
+    other_beta = StudyRunner(Study(cfg, demo_run), None).build_defense(
+        profile_setting(cfg, "crafter-fast", 1.0)
+    )
     assert other_beta.beta == 1.0 and not other_beta.fit_trained
 
 
@@ -337,42 +398,66 @@ def test_recomputed_noise_release_is_bit_identical(demo_run: Path, tmp_path: Pat
     shutil.copytree(demo_run, run)
     before = json.loads((run / "results.json").read_text())
     adaptive = ["adaptive-blackbox", "adaptive-embedding"]
-    cells = run / before["cells"]  # the demo's own cells (a sweep in the same run directory has its own)
-    gone = [p for p in cells.iterdir()
-            if p.name.startswith("noise_") and ("-public-features" in p.name or any(f"--{a}" in p.name for a in adaptive))]
+    cells = (
+        run / before["cells"]
+    )  # the demo's own cells (a sweep in the same run directory has its own)
+    gone = [
+        p
+        for p in cells.iterdir()
+        if p.name.startswith("noise_")
+        and ("-public-features" in p.name or any(f"--{a}" in p.name for a in adaptive))
+    ]
     assert any("-public-features" in p.name for p in gone) and len(gone) >= 4
     for p in gone:
         p.unlink()
     run_demo(profile_config("tiny", device="cpu"), run, attacks=adaptive, defenses=["noise"])
     after = json.loads((run / "results.json").read_text())
-    old = {r["attack"]: _measured(r) for r in before["rows"] if r["defense"] == "noise" and r["attack"] in adaptive}
+    old = {
+        r["attack"]: _measured(r)
+        for r in before["rows"]
+        if r["defense"] == "noise" and r["attack"] in adaptive
+    }
     new = {r["attack"]: _measured(r) for r in after["rows"]}
     assert set(new) == set(adaptive) and new == old
     assert after["peak_rss_mb"] > 0
 
 
 @pytest.mark.slow
-def test_demo_killed_anywhere_then_resumed_gives_the_same_numbers(demo_run: Path, tmp_path: Path) -> None:
+def test_demo_killed_anywhere_then_resumed_gives_the_same_numbers(
+    demo_run: Path, tmp_path: Path
+) -> None:
     """Issue 20, the short soak: SIGKILL/SIGTERM a `facecraft demo` of the noise setting at random moments
     (random --workers), finish it, and every measured number equals the uninterrupted run's."""
     import importlib.util
     import random
     import shutil
 
-    spec = importlib.util.spec_from_file_location("kill_soak", Path(__file__).parents[2] / "benchmarks" / "kill_soak.py")
+    spec = importlib.util.spec_from_file_location(
+        "kill_soak", Path(__file__).parents[2] / "benchmarks" / "kill_soak.py"
+    )
     soak = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(soak)
     attacks = ["blackbox", "adaptive-blackbox", "embedding", "adaptive-embedding"]
 
     def noise_only(results: dict) -> dict:
-        keep = {**results, "rows": [r for r in results["rows"] if r["defense"] == "noise" and r["attack"] in attacks]}
-        keep["adaptive_curves"] = [c for c in results["adaptive_curves"]
-                                   if c["defense"] == "noise" and c["attack"] in attacks]
+        keep = {
+            **results,
+            "rows": [
+                r for r in results["rows"] if r["defense"] == "noise" and r["attack"] in attacks
+            ],
+        }
+        keep["adaptive_curves"] = [
+            c
+            for c in results["adaptive_curves"]
+            if c["defense"] == "noise" and c["attack"] in attacks
+        ]
         return keep
 
     run = tmp_path / "run"
     shutil.copytree(demo_run, run)
-    cells = run / json.loads((run / "results.json").read_text())["cells"]  # the demo's, not a sweep's
+    cells = (
+        run / json.loads((run / "results.json").read_text())["cells"]
+    )  # the demo's, not a sweep's
     removed = [p for p in cells.iterdir() if p.name.startswith("noise_")]
     assert any("-public-features" in p.name for p in removed)
     for p in removed:
@@ -382,12 +467,16 @@ def test_demo_killed_anywhere_then_resumed_gives_the_same_numbers(demo_run: Path
     assert len(events) == 2
     reference = noise_only(json.loads((demo_run / "results.json").read_text()))
     assert len(reference["rows"]) == len(attacks)
-    assert soak.differences(reference, noise_only(json.loads((run / "results.json").read_text()))) == []
+    assert (
+        soak.differences(reference, noise_only(json.loads((run / "results.json").read_text())))
+        == []
+    )
 
 
 @pytest.mark.slow
-def test_sweep_on_a_local_ray_cluster_equals_the_process_backend(demo_run: Path, tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sweep_on_a_local_ray_cluster_equals_the_process_backend(
+    demo_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Issue 20: a two-setting tiny sweep on a Ray cluster started on this machine (`ray start --head`,
     reached through RAY_ADDRESS as an existing cluster would be) gives the process backend's numbers."""
     import shutil
@@ -404,9 +493,26 @@ def test_sweep_on_a_local_ray_cluster_equals_the_process_backend(demo_run: Path,
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ray_cli = str(Path(sys.executable).with_name("ray"))
-    subprocess.run([ray_cli, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-                    "--num-cpus", "2", "--object-store-memory", str(200 * 2**20), "--include-dashboard", "false",
-                    "--disable-usage-stats"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            ray_cli,
+            "start",
+            "--head",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "2",
+            "--object-store-memory",
+            str(200 * 2**20),
+            "--include-dashboard",
+            "false",
+            "--disable-usage-stats",
+        ],
+        check=True,
+        capture_output=True,
+    )
     rows = {}
     try:
         for backend in ("process", "ray"):
@@ -414,13 +520,34 @@ def test_sweep_on_a_local_ray_cluster_equals_the_process_backend(demo_run: Path,
             shutil.copytree(demo_run, run)
             if backend == "ray":
                 monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
-            r = CliRunner().invoke(app, ["sweep", "-g", "noise:sigma=0.5,2", "--profile", "tiny", "--out", str(run),
-                                         "-a", "blackbox", "--workers", "2", "--backend", backend,
-                                         "--name", "pair", "--device", "cpu"])
+            r = CliRunner().invoke(
+                app,
+                [
+                    "sweep",
+                    "-g",
+                    "noise:sigma=0.5,2",
+                    "--profile",
+                    "tiny",
+                    "--out",
+                    str(run),
+                    "-a",
+                    "blackbox",
+                    "--workers",
+                    "2",
+                    "--backend",
+                    backend,
+                    "--name",
+                    "pair",
+                    "--device",
+                    "cpu",
+                ],
+            )
             assert r.exit_code == 0, r.output
             res = json.loads((run / "sweeps" / "pair" / "results.json").read_text())
-            rows[backend] = {(x["defense"], x["param"]): {k: v for k, v in x.items() if k not in _TIMING_KEYS}
-                             for x in res["rows"]}
+            rows[backend] = {
+                (x["defense"], x["param"]): {k: v for k, v in x.items() if k not in _TIMING_KEYS}
+                for x in res["rows"]
+            }
     finally:
         ray.shutdown()
         subprocess.run([ray_cli, "stop", "--force"], capture_output=True)

@@ -22,9 +22,13 @@ def _ratios_ok(by_batch: dict) -> None:
 
 def test_exportable_defence_also_times_its_edge_module(tiny_target) -> None:
     x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    d = DistilledCrafter(tiny_target.encoder, tiny_target.head, width=8, epochs=1, batch_size=4, val_fraction=0.25)
+    d = DistilledCrafter(
+        tiny_target.encoder, tiny_target.head, width=8, epochs=1, batch_size=4, val_fraction=0.25
+    )
     d.fit(x, teacher_features=tiny_target.encoder(x).detach())
-    out = bench_protector_latency(tiny_target.encoder, d, x, batch_sizes=(1, 4), repeats=2, num_threads=1)
+    out = bench_protector_latency(
+        tiny_target.encoder, d, x, batch_sizes=(1, 4), repeats=2, num_threads=1
+    )
     _ratios_ok(out["by_batch"])
     _ratios_ok(out["edge_module"])
     assert out["threads"] == 1
@@ -33,6 +37,8 @@ def test_exportable_defence_also_times_its_edge_module(tiny_target) -> None:
 def test_defences_without_an_edge_module_get_the_call_only(tiny_target) -> None:
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     d = create_defense("noise", encoder=tiny_target.encoder, head=tiny_target.head, sigma=0.5)
-    out = bench_protector_latency(tiny_target.encoder, d, x, batch_sizes=(1, 4), repeats=2, num_threads=1)
+    out = bench_protector_latency(
+        tiny_target.encoder, d, x, batch_sizes=(1, 4), repeats=2, num_threads=1
+    )
     _ratios_ok(out["by_batch"])
     assert "edge_module" not in out

@@ -22,14 +22,25 @@ def test_claim_table_shows_each_verdict_with_its_test() -> None:
     adaptive = by_attack["adaptive-blackbox"]
     assert adaptive[-2] == "meets" and "noise" in adaptive[7] and "(meets)" in adaptive[7]
     # the McNemar test against the noise setting just below Crafter's AUC: Crafter lower, p < 0.05
-    assert adaptive[9].startswith("noise below 0.87: lower p=") and float(adaptive[9].split("p=")[1].split(";")[0]) < 0.05
-    assert rows[0][-1] == "meets" and all(r[-1] == "" for r in rows[1:])  # the setting's verdict once
+    assert (
+        adaptive[9].startswith("noise below 0.87: lower p=")
+        and float(adaptive[9].split("p=")[1].split(";")[0]) < 0.05
+    )
+    assert rows[0][-1] == "meets" and all(
+        r[-1] == "" for r in rows[1:]
+    )  # the setting's verdict once
     close = [(0.87, {"adaptive-whitebox": _hits(3), "adaptive-blackbox": _hits(2)})]
-    assert {r[-2] for r in _claim_rows(_results(GOOD, noise=close)) if r[3].startswith("adaptive")} == {"undecided"}
+    assert {
+        r[-2] for r in _claim_rows(_results(GOOD, noise=close)) if r[3].startswith("adaptive")
+    } == {"undecided"}
 
 
 def test_headline_names_each_setting_with_its_strongest_attack() -> None:
-    res = {**_results({**GOOD, "blackbox": _hits(9)}, noise=LEAKY_NOISE), "n_images": 60, "chance": 0.01}
+    res = {
+        **_results({**GOOD, "blackbox": _hits(9)}, noise=LEAKY_NOISE),
+        "n_images": 60,
+        "chance": 0.01,
+    }
     line = headline(res)
     assert line.startswith("faces identified under the strongest attack (dlib top-1): ")
     assert "crafter 1.0 15.0% (blackbox)" in line and line.endswith("; chance 1.0%")

@@ -32,13 +32,17 @@ def _read_line(proc: subprocess.Popen, timeout: float) -> str:
 
 
 def test_a_second_writer_waits_with_a_message_until_the_first_is_done(tmp_path: Path) -> None:
-    code = ("import sys\nfrom facecraft._io import run_lock\n"
-            "with run_lock(sys.argv[1], on_wait=lambda m: print('WAIT ' + m, flush=True)):\n"
-            "    print('GOT', flush=True)\n")
+    code = (
+        "import sys\nfrom facecraft._io import run_lock\n"
+        "with run_lock(sys.argv[1], on_wait=lambda m: print('WAIT ' + m, flush=True)):\n"
+        "    print('GOT', flush=True)\n"
+    )
     with run_lock(tmp_path):
         with run_lock(tmp_path):  # nested in one process: passes through
             pass
-        second = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        second = subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True
+        )
         try:
             line = _read_line(second, 180)
             assert line.startswith("WAIT ") and f"pid {os.getpid()}" in line
@@ -52,9 +56,13 @@ def test_a_second_writer_waits_with_a_message_until_the_first_is_done(tmp_path: 
 
 
 def test_the_lock_of_a_killed_writer_is_free(tmp_path: Path) -> None:
-    code = "import sys, time\nfrom facecraft._io import run_lock\nwith run_lock(sys.argv[1]):\n" \
-           "    print('GOT', flush=True)\n    time.sleep(60)\n"
-    first = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    code = (
+        "import sys, time\nfrom facecraft._io import run_lock\nwith run_lock(sys.argv[1]):\n"
+        "    print('GOT', flush=True)\n    time.sleep(60)\n"
+    )
+    first = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
     assert _read_line(first, 180) == "GOT"
     first.send_signal(signal.SIGKILL)
     first.wait(10)
@@ -66,14 +74,16 @@ def test_the_lock_of_a_killed_writer_is_free(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_pool_workers_die_with_their_parent() -> None:
-    code = ("import time\nfrom facecraft.experiments.sweep import process_pool\n"
-            "pool = process_pool(2)\n"
-            "warm = [pool.apply_async(time.sleep, (2,)) for _ in range(2)]\n"
-            "[w.get() for w in warm]\n"  # the workers have started (and run their initializer)
-            "jobs = [pool.apply_async(time.sleep, (120,)) for _ in range(2)]\n"
-            "time.sleep(0.5)\n"
-            "print(' '.join(str(p.pid) for p in pool._pool), flush=True)\n"
-            "time.sleep(120)\n")
+    code = (
+        "import time\nfrom facecraft.experiments.sweep import process_pool\n"
+        "pool = process_pool(2)\n"
+        "warm = [pool.apply_async(time.sleep, (2,)) for _ in range(2)]\n"
+        "[w.get() for w in warm]\n"  # the workers have started (and run their initializer)
+        "jobs = [pool.apply_async(time.sleep, (120,)) for _ in range(2)]\n"
+        "time.sleep(0.5)\n"
+        "print(' '.join(str(p.pid) for p in pool._pool), flush=True)\n"
+        "time.sleep(120)\n"
+    )
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         pids = [int(p) for p in _read_line(parent, 180).split()]

@@ -28,7 +28,9 @@ def oracle() -> DlibOracle:
 
 def test_model_file_found() -> None:
     path = dlib_model_path()
-    assert path.name == "dlib_face_recognition_resnet_model_v1.dat" and path.stat().st_size > 1_000_000
+    assert (
+        path.name == "dlib_face_recognition_resnet_model_v1.dat" and path.stat().st_size > 1_000_000
+    )
 
 
 def test_constructor_validation() -> None:
@@ -44,7 +46,9 @@ def test_constructor_validation() -> None:
 
 def test_scoring_rules_on_hand_made_embeddings(oracle: DlibOracle) -> None:
     e = torch.eye(128)
-    gallery = torch.stack([e[0], e[1], e[2], e[2] + e[3]])  # identity 0: e0, e1; identity 2: e2, e2+e3
+    gallery = torch.stack(
+        [e[0], e[1], e[2], e[2] + e[3]]
+    )  # identity 0: e0, e1; identity 2: e2, e2+e3
     labels = torch.tensor([0, 0, 2, 2])  # identity 1 has no gallery images
     query = torch.stack([e[1], e[3]])
     o = DlibOracle(scoring="max")
@@ -59,7 +63,9 @@ def test_scoring_rules_on_hand_made_embeddings(oracle: DlibOracle) -> None:
     o.scoring = "centroid"  # centroid of identity 0: (e0 + e1) / 2 -> cosine with e1 = 1/sqrt(2)
     assert torch.allclose(o.scores_from_embeddings(query)[0, 0], torch.tensor(2**-0.5))
     o.scoring, o.similarity = "max", "euclidean"
-    assert torch.allclose(o.scores_from_embeddings(query)[0, [0, 2]], torch.tensor([0.0, -(2**0.5)]))
+    assert torch.allclose(
+        o.scores_from_embeddings(query)[0, [0, 2]], torch.tensor([0.0, -(2**0.5)])
+    )
 
 
 def test_requires_gallery(oracle: DlibOracle) -> None:
@@ -156,8 +162,9 @@ def test_resolution_invariance(oracle: DlibOracle, shared_data: Path, faces64: t
     assert float(fsim) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_interrupted_embedding_resumes_from_its_checkpoint(faces64: tuple, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_embedding_resumes_from_its_checkpoint(
+    faces64: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A kill part-way through a long embedding keeps the rows done so far; the same call resumes them and
     returns what one uninterrupted call returns."""
     x = faces64[2][:6]
@@ -173,7 +180,11 @@ def test_interrupted_embedding_resumes_from_its_checkpoint(faces64: tuple, tmp_p
             raise KeyboardInterrupt
         return real(batch)
 
-    monkeypatch.setattr(oracle, "_model", type("M", (), {"compute_face_descriptor": staticmethod(dies_on_third_batch)}))
+    monkeypatch.setattr(
+        oracle,
+        "_model",
+        type("M", (), {"compute_face_descriptor": staticmethod(dies_on_third_batch)}),
+    )
     with pytest.raises(KeyboardInterrupt):
         oracle.embed(x, checkpoint_stem=stem, checkpoint_every=2)
     assert (tmp_path / "partial.safetensors").exists()  # 4 of 6 rows kept

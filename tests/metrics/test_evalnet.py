@@ -17,7 +17,9 @@ def _toy(gen: torch.Generator, n_per: int = 12) -> tuple:
     """K separable identities: each a distinct colour with noise, 32x32 uint8."""
     colours = torch.tensor([[0.9, 0.1, 0.1], [0.1, 0.9, 0.1], [0.1, 0.1, 0.9], [0.8, 0.8, 0.2]])
     labels = torch.arange(K).repeat_interleave(n_per)
-    x = colours[labels].view(-1, 3, 1, 1) + 0.15 * torch.randn(len(labels), 3, 32, 32, generator=gen)
+    x = colours[labels].view(-1, 3, 1, 1) + 0.15 * torch.randn(
+        len(labels), 3, 32, 32, generator=gen
+    )
     return (x.clamp(0, 1) * 255).round().to(torch.uint8), labels
 
 
@@ -60,15 +62,22 @@ def test_resume_matches_uninterrupted(gen: torch.Generator, tmp_path: Path) -> N
     assert checkpoint_exists(partial) and not checkpoint_exists(stem)
 
     seen = []
-    resumed = train_evalnet(images, labels, checkpoint_stem=stem, progress=lambda d, t, s: seen.append(s), **SETTINGS)
+    resumed = train_evalnet(
+        images, labels, checkpoint_stem=stem, progress=lambda d, t, s: seen.append(s), **SETTINGS
+    )
     assert seen and all("epoch 1/" not in s for s in seen)  # epoch 1 was not redone
     assert checkpoint_exists(stem) and not checkpoint_exists(partial)
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-5), name
 
     # a finished checkpoint is loaded, not retrained
-    again = train_evalnet(images, labels, checkpoint_stem=stem,
-                          progress=lambda *a: pytest.fail("retrained"), **SETTINGS)
+    again = train_evalnet(
+        images,
+        labels,
+        checkpoint_stem=stem,
+        progress=lambda *a: pytest.fail("retrained"),
+        **SETTINGS,
+    )
     assert torch.equal(again.net.head[-1].weight, resumed.net.head[-1].weight)
     loaded = EvalNet.load(stem)
     assert torch.equal(loaded.net.head[-1].weight, resumed.net.head[-1].weight)

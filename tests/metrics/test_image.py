@@ -81,8 +81,13 @@ def test_dtype_preserved(dtype: torch.dtype, xy: tuple) -> None:
 
 @pytest.mark.parametrize(
     "shape_x, shape_y",
-    [s for s in itertools.product([(2, 3, 16, 16), (2, 3, 16, 8), (1, 3, 16, 16), (2, 1, 16, 16)], repeat=2)
-     if s[0] != s[1]],
+    [
+        s
+        for s in itertools.product(
+            [(2, 3, 16, 16), (2, 3, 16, 8), (1, 3, 16, 16), (2, 1, 16, 16)], repeat=2
+        )
+        if s[0] != s[1]
+    ],
 )
 def test_shape_mismatch_raises(shape_x: tuple, shape_y: tuple) -> None:
     with pytest.raises(ValueError, match="expected shape"):
@@ -123,7 +128,9 @@ def test_psnr_hand_computed() -> None:
     y[1, 0, 0, :] = 0.5  # MSE 4 * 0.25 / 16 = 0.0625 -> 10 log10(16) dB
     values = psnr(x, y, reduction="none")
     assert torch.allclose(values, torch.tensor([20.0, 10 * math.log10(16.0)]), atol=1e-4)
-    assert torch.allclose(psnr(x * 255, y * 255, data_range=255.0, reduction="none"), values, atol=1e-3)
+    assert torch.allclose(
+        psnr(x * 255, y * 255, data_range=255.0, reduction="none"), values, atol=1e-3
+    )
     assert torch.allclose(psnr(x, y, reduction="sum"), values.sum(), atol=1e-4)
     with pytest.raises(ValueError, match="reduction"):
         psnr(x, y, reduction="avg")

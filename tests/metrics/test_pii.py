@@ -35,7 +35,9 @@ def test_epsilon_pii_same_vs_shifted() -> None:
     assert abs(float(same)) < 0.3
     assert float(eps_small) > 0.8
     assert float(eps_large) > float(eps_small) + 2.0
-    assert float(eps_large) < 0.3 * HALF**0.5 * 1.1  # a (softly) 1-Lipschitz critic stays below the EMD
+    assert (
+        float(eps_large) < 0.3 * HALF**0.5 * 1.1
+    )  # a (softly) 1-Lipschitz critic stays below the EMD
 
 
 def test_epsilon_pii_deterministic_and_progress() -> None:
@@ -43,7 +45,9 @@ def test_epsilon_pii_deterministic_and_progress() -> None:
     a, b = _images(g, 16), _images(g, 16, 0.2)
     calls = []
     kw = {"critic_width": 8, "steps": 5, "batch_size": 8}
-    v1 = epsilon_pii(a, b, generator=torch.Generator().manual_seed(3), progress=lambda *c: calls.append(c), **kw)
+    v1 = epsilon_pii(
+        a, b, generator=torch.Generator().manual_seed(3), progress=lambda *c: calls.append(c), **kw
+    )
     v2 = epsilon_pii(a, b, generator=torch.Generator().manual_seed(3), **kw)
     assert torch.equal(v1, v2)
     assert len(calls) == 5 and calls[-1][:2] == (5, 5)

@@ -65,7 +65,11 @@ def test_attribute_accuracy_hand_case() -> None:
     assert per.tolist() == [1.0, 0.0, 0.5]
     assert float(attribute_accuracy(logits, targets)) == pytest.approx(0.5)
     assert float(attribute_accuracy(logits, targets, reduction="sum")) == pytest.approx(1.5)
-    assert attribute_accuracy(logits, targets, threshold=1.5, reduction="none").tolist() == [1.0, 1.0, 0.5]
+    assert attribute_accuracy(logits, targets, threshold=1.5, reduction="none").tolist() == [
+        1.0,
+        1.0,
+        0.5,
+    ]
     assert attribute_accuracy(logits.double(), targets).dtype == torch.float64
     with pytest.raises(ValueError, match="reduction"):
         attribute_accuracy(logits, targets, reduction="all")

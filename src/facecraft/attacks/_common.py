@@ -43,7 +43,8 @@ def check_image_set(images: torch.Tensor) -> None:
     if images.dtype == torch.uint8:
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(
-                f"expected uint8 images of shape (N, 3, S, S), got {tuple(images.shape)}")
+                f"expected uint8 images of shape (N, 3, S, S), got {tuple(images.shape)}"
+            )
     else:
         validate_images(images)
     if images.shape[0] == 0:
@@ -66,8 +67,9 @@ def epoch_batches(n: int, batch_size: int, gen: torch.Generator) -> Iterator[tor
         yield perm[i : i + batch_size]
 
 
-def held_out_split(n: int, fraction: float, seed: int, *, min_train: int = 1
-                   ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+def held_out_split(
+    n: int, fraction: float, seed: int, *, min_train: int = 1
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Seeded ``(training rows, held-out rows or None)`` of ``n`` rows, each sorted (CPU indices).
 
     ``round(fraction * n)`` rows (at least 1) are held out for early stopping; ``fraction`` 0 holds out
@@ -81,8 +83,10 @@ def held_out_split(n: int, fraction: float, seed: int, *, min_train: int = 1
     n_val = max(1, round(fraction * n))
     if n - n_val < min_train:
         left = n - n_val
-        raise ValueError(f"val_fraction={fraction} holds out {n_val} of {n} rows, leaving {left or 'none'} to train "
-                         f"on (at least {min_train} needed); give more rows or val_fraction=0")
+        raise ValueError(
+            f"val_fraction={fraction} holds out {n_val} of {n} rows, leaving {left or 'none'} to train "
+            f"on (at least {min_train} needed); give more rows or val_fraction=0"
+        )
     perm = torch.randperm(n, generator=make_generator(seed))
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
@@ -152,8 +156,9 @@ class AdaptiveAttack(InversionAttack):
             ValueError: either is out of range.
         """
         if not 0.0 <= val_fraction < 1.0 or patience < 0:
-            raise ValueError(f"need 0 <= val_fraction < 1 and patience >= 0; "
-                             f"got {val_fraction}, {patience}")
+            raise ValueError(
+                f"need 0 <= val_fraction < 1 and patience >= 0; got {val_fraction}, {patience}"
+            )
         self.val_fraction = float(val_fraction)
         self.patience = int(patience)
 
@@ -168,8 +173,9 @@ class AdaptiveAttack(InversionAttack):
         Raises:
             ValueError: no image would be left to train on.
         """
-        self.train_indices, self.val_indices = held_out_split(public_images.shape[0], self.val_fraction,
-                                                              self.seed ^ _SPLIT_SALT)
+        self.train_indices, self.val_indices = held_out_split(
+            public_images.shape[0], self.val_fraction, self.seed ^ _SPLIT_SALT
+        )
         if self.val_indices is None:
             self.train_indices = None
             return public_images
@@ -277,8 +283,9 @@ class AdaptiveAttack(InversionAttack):
         n = public_images.shape[0]
         val = self.val_indices
         train = self.train_indices
-        if self.val_fraction > 0 and (val is None or train is None
-                                      or val.numel() + train.numel() != n):
+        if self.val_fraction > 0 and (
+            val is None or train is None or val.numel() + train.numel() != n
+        ):
             raise RuntimeError("call _held_out_split(public_images) before _fit_epochs")
         if self._last_state is not None:  # a previous fit ended on the best state
             _load_states(modules, self._last_state)
@@ -290,14 +297,19 @@ class AdaptiveAttack(InversionAttack):
                 raise ValueError(f"`protected` has {protected.shape[0]} rows for {n} images")
             feats = protected.detach().to(device)
         if checkpoint_stem is not None and checkpoint_exists(checkpoint_stem):
-            extra, meta = load_state(checkpoint_stem, kind=kind, modules=modules,
-                                     optimizers=optimizers, rng=gen)
+            extra, meta = load_state(
+                checkpoint_stem, kind=kind, modules=modules, optimizers=optimizers, rng=gen
+            )
             saved_val = extra.get("val_indices")
             if (saved_val is None) != (val is None) or (
-                    saved_val is not None and val is not None
-                    and not torch.equal(saved_val.cpu().long(), val)):
-                raise ValueError(f"checkpoint {checkpoint_stem} was written with another held-out "
-                                 "split (val_fraction, seed or number of images differ)")
+                saved_val is not None
+                and val is not None
+                and not torch.equal(saved_val.cpu().long(), val)
+            ):
+                raise ValueError(
+                    f"checkpoint {checkpoint_stem} was written with another held-out "
+                    "split (val_fraction, seed or number of images differ)"
+                )
             self.epochs_done = int(meta["epoch"])
             self.history = list(meta.get("history", []))
             self.best_epoch = meta.get("best_epoch")
@@ -321,8 +333,9 @@ class AdaptiveAttack(InversionAttack):
                 train_feats = feats[train.to(device)]
                 val_feats = feats[val.to(device)]
             elif val_feats is None:
-                val_feats = query_in_batches(self.defense, val_images, device,
-                                             self.query_batch_size)
+                val_feats = query_in_batches(
+                    self.defense, val_images, device, self.query_batch_size
+                )
         for epoch in range(self.epochs_done, self.epochs):
             if self._patience_exhausted():
                 break
@@ -332,8 +345,9 @@ class AdaptiveAttack(InversionAttack):
             if val_images is not None and val_feats is not None:
                 val_loss = self._heldout_loss(val_images, val_feats)
                 entry["val_loss"] = val_loss
-                if not math.isnan(val_loss) and (self.best_val_loss is None
-                                                 or val_loss < self.best_val_loss):
+                if not math.isnan(val_loss) and (
+                    self.best_val_loss is None or val_loss < self.best_val_loss
+                ):
                     self.best_epoch, self.best_val_loss = epoch, val_loss
                     self._best_state = _copy_states(modules)
             if on_epoch is not None:
@@ -344,8 +358,11 @@ class AdaptiveAttack(InversionAttack):
                 extra_t = state() if state is not None else {}
                 if feats is not None:
                     extra_t["features"] = feats
-                meta_t: Dict[str, Any] = {"epoch": self.epochs_done, "history": self.history,
-                                          "attack": self.name()}
+                meta_t: Dict[str, Any] = {
+                    "epoch": self.epochs_done,
+                    "history": self.history,
+                    "attack": self.name(),
+                }
                 if val is not None:
                     extra_t["val_indices"] = val
                     if self.requery and val_feats is not None:
@@ -353,8 +370,15 @@ class AdaptiveAttack(InversionAttack):
                     for name, sd in (self._best_state or {}).items():
                         extra_t.update({f"best.{name}.{k}": v for k, v in sd.items()})
                     meta_t.update(best_epoch=self.best_epoch, best_val_loss=self.best_val_loss)
-                save_state(checkpoint_stem, kind=kind, modules=modules, optimizers=optimizers,
-                           rng=gen, extra=extra_t, meta=meta_t)
+                save_state(
+                    checkpoint_stem,
+                    kind=kind,
+                    modules=modules,
+                    optimizers=optimizers,
+                    rng=gen,
+                    extra=extra_t,
+                    meta=meta_t,
+                )
             if progress is not None:
                 progress(epoch + 1, self.epochs, desc)
         if self._best_state is not None and self.best_epoch != self.epochs_done - 1:
@@ -364,17 +388,20 @@ class AdaptiveAttack(InversionAttack):
 
 def _prefixed(tensors: Mapping[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:
     """The entries of ``tensors`` whose key starts with ``prefix``, with it removed."""
-    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def _copy_states(modules: Mapping[str, nn.Module]) -> Dict[str, Dict[str, torch.Tensor]]:
     """Detached clones of each module's state dict, by name."""
-    return {name: {k: v.detach().clone() for k, v in m.state_dict().items()}
-            for name, m in modules.items()}
+    return {
+        name: {k: v.detach().clone() for k, v in m.state_dict().items()}
+        for name, m in modules.items()
+    }
 
 
-def _load_states(modules: Mapping[str, nn.Module],
-                 states: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+def _load_states(
+    modules: Mapping[str, nn.Module], states: Mapping[str, Mapping[str, torch.Tensor]]
+) -> None:
     """Copy ``states`` into ``modules`` in place (the optimisers keep their parameters)."""
     for name, m in modules.items():
         m.load_state_dict(dict(states[name]), strict=True)

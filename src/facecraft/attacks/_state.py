@@ -68,11 +68,11 @@ def load_state(
     tensors, meta = load_checkpoint(stem, kind=kind, device=device)
     for name, m in modules.items():
         pre = f"{name}."
-        sd = {k[len(pre):]: v for k, v in tensors.items() if k.startswith(pre)}
+        sd = {k[len(pre) :]: v for k, v in tensors.items() if k.startswith(pre)}
         m.load_state_dict(sd, strict=True)
     for name, opt in optimizers.items():
         optimizer_from_tensors(opt, tensors, meta["optimizers"][name], f"opt.{name}")
     if rng is not None and "rng" in tensors:
         rng.set_state(tensors["rng"].to("cpu"))
-    extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
+    extra = {k[len("extra.") :]: v for k, v in tensors.items() if k.startswith("extra.")}
     return extra, meta

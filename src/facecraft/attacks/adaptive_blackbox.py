@@ -100,8 +100,9 @@ class AdaptiveBlackBoxAttack(AdaptiveAttack):
     ) -> None:
         super().__init__()
         if epochs < 0 or lr <= 0 or batch_size < 1:
-            raise ValueError(f"need epochs >= 0, lr > 0, batch_size >= 1; "
-                             f"got {epochs}, {lr}, {batch_size}")
+            raise ValueError(
+                f"need epochs >= 0, lr > 0, batch_size >= 1; got {epochs}, {lr}, {batch_size}"
+            )
         self._set_early_stopping(val_fraction, patience)
         self.decoder_attack = decoder_attack
         self.defense = defense
@@ -124,8 +125,9 @@ class AdaptiveBlackBoxAttack(AdaptiveAttack):
 
     def _copy_decoder(self) -> torch.nn.Module:
         if self.decoder_attack.decoder is None:
-            raise RuntimeError("the decoder attack has no decoder yet: "
-                               "fit it before the adaptive attack")
+            raise RuntimeError(
+                "the decoder attack has no decoder yet: fit it before the adaptive attack"
+            )
         self.decoder = copy.deepcopy(self.decoder_attack.decoder)
         for p in self.decoder.parameters():
             p.requires_grad_(True)
@@ -177,17 +179,40 @@ class AdaptiveBlackBoxAttack(AdaptiveAttack):
 
         def run_epoch(feats: Optional[torch.Tensor]) -> float:
             if self.requery:
-                return train_decoder_epoch(decoder, opt, images, batch_size=self.batch_size,
-                                           gen=gen, query=self.defense, l1_weight=self.l1_weight)
-            return train_decoder_epoch(decoder, opt, images, batch_size=self.batch_size, gen=gen,
-                                       features=feats, l1_weight=self.l1_weight)
+                return train_decoder_epoch(
+                    decoder,
+                    opt,
+                    images,
+                    batch_size=self.batch_size,
+                    gen=gen,
+                    query=self.defense,
+                    l1_weight=self.l1_weight,
+                )
+            return train_decoder_epoch(
+                decoder,
+                opt,
+                images,
+                batch_size=self.batch_size,
+                gen=gen,
+                features=feats,
+                l1_weight=self.l1_weight,
+            )
 
-        self._fit_epochs(public_images, kind=_KIND, desc="adaptive black-box (fine-tuning Dec)",
-                         device=next(decoder.parameters()).device, gen=gen,
-                         modules={"decoder": decoder}, optimizers={"decoder": opt},
-                         run_epoch=run_epoch, protected=protected,
-                         checkpoint_stem=checkpoint_stem, progress=progress, on_epoch=on_epoch,
-                         eval_on_epoch=(decoder,))
+        self._fit_epochs(
+            public_images,
+            kind=_KIND,
+            desc="adaptive black-box (fine-tuning Dec)",
+            device=next(decoder.parameters()).device,
+            gen=gen,
+            modules={"decoder": decoder},
+            optimizers={"decoder": opt},
+            run_epoch=run_epoch,
+            protected=protected,
+            checkpoint_stem=checkpoint_stem,
+            progress=progress,
+            on_epoch=on_epoch,
+            eval_on_epoch=(decoder,),
+        )
         return self
 
     def reconstruct(

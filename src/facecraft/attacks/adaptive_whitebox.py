@@ -147,8 +147,10 @@ class AdaptiveWhiteBoxAttack(AdaptiveAttack):
     ) -> None:
         super().__init__()
         if epochs < 0 or lr <= 0 or batch_size < 1 or inner_steps < 0:
-            raise ValueError(f"need epochs >= 0, lr > 0, batch_size >= 1, inner_steps >= 0; "
-                             f"got {epochs}, {lr}, {batch_size}, {inner_steps}")
+            raise ValueError(
+                f"need epochs >= 0, lr > 0, batch_size >= 1, inner_steps >= 0; "
+                f"got {epochs}, {lr}, {batch_size}, {inner_steps}"
+            )
         self._set_early_stopping(val_fraction, patience)
         self.encoder = encoder
         self.original_generator = generator
@@ -175,9 +177,17 @@ class AdaptiveWhiteBoxAttack(AdaptiveAttack):
         self.seed = seed
         self.epochs_done = 0
         self._opt = torch.optim.RMSprop(self.generator.parameters(), lr=lr)
-        self._inverter = WhiteBoxAttack(encoder, self.generator, amortizer=amortizer, critic=critic,
-                                        steps=steps, lr=inv_lr, momentum=momentum,
-                                        prior_weight=prior_weight, seed=seed)
+        self._inverter = WhiteBoxAttack(
+            encoder,
+            self.generator,
+            amortizer=amortizer,
+            critic=critic,
+            steps=steps,
+            lr=inv_lr,
+            momentum=momentum,
+            prior_weight=prior_weight,
+            seed=seed,
+        )
         self.models = [m for m in (encoder, self.generator, amortizer, critic) if m is not None]
 
     @classmethod
@@ -185,9 +195,17 @@ class AdaptiveWhiteBoxAttack(AdaptiveAttack):
         return "adaptive-whitebox"
 
     def _invert(self, features: torch.Tensor, z0: torch.Tensor, steps: int) -> torch.Tensor:
-        return invert_latent(self.encoder, self.generator, features, z0, steps=steps,
-                             lr=self.inv_lr, momentum=self.momentum, critic=self.critic,
-                             prior_weight=self.prior_weight)
+        return invert_latent(
+            self.encoder,
+            self.generator,
+            features,
+            z0,
+            steps=steps,
+            lr=self.inv_lr,
+            momentum=self.momentum,
+            critic=self.critic,
+            prior_weight=self.prior_weight,
+        )
 
     def fit(
         self,
@@ -272,12 +290,22 @@ class AdaptiveWhiteBoxAttack(AdaptiveAttack):
                 total += float(loss.detach()) * idx.numel()
             return total / n
 
-        self._fit_epochs(public_images, kind=_KIND, desc="adaptive white-box (updating G)",
-                         device=device, gen=gen, modules={"generator": self.generator},
-                         optimizers={"generator": self._opt}, run_epoch=run_epoch,
-                         protected=protected, checkpoint_stem=checkpoint_stem, progress=progress,
-                         on_epoch=on_epoch, restore=restore,
-                         state=lambda: {"z": z_cache, "seen": seen.to(torch.uint8)})
+        self._fit_epochs(
+            public_images,
+            kind=_KIND,
+            desc="adaptive white-box (updating G)",
+            device=device,
+            gen=gen,
+            modules={"generator": self.generator},
+            optimizers={"generator": self._opt},
+            run_epoch=run_epoch,
+            protected=protected,
+            checkpoint_stem=checkpoint_stem,
+            progress=progress,
+            on_epoch=on_epoch,
+            restore=restore,
+            state=lambda: {"z": z_cache, "seen": seen.to(torch.uint8)},
+        )
         return self
 
     def reconstruct(

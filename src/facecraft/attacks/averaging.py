@@ -84,8 +84,13 @@ class AveragingAttack(InversionAttack):
         standard deviation of an additive-noise defence by ``sqrt(8)``.
     """
 
-    def __init__(self, base_attack: InversionAttack, defense: Optional[DefenseFn] = None, *,
-                 n_queries: int = 8) -> None:
+    def __init__(
+        self,
+        base_attack: InversionAttack,
+        defense: Optional[DefenseFn] = None,
+        *,
+        n_queries: int = 8,
+    ) -> None:
         super().__init__()
         if n_queries < 1:
             raise ValueError(f"n_queries must be >= 1, got {n_queries}")
@@ -98,17 +103,22 @@ class AveragingAttack(InversionAttack):
     def name(cls) -> str:
         return "average"
 
-    def fit(self, public_images: torch.Tensor, *, progress: Optional[ProgressFn] = None) -> "AveragingAttack":
+    def fit(
+        self, public_images: torch.Tensor, *, progress: Optional[ProgressFn] = None
+    ) -> "AveragingAttack":
         """Fit the base attack."""
         self.base_attack.fit(public_images, progress=progress)
         return self
 
-    def reconstruct(self, features: torch.Tensor, *, progress: Optional[ProgressFn] = None) -> torch.Tensor:
+    def reconstruct(
+        self, features: torch.Tensor, *, progress: Optional[ProgressFn] = None
+    ) -> torch.Tensor:
         """A single release: the base attack on it (nothing to average)."""
         return self.base_attack(features, progress=progress)
 
-    def reconstruct_from_queries(self, queries: Sequence[torch.Tensor], *,
-                                 progress: Optional[ProgressFn] = None) -> torch.Tensor:
+    def reconstruct_from_queries(
+        self, queries: Sequence[torch.Tensor], *, progress: Optional[ProgressFn] = None
+    ) -> torch.Tensor:
         """The base attack on the mean of several releases ``[F_1, ..., F_n]`` of the same images."""
         if len(queries) == 0:
             raise ValueError("need at least one release to average")
@@ -116,10 +126,14 @@ class AveragingAttack(InversionAttack):
         mean = torch.stack([q.detach() for q in queries]).mean(0)
         return self(mean, progress=progress)
 
-    def reconstruct_images(self, images: torch.Tensor, *, progress: Optional[ProgressFn] = None) -> torch.Tensor:
+    def reconstruct_images(
+        self, images: torch.Tensor, *, progress: Optional[ProgressFn] = None
+    ) -> torch.Tensor:
         """Query the defence ``n_queries`` times on ``images`` and reconstruct from the mean release."""
         if self.defense is None:
-            raise RuntimeError("AveragingAttack.reconstruct_images needs the defence: pass defense= at construction")
+            raise RuntimeError(
+                "AveragingAttack.reconstruct_images needs the defence: pass defense= at construction"
+            )
         return self(query_average(self.defense, images, self.n_queries), progress=progress)
 
 

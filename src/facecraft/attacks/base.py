@@ -45,7 +45,9 @@ class InversionAttack(abc.ABC):
     def name(cls) -> str:
         """The name this attack is registered under."""
 
-    def fit(self, public_images: torch.Tensor, *, progress: Optional[ProgressFn] = None) -> "InversionAttack":
+    def fit(
+        self, public_images: torch.Tensor, *, progress: Optional[ProgressFn] = None
+    ) -> "InversionAttack":
         """Learn from the attacker's public images ``(N, 3, S, S)`` in [0, 1]; default: nothing to learn."""
         return self
 
@@ -57,7 +59,9 @@ class InversionAttack(abc.ABC):
     def device(self) -> torch.device:
         return modules_device(self.models)
 
-    def __call__(self, features: torch.Tensor, *, progress: Optional[ProgressFn] = None) -> torch.Tensor:
+    def __call__(
+        self, features: torch.Tensor, *, progress: Optional[ProgressFn] = None
+    ) -> torch.Tensor:
         """Validate, run :meth:`reconstruct` in eval mode, check and detach the output.
 
         ``progress`` is passed on to ``reconstruct`` only when given (subclasses
@@ -71,5 +75,11 @@ class InversionAttack(abc.ABC):
         return out.detach()
 
     def __repr__(self) -> str:
-        params = {k: v for k, v in vars(self).items() if isinstance(v, (int, float, str, bool)) and not k.startswith("_")}
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in sorted(params.items()))})"
+        params = {
+            k: v
+            for k, v in vars(self).items()
+            if isinstance(v, (int, float, str, bool)) and not k.startswith("_")
+        }
+        return (
+            f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in sorted(params.items()))})"
+        )

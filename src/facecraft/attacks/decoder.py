@@ -65,7 +65,9 @@ def train_decoder_epoch(
     if (features is None) == (query is None):
         raise ValueError("give exactly one of `features` and `query`")
     if flip and query is None:
-        raise ValueError("flip augmentation needs `query` (features of mirrored images are unknown)")
+        raise ValueError(
+            "flip augmentation needs `query` (features of mirrored images are unknown)"
+        )
     p = next(decoder.parameters())
     params = [q for q in decoder.parameters() if q.requires_grad]
     total, count = 0.0, 0
@@ -154,8 +156,10 @@ class DecoderAttack(InversionAttack):
     ) -> None:
         super().__init__()
         if epochs < 0 or batch_size < 1 or lr <= 0 or width < 1:
-            raise ValueError(f"need epochs >= 0, batch_size >= 1, lr > 0, width >= 1; "
-                             f"got {epochs}, {batch_size}, {lr}, {width}")
+            raise ValueError(
+                f"need epochs >= 0, batch_size >= 1, lr > 0, width >= 1; "
+                f"got {epochs}, {batch_size}, {lr}, {width}"
+            )
         self.encoder = encoder
         self.epochs = epochs
         self.batch_size = batch_size
@@ -193,12 +197,20 @@ class DecoderAttack(InversionAttack):
 
     def _require_decoder(self) -> nn.Module:
         if self.decoder is None:
-            raise RuntimeError("DecoderAttack has no decoder yet: call fit() first or pass decoder/image_size")
+            raise RuntimeError(
+                "DecoderAttack has no decoder yet: call fit() first or pass decoder/image_size"
+            )
         return self.decoder
 
     def _config(self) -> Dict[str, Any]:
-        return {"batch_size": self.batch_size, "lr": self.lr, "width": self.width, "l1_weight": self.l1_weight,
-                "flip": self.flip, "seed": self.seed}
+        return {
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "width": self.width,
+            "l1_weight": self.l1_weight,
+            "flip": self.flip,
+            "seed": self.seed,
+        }
 
     # ---------------------------------------------------------------- training
     def fit(
@@ -229,15 +241,28 @@ class DecoderAttack(InversionAttack):
         assert self._opt is not None
         gen = make_generator(self.seed)
         if checkpoint_stem is not None and checkpoint_exists(checkpoint_stem):
-            _, meta = load_state(checkpoint_stem, kind=_KIND, modules={"decoder": decoder},
-                                 optimizers={"decoder": self._opt}, rng=gen)
+            _, meta = load_state(
+                checkpoint_stem,
+                kind=_KIND,
+                modules={"decoder": decoder},
+                optimizers={"decoder": self._opt},
+                rng=gen,
+            )
             self.epochs_done = int(meta["epoch"])
             self.history = list(meta.get("history", []))
         self.fit_trained = self.epochs_done < self.epochs
         with frozen(self.encoder):
             for epoch in range(self.epochs_done, self.epochs):
-                loss = train_decoder_epoch(decoder, self._opt, public_images, batch_size=self.batch_size, gen=gen,
-                                           query=self.encoder, flip=self.flip, l1_weight=self.l1_weight)
+                loss = train_decoder_epoch(
+                    decoder,
+                    self._opt,
+                    public_images,
+                    batch_size=self.batch_size,
+                    gen=gen,
+                    query=self.encoder,
+                    flip=self.flip,
+                    l1_weight=self.l1_weight,
+                )
                 self.epochs_done = epoch + 1
                 self.history.append({"epoch": epoch, "loss": loss})
                 if checkpoint_stem is not None:
@@ -275,15 +300,24 @@ class DecoderAttack(InversionAttack):
         """
         check_image_set(images)
         if features.shape[0] != images.shape[0]:
-            raise ValueError(f"features and images must pair up, got {features.shape[0]} and {images.shape[0]} rows")
+            raise ValueError(
+                f"features and images must pair up, got {features.shape[0]} and {images.shape[0]} rows"
+            )
         if self.decoder is None:
             self._build(images.shape[-1])
         decoder = self._require_decoder()
         opt = torch.optim.Adam(decoder.parameters(), lr=self.lr if lr is None else lr)
         gen = make_generator(self.seed + 1)
         for epoch in range(epochs):
-            loss = train_decoder_epoch(decoder, opt, images, batch_size=self.batch_size, gen=gen,
-                                       features=features.detach(), l1_weight=self.l1_weight)
+            loss = train_decoder_epoch(
+                decoder,
+                opt,
+                images,
+                batch_size=self.batch_size,
+                gen=gen,
+                features=features.detach(),
+                l1_weight=self.l1_weight,
+            )
             entry: Dict[str, Any] = {"epoch": epoch, "loss": loss}
             if on_epoch is not None:
                 with eval_mode(decoder):
@@ -298,21 +332,35 @@ class DecoderAttack(InversionAttack):
         """Save decoder, optimizer, epoch count and history (safetensors + JSON)."""
         decoder = self._require_decoder()
         assert self._opt is not None
-        save_state(stem, kind=_KIND, modules={"decoder": decoder}, optimizers={"decoder": self._opt}, rng=rng,
-                   meta={"epoch": self.epochs_done, "config": self._config(), "history": self.history,
-                         "attack": self.name()})
+        save_state(
+            stem,
+            kind=_KIND,
+            modules={"decoder": decoder},
+            optimizers={"decoder": self._opt},
+            rng=rng,
+            meta={
+                "epoch": self.epochs_done,
+                "config": self._config(),
+                "history": self.history,
+                "attack": self.name(),
+            },
+        )
 
     def load(self, stem: PathLike) -> "DecoderAttack":
         """Load a state written by :meth:`save` (the decoder must exist with the same shapes)."""
         decoder = self._require_decoder()
         assert self._opt is not None
-        _, meta = load_state(stem, kind=_KIND, modules={"decoder": decoder}, optimizers={"decoder": self._opt})
+        _, meta = load_state(
+            stem, kind=_KIND, modules={"decoder": decoder}, optimizers={"decoder": self._opt}
+        )
         self.epochs_done = int(meta["epoch"])
         self.history = list(meta.get("history", []))
         return self
 
     # ---------------------------------------------------------------- attack
-    def reconstruct(self, features: torch.Tensor, *, progress: Optional[ProgressFn] = None) -> torch.Tensor:
+    def reconstruct(
+        self, features: torch.Tensor, *, progress: Optional[ProgressFn] = None
+    ) -> torch.Tensor:
         decoder = self._require_decoder()
         with torch.no_grad(), frozen(decoder):
             return decoder(features).clamp(0, 1).detach()

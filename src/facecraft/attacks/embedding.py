@@ -87,8 +87,10 @@ def embedding_loss(
         (True, (3,))
     """
     if pred.dim() != 2 or pred.shape != target.shape:
-        raise ValueError(f"expected pred and target of the same shape (N, E), "
-                         f"got {tuple(pred.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"expected pred and target of the same shape (N, E), "
+            f"got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
     if reduction not in _REDUCTIONS:
         raise ValueError(f"expected reduction in {_REDUCTIONS}, got {reduction!r}")
     per_row = (pred - target).pow(2).mean(dim=1) + 1 - nnf.cosine_similarity(pred, target, dim=1)
@@ -227,9 +229,15 @@ class EmbeddingAttack:
         return self._build(feature_shape, dim)
 
     def _config(self) -> Dict[str, Any]:
-        return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
-                "weight_decay": self.weight_decay, "val_fraction": self.val_fraction,
-                "patience": self.patience, "seed": self.seed}
+        return {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "val_fraction": self.val_fraction,
+            "patience": self.patience,
+            "seed": self.seed,
+        }
 
     # ---------------------------------------------------------------- training
     def fit(
@@ -272,11 +280,14 @@ class EmbeddingAttack:
             if self._fshape != fshape or self.embedding_dim != dim:
                 raise CheckpointError(
                     f"{checkpoint_stem}: holds a regressor {self._fshape} -> {self.embedding_dim}, "
-                    f"the data is {fshape} -> {dim}")
+                    f"the data is {fshape} -> {dim}"
+                )
             self.val_index = None
             self.fit_trained = False
             return self
-        train_idx, val_idx = held_out_split(features.shape[0], self.val_fraction, self.seed + 1, min_train=2)
+        train_idx, val_idx = held_out_split(
+            features.shape[0], self.val_fraction, self.seed + 1, min_train=2
+        )
         reg = self._start(fshape, dim)
         self.history, self.best_epoch, self.val_index = [], None, val_idx
         self._train(reg, features.detach(), embeddings.detach(), train_idx, val_idx, progress)
@@ -321,8 +332,9 @@ class EmbeddingAttack:
                     val_loss = None
                     if val_idx is not None:
                         val_loss = self._held_out_loss(reg, x_all, e_all, val_idx)
-                    self.history.append({"epoch": epoch, "loss": total / train_idx.numel(),
-                                         "val_loss": val_loss})
+                    self.history.append(
+                        {"epoch": epoch, "loss": total / train_idx.numel(), "val_loss": val_loss}
+                    )
                     if progress is not None:
                         progress(epoch + 1, self.epochs, desc)
                     if val_loss is None:
@@ -342,8 +354,9 @@ class EmbeddingAttack:
         if best_state is not None:
             reg.load_state_dict(best_state)
 
-    def _held_out_loss(self, reg: nn.Module, x_all: torch.Tensor, e_all: torch.Tensor,
-                       rows: torch.Tensor) -> float:
+    def _held_out_loss(
+        self, reg: nn.Module, x_all: torch.Tensor, e_all: torch.Tensor, rows: torch.Tensor
+    ) -> float:
         p0 = next(reg.parameters())
         total = 0.0
         with eval_mode(reg), torch.no_grad():
@@ -368,8 +381,9 @@ class EmbeddingAttack:
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() or load() first")
         if tuple(features.shape[1:]) != self._fshape:
             expected = ", ".join(map(str, self._fshape))
-            raise ValueError(f"expected features of shape (N, {expected}), "
-                             f"got {tuple(features.shape)}")
+            raise ValueError(
+                f"expected features of shape (N, {expected}), got {tuple(features.shape)}"
+            )
         p0 = next(self.regressor.parameters())
         with eval_mode(*self.models), torch.no_grad():
             out = self.predict(features.detach().to(p0.device, p0.dtype))
@@ -380,11 +394,21 @@ class EmbeddingAttack:
         """Save the regressor (safetensors) with shapes, width, best epoch and history (JSON)."""
         if self.regressor is None:
             raise RuntimeError(f"{type(self).__name__} is not fitted: nothing to save")
-        save_state(stem, kind=_KIND, modules={"regressor": self.regressor}, optimizers={},
-                   meta={"feature_shape": list(self._fshape), "embedding_dim": self.embedding_dim,
-                         "width": self.width, "best_epoch": self.best_epoch,
-                         "history": self.history, "config": self._config(),
-                         "attack": self.name()})
+        save_state(
+            stem,
+            kind=_KIND,
+            modules={"regressor": self.regressor},
+            optimizers={},
+            meta={
+                "feature_shape": list(self._fshape),
+                "embedding_dim": self.embedding_dim,
+                "width": self.width,
+                "best_epoch": self.best_epoch,
+                "history": self.history,
+                "config": self._config(),
+                "attack": self.name(),
+            },
+        )
 
     def load(self, stem: PathLike) -> "EmbeddingAttack":
         """Build the regressor recorded by :meth:`save` and load its weights.
@@ -401,8 +425,9 @@ class EmbeddingAttack:
         if meta.get("kind") != _KIND:
             raise CheckpointError(f"{stem}: holds a {meta.get('kind')!r}, expected a {_KIND!r}")
         if meta.get("attack") != self.name():
-            raise CheckpointError(f"{stem}: holds a {meta.get('attack')!r} attack, "
-                                  f"expected {self.name()!r}")
+            raise CheckpointError(
+                f"{stem}: holds a {meta.get('attack')!r} attack, expected {self.name()!r}"
+            )
         self.width = int(meta["width"])
         reg = self._build(tuple(meta["feature_shape"]), int(meta["embedding_dim"]))
         load_state(stem, kind=_KIND, modules={"regressor": reg}, optimizers={})
@@ -411,8 +436,11 @@ class EmbeddingAttack:
         return self
 
     def __repr__(self) -> str:
-        params = {k: v for k, v in vars(self).items()
-                  if isinstance(v, (int, float, str, bool)) and not k.startswith("_")}
+        params = {
+            k: v
+            for k, v in vars(self).items()
+            if isinstance(v, (int, float, str, bool)) and not k.startswith("_")
+        }
         inner = ", ".join(f"{k}={v!r}" for k, v in sorted(params.items()))
         return f"{type(self).__name__}({inner})"
 
@@ -466,8 +494,10 @@ class AdaptiveEmbeddingAttack(EmbeddingAttack):
         if base is None or base.regressor is None:
             return self._build(feature_shape, dim)
         if base._fshape != feature_shape or base.embedding_dim != dim:
-            raise ValueError(f"the base maps {base._fshape} -> {base.embedding_dim}, "
-                             f"the data is {feature_shape} -> {dim}")
+            raise ValueError(
+                f"the base maps {base._fshape} -> {base.embedding_dim}, "
+                f"the data is {feature_shape} -> {dim}"
+            )
         reg = copy.deepcopy(base.regressor)
         for p in reg.parameters():
             p.requires_grad_(True)
@@ -485,8 +515,10 @@ def _check_pairs(features: torch.Tensor, embeddings: torch.Tensor) -> None:
     if embeddings.dim() != 2:
         raise ValueError(f"embeddings must be 2-D (N, E), got shape {tuple(embeddings.shape)}")
     if embeddings.shape[0] != features.shape[0]:
-        raise ValueError(f"features and embeddings must have the same number of rows, "
-                         f"got {features.shape[0]} and {embeddings.shape[0]}")
+        raise ValueError(
+            f"features and embeddings must have the same number of rows, "
+            f"got {features.shape[0]} and {embeddings.shape[0]}"
+        )
     if features.shape[0] < 2:
         raise ValueError(f"need at least 2 (feature, embedding) pairs, got {features.shape[0]}")
     if embeddings.shape[1] < 1:

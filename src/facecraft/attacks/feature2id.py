@@ -64,8 +64,9 @@ class IdentityAttack(abc.ABC):
         """The name this attack is registered under."""
 
     @abc.abstractmethod
-    def fit(self, features: torch.Tensor, labels: torch.Tensor, *,
-            progress: Optional[ProgressFn] = None) -> "IdentityAttack":
+    def fit(
+        self, features: torch.Tensor, labels: torch.Tensor, *, progress: Optional[ProgressFn] = None
+    ) -> "IdentityAttack":
         """Learn from released features ``(N, *F)`` and 0-based identity labels ``(N,)``."""
 
     @abc.abstractmethod
@@ -83,9 +84,14 @@ class IdentityAttack(abc.ABC):
         return out.detach()
 
     def __repr__(self) -> str:
-        params = {k: v for k, v in vars(self).items()
-                  if isinstance(v, (int, float, str, bool)) and not k.startswith("_")}
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in sorted(params.items()))})"
+        params = {
+            k: v
+            for k, v in vars(self).items()
+            if isinstance(v, (int, float, str, bool)) and not k.startswith("_")
+        }
+        return (
+            f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in sorted(params.items()))})"
+        )
 
 
 class FeatureClassifier(nn.Module):
@@ -98,19 +104,30 @@ class FeatureClassifier(nn.Module):
         dropout: dropout before the last layer.
     """
 
-    def __init__(self, feature_shape: Sequence[int], num_classes: int, width: int = 128, dropout: float = 0.3) -> None:
+    def __init__(
+        self, feature_shape: Sequence[int], num_classes: int, width: int = 128, dropout: float = 0.3
+    ) -> None:
         super().__init__()
         shape = tuple(feature_shape)
         if len(shape) == 3:
             c = shape[0]
             self.body: nn.Module = nn.Sequential(
-                nn.Conv2d(c, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(True),
-                nn.Conv2d(width, 2 * width, 3, 2, 1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(True),
-                nn.Conv2d(2 * width, 2 * width, 3, 2, 1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(True),
-                nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                nn.Conv2d(c, width, 3, 1, 1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(True),
+                nn.Conv2d(width, 2 * width, 3, 2, 1, bias=False),
+                nn.BatchNorm2d(2 * width),
+                nn.ReLU(True),
+                nn.Conv2d(2 * width, 2 * width, 3, 2, 1, bias=False),
+                nn.BatchNorm2d(2 * width),
+                nn.ReLU(True),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
             )
         elif len(shape) == 1:
-            self.body = nn.Sequential(nn.Linear(shape[0], 2 * width), nn.BatchNorm1d(2 * width), nn.ReLU(True))
+            self.body = nn.Sequential(
+                nn.Linear(shape[0], 2 * width), nn.BatchNorm1d(2 * width), nn.ReLU(True)
+            )
         else:
             raise ValueError(f"feature shape must be (C, h, w) or (D,), got {shape}")
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * width, num_classes))
@@ -163,8 +180,10 @@ class Feature2IDAttack(IdentityAttack):
     ) -> None:
         super().__init__()
         if epochs < 0 or batch_size < 1 or lr <= 0 or width < 1:
-            raise ValueError(f"need epochs >= 0, batch_size >= 1, lr > 0, width >= 1; "
-                             f"got {epochs}, {batch_size}, {lr}, {width}")
+            raise ValueError(
+                f"need epochs >= 0, batch_size >= 1, lr > 0, width >= 1; "
+                f"got {epochs}, {batch_size}, {lr}, {width}"
+            )
         self.num_classes = num_classes
         self.epochs = epochs
         self.batch_size = batch_size
@@ -190,8 +209,9 @@ class Feature2IDAttack(IdentityAttack):
         self.models = [self.classifier]
         return self.classifier
 
-    def fit(self, features: torch.Tensor, labels: torch.Tensor, *,
-            progress: Optional[ProgressFn] = None) -> "Feature2IDAttack":
+    def fit(
+        self, features: torch.Tensor, labels: torch.Tensor, *, progress: Optional[ProgressFn] = None
+    ) -> "Feature2IDAttack":
         """Train the classifier with cross-entropy on ``(features, labels)``.
 
         Args:
@@ -201,13 +221,19 @@ class Feature2IDAttack(IdentityAttack):
         """
         validate_tensors([features], dim_range=(2, 4), finite=True)
         if labels.dim() != 1 or labels.shape[0] != features.shape[0]:
-            raise ValueError(f"labels must have shape ({features.shape[0]},), got {tuple(labels.shape)}")
+            raise ValueError(
+                f"labels must have shape ({features.shape[0]},), got {tuple(labels.shape)}"
+            )
         if labels.numel() and int(labels.min()) < 0:
             raise ValueError("labels must be 0-based non-negative identity indices")
         k = self.num_classes if self.num_classes is not None else int(labels.max()) + 1
         if int(labels.max()) >= k:
             raise ValueError(f"label {int(labels.max())} out of range for num_classes={k}")
-        clf = self.classifier if self.classifier is not None else self._build(tuple(features.shape[1:]), k)
+        clf = (
+            self.classifier
+            if self.classifier is not None
+            else self._build(tuple(features.shape[1:]), k)
+        )
         opt = torch.optim.Adam(clf.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         gen = make_generator(self.seed)
         params = [p for p in clf.parameters() if p.requires_grad]
@@ -248,9 +274,18 @@ class Feature2IDAttack(IdentityAttack):
         """Save the classifier (safetensors) with its feature shape and class count (JSON)."""
         if self.classifier is None:
             raise RuntimeError("Feature2IDAttack is not fitted: nothing to save")
-        save_state(stem, kind="feature2id", modules={"classifier": self.classifier}, optimizers={},
-                   meta={"feature_shape": list(self._fshape), "num_classes": self.num_classes,
-                         "width": self.width, "attack": self.name()})
+        save_state(
+            stem,
+            kind="feature2id",
+            modules={"classifier": self.classifier},
+            optimizers={},
+            meta={
+                "feature_shape": list(self._fshape),
+                "num_classes": self.num_classes,
+                "width": self.width,
+                "attack": self.name(),
+            },
+        )
 
     def load(self, stem: PathLike) -> "Feature2IDAttack":
         """Build the classifier recorded in a state written by :meth:`save` and load its weights."""

@@ -71,7 +71,9 @@ class HybridAttack(InversionAttack):
     ) -> None:
         super().__init__()
         if steps < 0 or lr <= 0 or tv_weight < 0:
-            raise ValueError(f"need steps >= 0, lr > 0, tv_weight >= 0; got {steps}, {lr}, {tv_weight}")
+            raise ValueError(
+                f"need steps >= 0, lr > 0, tv_weight >= 0; got {steps}, {lr}, {tv_weight}"
+            )
         self.encoder = encoder
         self.decoder_attack = decoder_attack
         self.steps = steps
@@ -90,12 +92,16 @@ class HybridAttack(InversionAttack):
             obj = obj + self.tv_weight * total_variation(images)
         return obj
 
-    def fit(self, public_images: torch.Tensor, *, progress: Optional[ProgressFn] = None) -> "HybridAttack":
+    def fit(
+        self, public_images: torch.Tensor, *, progress: Optional[ProgressFn] = None
+    ) -> "HybridAttack":
         """Fit the start attack (e.g. train the decoder)."""
         self.decoder_attack.fit(public_images, progress=progress)
         return self
 
-    def reconstruct(self, features: torch.Tensor, *, progress: Optional[ProgressFn] = None) -> torch.Tensor:
+    def reconstruct(
+        self, features: torch.Tensor, *, progress: Optional[ProgressFn] = None
+    ) -> torch.Tensor:
         x0 = self.decoder_attack(features).to(features.device)
         eps = 1e-3
         u = torch.logit(x0.clamp(eps, 1 - eps)).detach().requires_grad_(True)

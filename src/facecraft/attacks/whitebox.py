@@ -57,7 +57,9 @@ __all__ = ["inversion_loss", "invert_latent", "latent_objective", "WhiteBoxAttac
 _RELEASE_SCALE = 100.0 / math.sqrt(128.0)
 
 
-def inversion_loss(encoder: nn.Module, generator: nn.Module, features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+def inversion_loss(
+    encoder: nn.Module, generator: nn.Module, features: torch.Tensor, z: torch.Tensor
+) -> torch.Tensor:
     """Per-sample ``L_inv(F, z) = ||F - Enc(G(z))||^2 / dim(F)``, shape ``(N,)`` (CRAFTER.md section 3).
 
     Dividing by ``dim(F)`` keeps step sizes independent of the feature size.
@@ -133,7 +135,9 @@ def invert_latent(
     best = torch.full((z.shape[0],), float("inf"), device=z.device, dtype=z.dtype)
     with frozen(encoder, generator, critic):
         for i in range(steps + 1):
-            obj = latent_objective(encoder, generator, features, z, critic=critic, prior_weight=prior_weight)
+            obj = latent_objective(
+                encoder, generator, features, z, critic=critic, prior_weight=prior_weight
+            )
             with torch.no_grad():
                 better = obj.detach() < best
                 best = torch.where(better, obj.detach(), best)
@@ -237,7 +241,9 @@ class WhiteBoxAttack(InversionAttack):
     def name(cls) -> str:
         return "whitebox"
 
-    def initial_latents(self, features: torch.Tensor, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def initial_latents(
+        self, features: torch.Tensor, *, generator: Optional[torch.Generator] = None
+    ) -> torch.Tensor:
         """``Amor(F)`` if there is an amortizer, else ``N(0, I)`` draws, shape ``(N, zd)``."""
         p = next(self.generator.parameters())
         if self.amortizer is not None:
@@ -246,27 +252,52 @@ class WhiteBoxAttack(InversionAttack):
         gen = generator if generator is not None else make_generator(self.seed)
         return torch.randn(features.shape[0], self.latent_dim, generator=gen).to(p.device, p.dtype)
 
-    def invert(self, features: torch.Tensor, *, progress: Optional[ProgressFn] = None) -> torch.Tensor:
+    def invert(
+        self, features: torch.Tensor, *, progress: Optional[ProgressFn] = None
+    ) -> torch.Tensor:
         """``z*`` for features ``(N, *F)``: shape ``(N, zd)``, detached."""
-        kw = dict(steps=self.steps, lr=self.lr, momentum=self.momentum, critic=self.critic,
-                  prior_weight=self.prior_weight)
+        kw = dict(
+            steps=self.steps,
+            lr=self.lr,
+            momentum=self.momentum,
+            critic=self.critic,
+            prior_weight=self.prior_weight,
+        )
         if self.amortizer is not None:
-            return invert_latent(self.encoder, self.generator, features, self.initial_latents(features),
-                                 progress=progress, **kw)
+            return invert_latent(
+                self.encoder,
+                self.generator,
+                features,
+                self.initial_latents(features),
+                progress=progress,
+                **kw,
+            )
         gen = make_generator(self.seed)
         best_z: Optional[torch.Tensor] = None
         best: Optional[torch.Tensor] = None
         for r in range(self.restarts):
             sub = None
             if progress is not None:
-                sub = (lambda d, t, s, r=r: progress(r * t + d, self.restarts * t, s))  # noqa: E731
-            z = invert_latent(self.encoder, self.generator, features,
-                              self.initial_latents(features, generator=gen), progress=sub, **kw)
+                sub = lambda d, t, s, r=r: progress(r * t + d, self.restarts * t, s)  # noqa: E731
+            z = invert_latent(
+                self.encoder,
+                self.generator,
+                features,
+                self.initial_latents(features, generator=gen),
+                progress=sub,
+                **kw,
+            )
             if self.restarts == 1:
                 return z
             with torch.no_grad(), frozen(self.encoder, self.generator, self.critic):
-                obj = latent_objective(self.encoder, self.generator, features, z, critic=self.critic,
-                                       prior_weight=self.prior_weight)
+                obj = latent_objective(
+                    self.encoder,
+                    self.generator,
+                    features,
+                    z,
+                    critic=self.critic,
+                    prior_weight=self.prior_weight,
+                )
             if best_z is None or best is None:
                 best_z, best = z, obj
             else:
@@ -276,7 +307,9 @@ class WhiteBoxAttack(InversionAttack):
         assert best_z is not None
         return best_z
 
-    def reconstruct(self, features: torch.Tensor, *, progress: Optional[ProgressFn] = None) -> torch.Tensor:
+    def reconstruct(
+        self, features: torch.Tensor, *, progress: Optional[ProgressFn] = None
+    ) -> torch.Tensor:
         z = self.invert(features, progress=progress)
         with torch.no_grad(), frozen(self.generator):
             return self.generator(z).clamp(0, 1).detach()

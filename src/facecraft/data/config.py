@@ -55,4 +55,6 @@ class DataConfig:
             raise ValueError(f"DataConfig.dataset must be one of {DATASETS}, got {self.dataset!r}")
         positive(self, "image_size", "min_private_images", "max_public", "max_private_identities")
         if not 0.0 < self.eval_test_fraction < 1.0:
-            raise ValueError(f"DataConfig.eval_test_fraction must be in (0, 1), got {self.eval_test_fraction}")
+            raise ValueError(
+                f"DataConfig.eval_test_fraction must be in (0, 1), got {self.eval_test_fraction}"
+            )

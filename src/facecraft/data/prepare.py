@@ -144,8 +144,12 @@ def _reuse(cache_dir: Path, key: Dict[str, Any]) -> Optional[PreparedData]:
             logger.warning(
                 "the data root %s changed since its split was prepared in %s (%s files, now %d; "
                 "listing hash %s, now %s): preparing the split again",
-                key["root"], cache_dir, was.get("count", "?"), now.get("count", 0),
-                str(was.get("sha256", "?"))[:12], str(now.get("sha256", ""))[:12],
+                key["root"],
+                cache_dir,
+                was.get("count", "?"),
+                now.get("count", 0),
+                str(was.get("sha256", "?"))[:12],
+                str(now.get("sha256", ""))[:12],
             )
             return None
         logger.info(
@@ -240,7 +244,9 @@ def root_listing(root: Path) -> Dict[str, Any]:
         base = Path(dirpath)
         for d in dirnames:
             if (base / d).is_symlink():
-                h.update(f"L\t{(base / d).relative_to(root).as_posix()}\t{os.readlink(base / d)}\n".encode())
+                h.update(
+                    f"L\t{(base / d).relative_to(root).as_posix()}\t{os.readlink(base / d)}\n".encode()
+                )
         for name in sorted(n for n in filenames if not n.startswith(".")):
             path = base / name
             try:
@@ -248,7 +254,9 @@ def root_listing(root: Path) -> Dict[str, Any]:
             except OSError:  # a dangling link: listed by name
                 h.update(f"X\t{path.relative_to(root).as_posix()}\n".encode())
                 continue
-            h.update(f"F\t{path.relative_to(root).as_posix()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+            h.update(
+                f"F\t{path.relative_to(root).as_posix()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode()
+            )
             count += 1
     return {"count": count, "sha256": h.hexdigest()}
 

@@ -433,7 +433,9 @@ def _scan_identity_folders(dataset: str, root: Path, crop_fraction: float) -> So
         raise DataError(f"{root}: folder not found (expected one sub-folder per identity)")
     records: List[ImageRecord] = []
     nested = 0
-    seen_dirs: Dict[Path, str] = {}  # resolved identity folder -> its name (a symlinked alias is refused)
+    seen_dirs: Dict[
+        Path, str
+    ] = {}  # resolved identity folder -> its name (a symlinked alias is refused)
     seen_files: Dict[Path, str] = {}
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if entry.name.startswith("."):

@@ -39,9 +39,13 @@ class FaceSet:
     def __post_init__(self) -> None:
         n = self.images.shape[0]
         if self.images.dtype != torch.uint8 or self.images.dim() != 4 or self.images.shape[1] != 3:
-            raise ValueError(f"images must be uint8 (N, 3, S, S), got {self.images.dtype} {tuple(self.images.shape)}")
+            raise ValueError(
+                f"images must be uint8 (N, 3, S, S), got {self.images.dtype} {tuple(self.images.shape)}"
+            )
         if self.identities.shape != (n,):
-            raise ValueError(f"identities must have shape ({n},), got {tuple(self.identities.shape)}")
+            raise ValueError(
+                f"identities must have shape ({n},), got {tuple(self.identities.shape)}"
+            )
         if self.attributes is not None and self.attributes.shape[0] != n:
             raise ValueError(f"attributes must have {n} rows, got {self.attributes.shape[0]}")
         if self.files and len(self.files) != n:
@@ -58,8 +62,11 @@ class FaceSet:
     def num_identities(self) -> int:
         return len(self.identity_names)
 
-    def float_images(self, index: Union[slice, Sequence[int], torch.Tensor, None] = None,
-                     device: Union[str, torch.device] = "cpu") -> torch.Tensor:
+    def float_images(
+        self,
+        index: Union[slice, Sequence[int], torch.Tensor, None] = None,
+        device: Union[str, torch.device] = "cpu",
+    ) -> torch.Tensor:
         """Images (all, or ``index``) as float ``(n, 3, S, S)`` in [0, 1] on ``device``."""
         x = self.images if index is None else self.images[index]
         return x.to(device).float().div_(255.0)

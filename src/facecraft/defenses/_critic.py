@@ -175,9 +175,12 @@ def fit_defender_critic(
         fakes = []
         for i in range(0, images.shape[0], batch_size):
             with torch.no_grad():
-                feats = encoder(images[i:i + batch_size])
-                z0 = (amortizer(feats) if amortizer is not None
-                      else prior_latents(feats.shape[0], zd, like=feats, seed_gen=seed_gen))
+                feats = encoder(images[i : i + batch_size])
+                z0 = (
+                    amortizer(feats)
+                    if amortizer is not None
+                    else prior_latents(feats.shape[0], zd, like=feats, seed_gen=seed_gen)
+                )
             z = invert_latent(encoder, generator, feats, z0, steps=inner_steps)
             with torch.no_grad():
                 fakes.append(generator(z))
@@ -186,8 +189,16 @@ def fit_defender_critic(
         take = min(batch_size, fake.shape[0])
         for _ in range(steps):
             pick = torch.randperm(fake.shape[0], generator=seed_gen)[:take].to(fake.device)
-            train_critic(critic, opt, generator, fake[pick], steps=1, gp_weight=gp_weight,
-                         seed_gen=seed_gen, gp_gen=gp_gen)
+            train_critic(
+                critic,
+                opt,
+                generator,
+                fake[pick],
+                steps=1,
+                gp_weight=gp_weight,
+                seed_gen=seed_gen,
+                gp_gen=gp_gen,
+            )
     critic.eval()
     for p in critic.parameters():
         p.requires_grad_(False)
@@ -248,9 +259,7 @@ class CriticDefense(FeatureDefense):
             nets["critic"] = self.critic
         return nets
 
-    def _begin_call(
-        self, device: torch.device
-    ) -> Tuple[torch.Generator, torch.Generator, int]:
+    def _begin_call(self, device: torch.device) -> Tuple[torch.Generator, torch.Generator, int]:
         """``(seed_gen, gp_gen, call)`` for a :meth:`protect` call on ``device``.
 
         ``seed_gen`` (CPU) draws critic initialisations and prior samples,
@@ -330,7 +339,14 @@ class CriticDefense(FeatureDefense):
         seed_gen: torch.Generator,
         gp_gen: torch.Generator,
         **solver: Any,
-    ) -> Tuple[nn.Module, Optional[torch.optim.Optimizer], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> Tuple[
+        nn.Module,
+        Optional[torch.optim.Optimizer],
+        torch.Tensor,
+        torch.Tensor,
+        torch.Tensor,
+        torch.Tensor,
+    ]:
         """The privacy side of one step of the feature-space Crafter objective (CRAFTER.md section 3).
 
         At the attacker's best response ``z* = z*(F)``: one critic round
@@ -344,15 +360,18 @@ class CriticDefense(FeatureDefense):
         Returns:
             ``(critic, critic_opt, d_prior, d_star, G(z*) detached, dL_p/dF)``.
         """
-        critic, critic_opt = self._critic_round(critic, critic_opt, z_star, image_size,
-                                                seed_gen=seed_gen, gp_gen=gp_gen)
+        critic, critic_opt = self._critic_round(
+            critic, critic_opt, z_star, image_size, seed_gen=seed_gen, gp_gen=gp_gen
+        )
         d_prior = self._prior_score(critic, features.shape[0], like=features, seed_gen=seed_gen)
         with frozen(critic):
             zs = z_star.clone().requires_grad_(True)
             x = self.generator(zs)
             d_star = critic(x).mean()
             (grad_z,) = torch.autograd.grad(-d_star, zs)
-        grad_p = implicit_feature_grad(self.encoder, self.generator, features, z_star, grad_z, **solver)
+        grad_p = implicit_feature_grad(
+            self.encoder, self.generator, features, z_star, grad_z, **solver
+        )
         return critic, critic_opt, d_prior, d_star, x.detach(), grad_p
 
     def _record_step(

@@ -193,8 +193,10 @@ class AdversarialLearning(FeatureDefense):
 
     def protect(self, images: torch.Tensor) -> torch.Tensor:
         if not self.fitted:
-            raise ValueError("advlearn is not fitted: call fit(public_images, ...) before protecting "
-                             "(unfitted, it would release the raw features Enc(X))")
+            raise ValueError(
+                "advlearn is not fitted: call fit(public_images, ...) before protecting "
+                "(unfitted, it would release the raw features Enc(X))"
+            )
         with frozen(self.encoder), torch.no_grad():
             return self.encoder(images)
 

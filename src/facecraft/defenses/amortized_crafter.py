@@ -65,8 +65,10 @@ class FeatureCrafter(nn.Module):
         self.channels = channels
         self.width = width
         self.net = nn.Sequential(
-            nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, width, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(inplace=True),
             nn.Conv2d(width, channels, 1),
         )
         nn.init.zeros_(self.net[-1].weight)
@@ -145,13 +147,22 @@ class AmortizedCrafter(CriticDefense):
         super().__init__(encoder, head)
         if solver not in SOLVERS:
             raise ValueError(f"unknown IHVP solver {solver!r}; choose one of {SOLVERS}")
-        for name, value in (("steps", steps), ("batch_size", batch_size), ("width", width),
-                            ("checkpoint_every", checkpoint_every)):
+        for name, value in (
+            ("steps", steps),
+            ("batch_size", batch_size),
+            ("width", width),
+            ("checkpoint_every", checkpoint_every),
+        ):
             if value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
         check_number("beta", beta, low=0.0)
-        for name, value in (("lr", lr), ("inner_lr", inner_lr), ("critic_lr", critic_lr),
-                            ("neumann_alpha", neumann_alpha), ("loss_scale", loss_scale)):
+        for name, value in (
+            ("lr", lr),
+            ("inner_lr", inner_lr),
+            ("critic_lr", critic_lr),
+            ("neumann_alpha", neumann_alpha),
+            ("loss_scale", loss_scale),
+        ):
             check_number(name, value, low=0.0, low_open=True)
         check_number("inner_momentum", inner_momentum, low=0.0)
         check_number("gp_weight", gp_weight, low=0.0)
@@ -197,9 +208,14 @@ class AmortizedCrafter(CriticDefense):
         gen = make_generator(self.seed)
         return seeded_init(lambda: FeatureCrafter(channels, self.width), gen).to(device)
 
-    def fit(self, public_images: torch.Tensor, public_attributes: Optional[torch.Tensor] = None, *,
-            progress: Optional[ProgressFn] = None,
-            checkpoint_stem: Optional[Union[str, Path]] = None) -> "AmortizedCrafter":
+    def fit(
+        self,
+        public_images: torch.Tensor,
+        public_attributes: Optional[torch.Tensor] = None,
+        *,
+        progress: Optional[ProgressFn] = None,
+        checkpoint_stem: Optional[Union[str, Path]] = None,
+    ) -> "AmortizedCrafter":
         """Train ``C`` with the Crafter objective on public faces (resumable from ``checkpoint_stem``).
 
         Args:
@@ -216,7 +232,9 @@ class AmortizedCrafter(CriticDefense):
         if self.generator is None:
             raise ValueError("amortized-crafter needs the attacker's generator to be fitted")
         if public_images.dim() != 4 or public_images.shape[0] == 0:
-            raise ValueError(f"expected public images (N, 3, S, S), got {tuple(public_images.shape)}")
+            raise ValueError(
+                f"expected public images (N, 3, S, S), got {tuple(public_images.shape)}"
+            )
         if public_images.dtype != torch.uint8:
             validate_images(public_images)
         enc, gen, amor = self.encoder, self.generator, self.amortizer
@@ -233,10 +251,21 @@ class AmortizedCrafter(CriticDefense):
         stem = Path(checkpoint_stem) if checkpoint_stem is not None else None
         if stem is not None and checkpoint_exists(stem):
             # the critic and its optimiser are rebuilt, then loaded with the rest of the state
-            critic, critic_opt = new_critic(public_images.shape[-1], self.critic_width, self.critic_lr,
-                                            like=probe, seed_gen=seed_gen, init=self.critic)
-            extra, meta = load_state(stem, kind=_KIND, modules={"crafter": crafter, "critic": critic},
-                                     optimizers={"crafter": opt, "critic": critic_opt}, rng=batch_gen)
+            critic, critic_opt = new_critic(
+                public_images.shape[-1],
+                self.critic_width,
+                self.critic_lr,
+                like=probe,
+                seed_gen=seed_gen,
+                init=self.critic,
+            )
+            extra, meta = load_state(
+                stem,
+                kind=_KIND,
+                modules={"crafter": crafter, "critic": critic},
+                optimizers={"crafter": opt, "critic": critic_opt},
+                rng=batch_gen,
+            )
             seed_gen.set_state(extra["seed_gen"].cpu())
             gp_gen.set_state(extra["gp_gen"].cpu())
             start = int(meta["step"])
@@ -256,28 +285,60 @@ class AmortizedCrafter(CriticDefense):
                 feat = f0 + crafter(f0)
                 fd = feat.detach()
                 with torch.no_grad():
-                    z0 = amor(fd) if amor is not None else torch.randn(
-                        fd.shape[0], latent_dim_of(gen), generator=seed_gen).to(fd)
-                z_star = invert_latent(enc, gen, fd, z0, steps=self.inner_steps, lr=self.inner_lr,
-                                       momentum=self.inner_momentum)
+                    z0 = (
+                        amor(fd)
+                        if amor is not None
+                        else torch.randn(fd.shape[0], latent_dim_of(gen), generator=seed_gen).to(fd)
+                    )
+                z_star = invert_latent(
+                    enc,
+                    gen,
+                    fd,
+                    z0,
+                    steps=self.inner_steps,
+                    lr=self.inner_lr,
+                    momentum=self.inner_momentum,
+                )
                 critic, critic_opt, d_prior, d_star, _, grad_p = self._privacy_round(
-                    critic, critic_opt, fd, z_star, image_size, seed_gen=seed_gen, gp_gen=gp_gen,
-                    solver=self.solver, neumann_alpha=self.neumann_alpha, neumann_iters=self.neumann_iters,
-                    cg_iters=self.cg_iters)
+                    critic,
+                    critic_opt,
+                    fd,
+                    z_star,
+                    image_size,
+                    seed_gen=seed_gen,
+                    gp_gen=gp_gen,
+                    solver=self.solver,
+                    neumann_alpha=self.neumann_alpha,
+                    neumann_iters=self.neumann_iters,
+                    cg_iters=self.cg_iters,
+                )
                 l_u = (feat - f0).flatten(1).pow(2).mean(dim=1).mean()
                 # d/dtheta of this surrogate is (dL_p/dF')^T dF'/dtheta + beta dL_u/dtheta
                 surrogate = (grad_p.detach() * feat).sum() + self.beta * l_u
                 opt.zero_grad(set_to_none=True)
                 (self.loss_scale * surrogate).backward()
                 opt.step()
-                self._record_step(0, step, self.steps, d_prior, d_star, l_u, progress=progress,
-                                  desc="amortized crafter (training C)")
+                self._record_step(
+                    0,
+                    step,
+                    self.steps,
+                    d_prior,
+                    d_star,
+                    l_u,
+                    progress=progress,
+                    desc="amortized crafter (training C)",
+                )
                 done = step + 1
                 if stem is not None and (done % self.checkpoint_every == 0 or done == self.steps):
-                    save_state(stem, kind=_KIND, modules={"crafter": crafter, "critic": critic},
-                               optimizers={"crafter": opt, "critic": critic_opt}, rng=batch_gen,
-                               extra={"seed_gen": seed_gen.get_state(), "gp_gen": gp_gen.get_state()},
-                               meta={"step": done, "history": self.history, "config": self.get_config()})
+                    save_state(
+                        stem,
+                        kind=_KIND,
+                        modules={"crafter": crafter, "critic": critic},
+                        optimizers={"crafter": opt, "critic": critic_opt},
+                        rng=batch_gen,
+                        extra={"seed_gen": seed_gen.get_state(), "gp_gen": gp_gen.get_state()},
+                        meta={"step": done, "history": self.history, "config": self.get_config()},
+                    )
         self.crafter = crafter.eval()
         return self
 
@@ -294,7 +355,11 @@ class AmortizedCrafter(CriticDefense):
             return f0 + self.crafter(f0)
 
     def get_config(self) -> Dict[str, Any]:
-        return {k: v for k, v in super().get_config().items() if k not in ("generator", "amortizer", "crafter", "critic")}
+        return {
+            k: v
+            for k, v in super().get_config().items()
+            if k not in ("generator", "amortizer", "crafter", "critic")
+        }
 
 
 register_defense("amortized-crafter", AmortizedCrafter)

@@ -50,8 +50,13 @@ class FeatureDefense(abc.ABC):
     def name(cls) -> str:
         """The name this defence is registered under."""
 
-    def fit(self, public_images: torch.Tensor, public_attributes: Optional[torch.Tensor] = None, *,
-            progress=None) -> "FeatureDefense":
+    def fit(
+        self,
+        public_images: torch.Tensor,
+        public_attributes: Optional[torch.Tensor] = None,
+        *,
+        progress=None,
+    ) -> "FeatureDefense":
         """Train whatever the defence learns on public data; default: nothing."""
         return self
 
@@ -72,7 +77,9 @@ class FeatureDefense(abc.ABC):
         with eval_mode(self.encoder, self.head), torch.enable_grad():
             out = self.protect(images.detach().to(self.device), **kwargs)
         if out.is_floating_point() and not bool(torch.isfinite(out).all()):
-            raise ValueError(f"{self!r} released non-finite features (NaN or infinity); check its parameters")
+            raise ValueError(
+                f"{self!r} released non-finite features (NaN or infinity); check its parameters"
+            )
         return out.detach()
 
     def edge_module(self) -> nn.Module:
@@ -145,15 +152,24 @@ class FeatureDefense(abc.ABC):
             )
 
     def __repr__(self) -> str:
-        params = {k: v for k, v in vars(self).items() if isinstance(v, (int, float, str, bool)) and not k.startswith("_")}
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in sorted(params.items()))})"
+        params = {
+            k: v
+            for k, v in vars(self).items()
+            if isinstance(v, (int, float, str, bool)) and not k.startswith("_")
+        }
+        return (
+            f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in sorted(params.items()))})"
+        )
 
 
 def numeric_parameters(cls: type) -> List[str]:
     """Constructor parameters of a defence class whose default is a number (the ones a sweep can vary)."""
-    return [p.name for p in _init_parameters(cls)
-            if (isinstance(p.default, (int, float)) and not isinstance(p.default, bool))
-            or (p.default is None and str(p.annotation) in ("Optional[int]", "Optional[float]"))]
+    return [
+        p.name
+        for p in _init_parameters(cls)
+        if (isinstance(p.default, (int, float)) and not isinstance(p.default, bool))
+        or (p.default is None and str(p.annotation) in ("Optional[int]", "Optional[float]"))
+    ]
 
 
 def _constructor_parameters(cls: type) -> List[str]:

@@ -226,11 +226,20 @@ class Crafter(CriticDefense):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         check_number("beta", beta, low=0.0)
-        for name, value in (("lr", lr), ("inner_lr", inner_lr), ("critic_lr", critic_lr),
-                            ("neumann_alpha", neumann_alpha), ("loss_scale", loss_scale)):
+        for name, value in (
+            ("lr", lr),
+            ("inner_lr", inner_lr),
+            ("critic_lr", critic_lr),
+            ("neumann_alpha", neumann_alpha),
+            ("loss_scale", loss_scale),
+        ):
             check_number(name, value, low=0.0, low_open=True)
-        for name, value in (("inner_momentum", inner_momentum), ("gp_weight", gp_weight), ("cg_tol", cg_tol),
-                            ("damping", damping)):
+        for name, value in (
+            ("inner_momentum", inner_momentum),
+            ("gp_weight", gp_weight),
+            ("cg_tol", cg_tol),
+            ("damping", damping),
+        ):
             check_number(name, value, low=0.0)
         check_number("critic_width", critic_width, low=1, high=MAX_WIDTH, integer=True)
         self.generator = generator
@@ -269,12 +278,26 @@ class Crafter(CriticDefense):
 
     def critic_pretrain_config(self) -> Dict[str, Any]:
         """The arguments the critic :meth:`fit` pre-trains depends on (``beta`` and the outer step do not)."""
-        return {k: getattr(self, k) for k in ("critic_pretrain_steps", "critic_pretrain_faces", "critic_width",
-                                              "critic_lr", "gp_weight", "seed")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "critic_pretrain_steps",
+                "critic_pretrain_faces",
+                "critic_width",
+                "critic_lr",
+                "gp_weight",
+                "seed",
+            )
+        }
 
-    def fit(self, public_images: torch.Tensor, public_attributes: Optional[torch.Tensor] = None, *,
-            progress: Optional[ProgressFn] = None,
-            checkpoint_stem: Optional[Union[str, Path]] = None) -> "Crafter":
+    def fit(
+        self,
+        public_images: torch.Tensor,
+        public_attributes: Optional[torch.Tensor] = None,
+        *,
+        progress: Optional[ProgressFn] = None,
+        checkpoint_stem: Optional[Union[str, Path]] = None,
+    ) -> "Crafter":
         """Pre-train the starting critic on public faces when ``critic_pretrain_steps > 0`` (else nothing).
 
         Trains :attr:`critic` with :func:`~facecraft.defenses.fit_defender_critic`
@@ -290,7 +313,9 @@ class Crafter(CriticDefense):
         if self.critic_pretrain_steps == 0 or self.critic is not None:
             return self
         if public_images.dim() != 4 or public_images.shape[0] < 2:
-            raise ValueError(f"expected public images (N >= 2, 3, S, S), got {tuple(public_images.shape)}")
+            raise ValueError(
+                f"expected public images (N >= 2, 3, S, S), got {tuple(public_images.shape)}"
+            )
         dev = self.device
         size = int(public_images.shape[-1])
         stem = Path(checkpoint_stem) if checkpoint_stem is not None else None
@@ -301,14 +326,25 @@ class Crafter(CriticDefense):
         else:
             x = public_images[: self.critic_pretrain_faces].to(dev)
             x = x.float().div(255.0) if x.dtype == torch.uint8 else x
-            critic = fit_defender_critic(self.encoder, self.generator, self.amortizer, x,
-                                         steps=self.critic_pretrain_steps, width=self.critic_width,
-                                         lr=self.critic_lr, gp_weight=self.gp_weight, seed=self.seed)
+            critic = fit_defender_critic(
+                self.encoder,
+                self.generator,
+                self.amortizer,
+                x,
+                steps=self.critic_pretrain_steps,
+                width=self.critic_width,
+                lr=self.critic_lr,
+                gp_weight=self.gp_weight,
+                seed=self.seed,
+            )
             self.fit_trained = True
             if stem is not None:
-                save_checkpoint(stem, {k: v.detach().cpu() for k, v in critic.state_dict().items()},
-                                kind="defender-critic",
-                                meta={"config": self.critic_pretrain_config(), "image_size": size})
+                save_checkpoint(
+                    stem,
+                    {k: v.detach().cpu() for k, v in critic.state_dict().items()},
+                    kind="defender-critic",
+                    meta={"config": self.critic_pretrain_config(), "image_size": size},
+                )
         for q in critic.parameters():
             q.requires_grad_(False)
         self.critic = critic.eval()
@@ -333,8 +369,10 @@ class Crafter(CriticDefense):
             Crafted features ``(N, *F)``, detached.
         """
         if self.critic_pretrain_steps > 0 and self.critic is None:
-            raise RuntimeError(f"{self.name()} pre-trains its critic (critic_pretrain_steps="
-                               f"{self.critic_pretrain_steps}): call fit() on public faces first")
+            raise RuntimeError(
+                f"{self.name()} pre-trains its critic (critic_pretrain_steps="
+                f"{self.critic_pretrain_steps}): call fit() on public faces first"
+            )
         seed_gen, gp_gen, call = self._begin_call(images.device)
         enc, gen, amor, head = self.encoder, self.generator, self.amortizer, self.head
         zd = latent_dim_of(gen)
@@ -390,9 +428,19 @@ class Crafter(CriticDefense):
                         offset = z_star - z_amor
                 # 2-3. the critic D' between G(z_r) and G(z*), L_p and the hypergradient dL_p/dF
                 critic, critic_opt, d_prior, d_star, x, grad_p = self._privacy_round(
-                    critic, critic_opt, fd, z_star, image_size, seed_gen=seed_gen, gp_gen=gp_gen,
-                    solver=self.solver, neumann_alpha=self.neumann_alpha, neumann_iters=self.neumann_iters,
-                    cg_iters=self.cg_iters, cg_tol=self.cg_tol, damping=self.damping,
+                    critic,
+                    critic_opt,
+                    fd,
+                    z_star,
+                    image_size,
+                    seed_gen=seed_gen,
+                    gp_gen=gp_gen,
+                    solver=self.solver,
+                    neumann_alpha=self.neumann_alpha,
+                    neumann_iters=self.neumann_iters,
+                    cg_iters=self.cg_iters,
+                    cg_tol=self.cg_tol,
+                    damping=self.damping,
                 )
                 with torch.no_grad():
                     inv = (enc(x) - fd).flatten(1).pow(2).mean(dim=1).mean()
@@ -432,9 +480,19 @@ register_defense("crafter", Crafter)
 #: from ``Amor(F)`` plus the previous correction with 5 iterations, one Gauss-Newton CG iteration,
 #: the small demo's Adam step and a utility weight of 5.
 FAST_STEP: Dict[str, Any] = {
-    "critic_pretrain_steps": 200, "critic_pretrain_faces": 256, "critic_steps": 2, "critic_width": 16,
-    "warm_start": True, "warm_offset": True, "inner_steps": 5, "init_steps": 40, "solver": "gn-cg", "cg_iters": 1,
-    "lr": 0.1, "beta": 5.0, "outer_steps": 10,
+    "critic_pretrain_steps": 200,
+    "critic_pretrain_faces": 256,
+    "critic_steps": 2,
+    "critic_width": 16,
+    "warm_start": True,
+    "warm_offset": True,
+    "inner_steps": 5,
+    "init_steps": 40,
+    "solver": "gn-cg",
+    "cg_iters": 1,
+    "lr": 0.1,
+    "beta": 5.0,
+    "outer_steps": 10,
 }
 
 
@@ -445,7 +503,9 @@ class FastCrafter(Crafter):
     preset); :meth:`fit` must run on public faces first (it trains the critic).
     """
 
-    def __init__(self, encoder: nn.Module, head: Optional[nn.Module], generator: nn.Module, **kwargs: Any) -> None:
+    def __init__(
+        self, encoder: nn.Module, head: Optional[nn.Module], generator: nn.Module, **kwargs: Any
+    ) -> None:
         super().__init__(encoder, head, generator, **{**FAST_STEP, **kwargs})
 
     @classmethod

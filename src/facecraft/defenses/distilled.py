@@ -136,12 +136,20 @@ class DistilledCrafter(FeatureDefense):
         seed: int = 0,
     ) -> None:
         super().__init__(encoder, head)
-        for name, value in (("width", width), ("epochs", epochs), ("batch_size", batch_size),
-                            ("patience", patience)):
+        for name, value in (
+            ("width", width),
+            ("epochs", epochs),
+            ("batch_size", batch_size),
+            ("patience", patience),
+        ):
             check_number(name, value, low=1, integer=True)
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-        for name, value in (("lr", lr), ("weight_decay", weight_decay), ("input_noise", input_noise)):
+        for name, value in (
+            ("lr", lr),
+            ("weight_decay", weight_decay),
+            ("input_noise", input_noise),
+        ):
             check_number(name, value, low=0.0)
         self.crafter = crafter
         self.beta = beta
@@ -178,9 +186,15 @@ class DistilledCrafter(FeatureDefense):
             raise RuntimeError("distilled-crafter is not trained: call fit() first")
         return EdgeProtector(self.encoder, self.crafter).eval()
 
-    def fit(self, public_images: torch.Tensor, public_attributes: Optional[torch.Tensor] = None, *,
-            teacher_features: Optional[torch.Tensor] = None, progress: Optional[ProgressFn] = None,
-            checkpoint_stem: Optional[Union[str, Path]] = None) -> "DistilledCrafter":
+    def fit(
+        self,
+        public_images: torch.Tensor,
+        public_attributes: Optional[torch.Tensor] = None,
+        *,
+        teacher_features: Optional[torch.Tensor] = None,
+        progress: Optional[ProgressFn] = None,
+        checkpoint_stem: Optional[Union[str, Path]] = None,
+    ) -> "DistilledCrafter":
         """Regress ``C`` on ``(Enc(X), F*_teacher - Enc(X))`` (resumable from ``checkpoint_stem``).
 
         Args:
@@ -199,43 +213,62 @@ class DistilledCrafter(FeatureDefense):
             CheckpointError: a checkpoint at ``checkpoint_stem`` was written with other settings.
         """
         if public_images.dim() != 4 or public_images.shape[0] == 0:
-            raise ValueError(f"expected public images (N, 3, S, S), got {tuple(public_images.shape)}")
+            raise ValueError(
+                f"expected public images (N, 3, S, S), got {tuple(public_images.shape)}"
+            )
         if public_images.dtype != torch.uint8:
             validate_images(public_images)
         if teacher_features is None:
-            raise ValueError(f"distilled-crafter learns from a teacher's releases: pass teacher_features "
-                             f"(the {self.teacher} release of public_images)")
+            raise ValueError(
+                f"distilled-crafter learns from a teacher's releases: pass teacher_features "
+                f"(the {self.teacher} release of public_images)"
+            )
         n = public_images.shape[0]
         dev = self.device
         with frozen(self.encoder):
             f0 = query_in_batches(self.encoder, public_images, dev, 256)
         if tuple(teacher_features.shape) != tuple(f0.shape):
-            raise ValueError(f"teacher_features: expected shape {tuple(f0.shape)} (one release per image), "
-                             f"got {tuple(teacher_features.shape)}")
+            raise ValueError(
+                f"teacher_features: expected shape {tuple(f0.shape)} (one release per image), "
+                f"got {tuple(teacher_features.shape)}"
+            )
         target = teacher_features.to(dev, f0.dtype) - f0
         n_val = int(round(self.val_fraction * n))
         if n_val < 1 or n - n_val < 1:
-            raise ValueError(f"{n} pairs cannot be split {1 - self.val_fraction:.2f}/{self.val_fraction:.2f} "
-                             "into training and held-out pairs")
+            raise ValueError(
+                f"{n} pairs cannot be split {1 - self.val_fraction:.2f}/{self.val_fraction:.2f} "
+                "into training and held-out pairs"
+            )
         perm = torch.randperm(n, generator=make_generator(self.seed + 7))
         val, train = perm[:n_val], perm[n_val:]
-        crafter = seeded_init(lambda: FeatureCrafter(f0.shape[1], self.width), make_generator(self.seed)).to(dev)
+        crafter = seeded_init(
+            lambda: FeatureCrafter(f0.shape[1], self.width), make_generator(self.seed)
+        ).to(dev)
         best = copy.deepcopy(crafter)
         opt = torch.optim.Adam(crafter.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         noise_gen = make_generator(self.seed + 11)
         start, best_val, self.best_epoch, stale = 0, float("inf"), None, 0
         self.history = []
         if checkpoint_stem is not None:
-            meta = load_fit_state(checkpoint_stem, kind=_KIND, modules={"crafter": crafter, "best": best},
-                                  optimizers={"crafter": opt}, config=self.get_config())
+            meta = load_fit_state(
+                checkpoint_stem,
+                kind=_KIND,
+                modules={"crafter": crafter, "best": best},
+                optimizers={"crafter": opt},
+                config=self.get_config(),
+            )
             if meta is not None:
                 if meta.get("n_pairs") != n:
-                    raise CheckpointError(f"{checkpoint_stem}: fitted on {meta.get('n_pairs')} pairs, given {n}")
+                    raise CheckpointError(
+                        f"{checkpoint_stem}: fitted on {meta.get('n_pairs')} pairs, given {n}"
+                    )
                 start, stale = int(meta["epoch"]), int(meta["stale"])
                 best_val, self.best_epoch = float(meta["best_val"]), meta["best_epoch"]
                 self.history = list(meta.get("history", []))
                 noise_gen.set_state(torch.tensor(meta["noise_state"], dtype=torch.uint8))
-                if stale >= self.patience:  # stopped early: nothing left to learn (more epochs change nothing)
+                if (
+                    stale >= self.patience
+                ):  # stopped early: nothing left to learn (more epochs change nothing)
                     start = max(start, self.epochs)
         identity = float(target[val].pow(2).mean())
         self.fit_trained = start < self.epochs
@@ -260,15 +293,29 @@ class DistilledCrafter(FeatureDefense):
                 best.load_state_dict(crafter.state_dict())
             else:
                 stale += 1
-            self.history.append({"epoch": epoch, "train": total / count, "val": v, "val_identity": identity})
+            self.history.append(
+                {"epoch": epoch, "train": total / count, "val": v, "val_identity": identity}
+            )
             stopped = stale >= self.patience
             if checkpoint_stem is not None:
-                save_fit_state(checkpoint_stem, kind=_KIND, modules={"crafter": crafter, "best": best},
-                               optimizers={"crafter": opt},
-                               meta={"defense": self.name(), "config": self.get_config(), "epoch": epoch + 1,
-                                     "history": self.history, "best_val": best_val, "best_epoch": self.best_epoch,
-                                     "stale": stale, "stopped": stopped, "n_pairs": n,
-                                     "noise_state": noise_gen.get_state().tolist()})
+                save_fit_state(
+                    checkpoint_stem,
+                    kind=_KIND,
+                    modules={"crafter": crafter, "best": best},
+                    optimizers={"crafter": opt},
+                    meta={
+                        "defense": self.name(),
+                        "config": self.get_config(),
+                        "epoch": epoch + 1,
+                        "history": self.history,
+                        "best_val": best_val,
+                        "best_epoch": self.best_epoch,
+                        "stale": stale,
+                        "stopped": stopped,
+                        "n_pairs": n,
+                        "noise_state": noise_gen.get_state().tolist(),
+                    },
+                )
             if progress is not None:
                 progress(epoch + 1, self.epochs, "distilled crafter (regressing C)")
             if stopped:

@@ -211,7 +211,10 @@ def load_protector(
     enc_spec = specs.get("encoder")
     if enc_spec is None:
         raise CheckpointError(f"{path}: no encoder recorded")
-    for name, spec in specs.items():  # before anything is allocated: a tampered size could ask for any amount
+    for (
+        name,
+        spec,
+    ) in specs.items():  # before anything is allocated: a tampered size could ask for any amount
         _check_spec(path, name, spec)
     for key in ("image_size", "batch_size"):
         if key in meta:
@@ -237,7 +240,9 @@ def load_protector(
         cls = get_defense_class(meta.get("defense"))
         defense = cls(**nets, **meta["config"])
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot rebuild defence {meta.get('defense')!r} ({e})") from None
+        raise CheckpointError(
+            f"{path}: cannot rebuild defence {meta.get('defense')!r} ({e})"
+        ) from None
     extra = {k[len("extra.") :]: v.to(device) for k, v in tensors.items() if k.startswith("extra.")}
     defense.load_extra_state(extra)
     for m in _extra_modules(defense):
@@ -315,16 +320,25 @@ def _spec(name: str, module: nn.Module, protector: Protector) -> Dict[str, Any]:
 
 
 #: the largest value a loaded protector's record may give each size (far above any real network's)
-_MAX_SIZE = {"image_size": 1024, "latent_dim": 4096, "num_outputs": 10000, "channels": 8192, "batch_size": 65536}
+_MAX_SIZE = {
+    "image_size": 1024,
+    "latent_dim": 4096,
+    "num_outputs": 10000,
+    "channels": 8192,
+    "batch_size": 65536,
+}
 
 
-def _check_size(path: Union[str, Path], what: str, value: Any, low: float, high: float,
-                integer: bool = True) -> None:
+def _check_size(
+    path: Union[str, Path], what: str, value: Any, low: float, high: float, integer: bool = True
+) -> None:
     """Raise ``CheckpointError`` unless a recorded size is a finite number in ``[low, high]``."""
     try:
         check_number(what, value, low=low, high=high, integer=integer)
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: {e} (refusing the record before allocating anything)") from None
+        raise CheckpointError(
+            f"{path}: {e} (refusing the record before allocating anything)"
+        ) from None
 
 
 def _check_spec(path: Union[str, Path], name: str, spec: Dict[str, Any]) -> None:
@@ -332,10 +346,25 @@ def _check_spec(path: Union[str, Path], name: str, spec: Dict[str, Any]) -> None
     kind = spec.get("type")
     if kind in ("target.encoder", "target.head"):
         if spec.get("arch") not in TARGET_ARCHS:
-            raise CheckpointError(f"{path}: networks.{name}.arch must be one of {list(TARGET_ARCHS)}, "
-                                  f"got {spec.get('arch')!r}")
-        _check_size(path, f"networks.{name}.width", spec.get("width"), 1 / 64, MAX_WIDTH_MULTIPLIER, integer=False)
-        _check_size(path, f"networks.{name}.num_outputs", spec.get("num_outputs"), 1, _MAX_SIZE["num_outputs"])
+            raise CheckpointError(
+                f"{path}: networks.{name}.arch must be one of {list(TARGET_ARCHS)}, "
+                f"got {spec.get('arch')!r}"
+            )
+        _check_size(
+            path,
+            f"networks.{name}.width",
+            spec.get("width"),
+            1 / 64,
+            MAX_WIDTH_MULTIPLIER,
+            integer=False,
+        )
+        _check_size(
+            path,
+            f"networks.{name}.num_outputs",
+            spec.get("num_outputs"),
+            1,
+            _MAX_SIZE["num_outputs"],
+        )
         return
     for key in ("width", "latent_dim", "image_size", "channels"):
         if key in spec:

@@ -8,7 +8,13 @@ duplicate unless ``force``; ``create_defense(name, **kwargs)`` raises
 from facecraft._registry import Registry
 from facecraft.defenses.base import FeatureDefense
 
-__all__ = ["register_defense", "create_defense", "available_defenses", "get_defense_class", "DEFENSES"]
+__all__ = [
+    "register_defense",
+    "create_defense",
+    "available_defenses",
+    "get_defense_class",
+    "DEFENSES",
+]
 
 DEFENSES: Registry[FeatureDefense] = Registry("defense")
 register_defense = DEFENSES.register

@@ -55,8 +55,17 @@ from facecraft.experiments.study import Study, machine_info
 from facecraft.metrics.identity import topk_accuracy
 from facecraft.metrics.pii import epsilon_pii
 
-__all__ = ["BENCH_DEFAULTS", "CraftBench", "bench_craft", "bench_defaults", "bench_latency", "bench_protector_latency",
-           "bench_spectrum", "bench_train_steps", "profile_fast"]
+__all__ = [
+    "BENCH_DEFAULTS",
+    "CraftBench",
+    "bench_craft",
+    "bench_defaults",
+    "bench_latency",
+    "bench_protector_latency",
+    "bench_spectrum",
+    "bench_train_steps",
+    "profile_fast",
+]
 
 log = logging.getLogger(__name__)
 
@@ -107,29 +116,79 @@ ProgressFn = Callable[[int, int, str], None]
 _PRETRAIN_KEYS = ("critic_pretrain_steps", "critic_pretrain_faces", "outer_steps")
 BENCH_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "tiny": {
-        "reference": {"warm_start": False, "inner_steps": 5, "solver": "neumann", "neumann_iters": 10,
-                      "neumann_alpha": 1e-3, "critic_steps": 3, "critic_width": 8, "persistent_critic": True},
-        "fast": {"warm_start": True, "warm_offset": True, "inner_steps": 2, "init_steps": 5, "solver": "gn-cg",
-                 "cg_iters": 1, "critic_steps": 1, "critic_width": 8, "persistent_critic": True, "beta": 5.0},
+        "reference": {
+            "warm_start": False,
+            "inner_steps": 5,
+            "solver": "neumann",
+            "neumann_iters": 10,
+            "neumann_alpha": 1e-3,
+            "critic_steps": 3,
+            "critic_width": 8,
+            "persistent_critic": True,
+        },
+        "fast": {
+            "warm_start": True,
+            "warm_offset": True,
+            "inner_steps": 2,
+            "init_steps": 5,
+            "solver": "gn-cg",
+            "cg_iters": 1,
+            "critic_steps": 1,
+            "critic_width": 8,
+            "persistent_critic": True,
+            "beta": 5.0,
+        },
         "fast_critic": {"steps": 3, "faces": 8},
         "reference_steps": 3,
         "max_fast_steps": 6,
     },
     "small": {
-        "reference": {"warm_start": False, "inner_steps": 40, "solver": "neumann", "neumann_iters": 120,
-                      "neumann_alpha": 5e-5, "critic_steps": 10, "critic_width": 16, "persistent_critic": True,
-                      "lr": 0.1},
+        "reference": {
+            "warm_start": False,
+            "inner_steps": 40,
+            "solver": "neumann",
+            "neumann_iters": 120,
+            "neumann_alpha": 5e-5,
+            "critic_steps": 10,
+            "critic_width": 16,
+            "persistent_critic": True,
+            "lr": 0.1,
+        },
         # the step registered as ``crafter-fast`` (crafter.FAST_STEP), one source for both
-        "fast": {**{k: v for k, v in FAST_STEP.items() if k not in _PRETRAIN_KEYS}, "persistent_critic": True},
-        "fast_critic": {"steps": FAST_STEP["critic_pretrain_steps"], "faces": FAST_STEP["critic_pretrain_faces"]},
+        "fast": {
+            **{k: v for k, v in FAST_STEP.items() if k not in _PRETRAIN_KEYS},
+            "persistent_critic": True,
+        },
+        "fast_critic": {
+            "steps": FAST_STEP["critic_pretrain_steps"],
+            "faces": FAST_STEP["critic_pretrain_faces"],
+        },
         "reference_steps": 10,
         "max_fast_steps": 30,
     },
     "paper": {
-        "reference": {"warm_start": False, "inner_steps": 80, "solver": "neumann", "neumann_iters": 120,
-                      "neumann_alpha": 5e-5, "critic_steps": 10, "critic_width": 64, "persistent_critic": True},
-        "fast": {"warm_start": True, "warm_offset": True, "inner_steps": 10, "init_steps": 80, "solver": "gn-cg",
-                 "cg_iters": 2, "critic_steps": 2, "critic_width": 64, "persistent_critic": True, "beta": 5.0},
+        "reference": {
+            "warm_start": False,
+            "inner_steps": 80,
+            "solver": "neumann",
+            "neumann_iters": 120,
+            "neumann_alpha": 5e-5,
+            "critic_steps": 10,
+            "critic_width": 64,
+            "persistent_critic": True,
+        },
+        "fast": {
+            "warm_start": True,
+            "warm_offset": True,
+            "inner_steps": 10,
+            "init_steps": 80,
+            "solver": "gn-cg",
+            "cg_iters": 2,
+            "critic_steps": 2,
+            "critic_width": 64,
+            "persistent_critic": True,
+            "beta": 5.0,
+        },
         "fast_critic": {"steps": 1000, "faces": 2048},
         "reference_steps": 450,
         "max_fast_steps": 900,
@@ -252,14 +311,23 @@ def bench_craft(
         ValueError: bad step counts, batch, tolerances or growth, ``outer_steps``
             in the kwargs, or fewer than 2 eval faces.
     """
-    for name, v in (("reference_steps", reference_steps), ("max_fast_steps", max_fast_steps),
-                    ("pii_repeats", pii_repeats)):
+    for name, v in (
+        ("reference_steps", reference_steps),
+        ("max_fast_steps", max_fast_steps),
+        ("pii_repeats", pii_repeats),
+    ):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    if isinstance(confirm_repeats, bool) or not isinstance(confirm_repeats, int) or confirm_repeats < 0:
+    if (
+        isinstance(confirm_repeats, bool)
+        or not isinstance(confirm_repeats, int)
+        or confirm_repeats < 0
+    ):
         raise ValueError(f"confirm_repeats must be an integer >= 0, got {confirm_repeats!r}")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 2:
-        raise ValueError(f"batch must be an integer >= 2 (epsilon-PII splits it in halves), got {batch!r}")
+        raise ValueError(
+            f"batch must be an integer >= 2 (epsilon-PII splits it in halves), got {batch!r}"
+        )
     if not tolerance >= 0 or not utility_tolerance >= 0:
         raise ValueError(f"tolerances must be >= 0, got {tolerance} and {utility_tolerance}")
     if not growth > 1:
@@ -272,12 +340,25 @@ def bench_craft(
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     try:
-        return _bench_craft(study, batch=batch, reference_steps=reference_steps, reference_kwargs=reference_kwargs,
-                            fast_kwargs=fast_kwargs, fast_critic_steps=fast_critic_steps,
-                            confirm_repeats=confirm_repeats, max_fast_steps=max_fast_steps, tolerance=tolerance,
-                            utility_tolerance=utility_tolerance, fast_start_steps=fast_start_steps, growth=growth,
-                            eval_dlib=eval_dlib, eval_undefended=eval_undefended, pii_repeats=pii_repeats,
-                            warmup=warmup, progress=progress)
+        return _bench_craft(
+            study,
+            batch=batch,
+            reference_steps=reference_steps,
+            reference_kwargs=reference_kwargs,
+            fast_kwargs=fast_kwargs,
+            fast_critic_steps=fast_critic_steps,
+            confirm_repeats=confirm_repeats,
+            max_fast_steps=max_fast_steps,
+            tolerance=tolerance,
+            utility_tolerance=utility_tolerance,
+            fast_start_steps=fast_start_steps,
+            growth=growth,
+            eval_dlib=eval_dlib,
+            eval_undefended=eval_undefended,
+            pii_repeats=pii_repeats,
+            warmup=warmup,
+            progress=progress,
+        )
     finally:
         torch.set_num_threads(threads)
 
@@ -309,12 +390,18 @@ def _bench_craft(
     fast_kw = _resolve_kwargs(defaults["fast"], fast_kwargs, "fast_kwargs")
     fast_critic = _resolve_fast_critic(defaults["fast_critic"], fast_critic_steps)
 
-    bench = CraftBench(study, batch, eval_dlib=eval_dlib, pii_repeats=pii_repeats, progress=progress)
+    bench = CraftBench(
+        study, batch, eval_dlib=eval_dlib, pii_repeats=pii_repeats, progress=progress
+    )
     # once per deployment, on public faces: timed apart from the batch
     critic, setup_s = bench.defender_critic(fast_critic["steps"], fast_critic["faces"], fast_kw)
     if critic is not None:
-        log.info("bench fast: the defender's critic (%d updates, %d public faces) in %.2f s", fast_critic["steps"],
-                 fast_critic["faces"], setup_s)
+        log.info(
+            "bench fast: the defender's critic (%d updates, %d public faces) in %.2f s",
+            fast_critic["steps"],
+            fast_critic["faces"],
+            setup_s,
+        )
     if warmup:
         bench.warmup(ref_kw)
         bench.warmup(fast_kw, critic)
@@ -322,8 +409,13 @@ def _bench_craft(
     # 1. the reference, timed, then measured
     ref_feats, reference_s, ref_crafter = bench.protect(ref_kw, reference_steps, "bench reference")
     ref_m = bench.measure(ref_feats)
-    log.info("bench reference: %d steps in %.2f s, epsilon %.4f, utility loss %.3g", reference_steps, reference_s,
-             ref_m["epsilon"], ref_m["utility_loss"])
+    log.info(
+        "bench reference: %d steps in %.2f s, epsilon %.4f, utility loss %.3g",
+        reference_steps,
+        reference_s,
+        ref_m["epsilon"],
+        ref_m["utility_loss"],
+    )
     eps_bound = ref_m["epsilon"] + tolerance * abs(ref_m["epsilon"])
     util_bound = ref_m["utility_loss"] * (1.0 + utility_tolerance)
 
@@ -332,14 +424,32 @@ def _bench_craft(
     fast_m: Dict[str, Any] = {}
     fast_s, fast_steps, fast_crafter, reached = math.nan, 0, None, False
     fast_feats = bench.f0
-    for steps in _schedule(fast_start_steps or max(1, reference_steps // 4), max_fast_steps, growth):
+    for steps in _schedule(
+        fast_start_steps or max(1, reference_steps // 4), max_fast_steps, growth
+    ):
         feats, secs, crafter = bench.protect(fast_kw, steps, f"bench fast ({steps} steps)", critic)
         m = bench.measure(feats)
         reached = m["epsilon"] <= eps_bound and m["utility_loss"] <= util_bound
-        search.append({"steps": steps, "seconds": secs, "epsilon": m["epsilon"], "utility_loss": m["utility_loss"],
-                       "critic_epsilon": crafter.last_epsilon, "reached": reached})
-        log.info("bench fast: %d steps in %.2f s, epsilon %.4f (bound %.4f), utility loss %.3g (bound %.3g)%s",
-                 steps, secs, m["epsilon"], eps_bound, m["utility_loss"], util_bound, " reached" if reached else "")
+        search.append(
+            {
+                "steps": steps,
+                "seconds": secs,
+                "epsilon": m["epsilon"],
+                "utility_loss": m["utility_loss"],
+                "critic_epsilon": crafter.last_epsilon,
+                "reached": reached,
+            }
+        )
+        log.info(
+            "bench fast: %d steps in %.2f s, epsilon %.4f (bound %.4f), utility loss %.3g (bound %.3g)%s",
+            steps,
+            secs,
+            m["epsilon"],
+            eps_bound,
+            m["utility_loss"],
+            util_bound,
+            " reached" if reached else "",
+        )
         fast_m, fast_s, fast_steps, fast_crafter, fast_feats = m, secs, steps, crafter, feats
         if reached:
             break
@@ -395,12 +505,20 @@ def _bench_craft(
     out["torch_threads"] = torch.get_num_threads()
     out["machine"] = machine_info(study.device)
     out["wall_s"] = time.perf_counter() - wall0
-    log.info("bench craft: ratio %.2f (reference %.2f s, fast %.2f s, %d steps, reached=%s)", out["ratio"],
-             reference_s, fast_s, fast_steps, reached)
+    log.info(
+        "bench craft: ratio %.2f (reference %.2f s, fast %.2f s, %d steps, reached=%s)",
+        out["ratio"],
+        reference_s,
+        fast_s,
+        fast_steps,
+        reached,
+    )
     return out
 
 
-def bench_spectrum(study: Study, *, batch: int = 32, inner_steps: int = 40, iters: int = 40) -> Dict[str, Any]:
+def bench_spectrum(
+    study: Study, *, batch: int = 32, inner_steps: int = 40, iters: int = 40
+) -> Dict[str, Any]:
     r"""Spectrum of the inversion Hessian at the attacker's ``z*`` on private faces (issue 5; section 4's IHVP).
 
     On the first ``batch`` of ``study.eval_indices()``: ``z*`` from the amortizer
@@ -430,13 +548,19 @@ def bench_spectrum(study: Study, *, batch: int = 32, inner_steps: int = 40, iter
             feats = net.encoder(images)
             z0 = amor(feats)
         z = invert_latent(net.encoder, gen, feats, z0, steps=inner_steps)
-        h_max, h_min = extreme_eigenvalues(inversion_hvp(net.encoder, gen, feats, z), z, iters=iters)
+        h_max, h_min = extreme_eigenvalues(
+            inversion_hvp(net.encoder, gen, feats, z), z, iters=iters
+        )
         g_max, g_min = extreme_eigenvalues(gauss_newton_vp(net.encoder, gen, z), z, iters=iters)
     alpha = 2.0 / float(h_max.max())
     return {
-        "batch": int(idx.shape[0]), "inner_steps": inner_steps, "power_iters": iters,
-        "hessian_max": h_max.tolist(), "hessian_min": h_min.tolist(),
-        "gauss_newton_max": g_max.tolist(), "gauss_newton_min": g_min.tolist(),
+        "batch": int(idx.shape[0]),
+        "inner_steps": inner_steps,
+        "power_iters": iters,
+        "hessian_max": h_max.tolist(),
+        "hessian_min": h_min.tolist(),
+        "gauss_newton_max": g_max.tolist(),
+        "gauss_newton_min": g_min.tolist(),
         "neumann_alpha_max": alpha,
         "neumann_residual_120": float((1 - 0.95 * alpha * h_min.min().clamp_min(0)) ** 121),
         "condition": float((h_max / h_min.clamp_min(1e-12)).median()),
@@ -499,8 +623,15 @@ def profile_fast(
         torch.set_num_threads(threads)
 
 
-def _profile_fast(study: Study, batch: int, fast_kw: Dict[str, Any], fast_critic: Dict[str, int], outer_steps: int,
-                  top: int, backend: str) -> List[Tuple[str, float]]:
+def _profile_fast(
+    study: Study,
+    batch: int,
+    fast_kw: Dict[str, Any],
+    fast_critic: Dict[str, int],
+    outer_steps: int,
+    top: int,
+    backend: str,
+) -> List[Tuple[str, float]]:
     bench = CraftBench(study, batch, eval_dlib=False, pii_repeats=1, progress=None)
     critic, _ = bench.defender_critic(fast_critic["steps"], fast_critic["faces"], fast_kw)
     bench.warmup(fast_kw, critic)
@@ -514,8 +645,13 @@ def _profile_fast(study: Study, batch: int, fast_kw: Dict[str, Any], fast_critic
         finally:
             prof.disable()
         stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
-        rows = sorted(((f"{fn} ({os.path.basename(path)}:{line})", float(v[2]))
-                       for (path, line, fn), v in stats.items()), key=lambda r: -r[1])
+        rows = sorted(
+            (
+                (f"{fn} ({os.path.basename(path)}:{line})", float(v[2]))
+                for (path, line, fn), v in stats.items()
+            ),
+            key=lambda r: -r[1],
+        )
         return rows[:top]
     from torch.profiler import ProfilerActivity, profile
 
@@ -530,7 +666,9 @@ def _profile_fast(study: Study, batch: int, fast_kw: Dict[str, Any], fast_critic
 
     def self_us(e: Any) -> float:
         if cuda:
-            return float(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0.0)))
+            return float(
+                getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0.0))
+            )
         return float(e.self_cpu_time_total)
 
     rows = sorted(((e.key, self_us(e) * 1e-6) for e in events), key=lambda r: -r[1])
@@ -549,15 +687,24 @@ class CraftBench:
     white-box epsilon-PII (CRAFTER.md section 3) and white-box Eval Acc.
     """
 
-    def __init__(self, study: Study, batch: int, *, eval_dlib: bool, pii_repeats: int,
-                 progress: Optional[ProgressFn]) -> None:
+    def __init__(
+        self,
+        study: Study,
+        batch: int,
+        *,
+        eval_dlib: bool,
+        pii_repeats: int,
+        progress: Optional[ProgressFn],
+    ) -> None:
         self.study = study
         self.progress = progress
         self.eval_dlib = eval_dlib
         self.pii_repeats = pii_repeats
         idx = study.eval_indices()[:batch]
         if idx.shape[0] < 2:
-            raise ValueError(f"the benchmark needs at least 2 eval faces, the study has {idx.shape[0]}")
+            raise ValueError(
+                f"the benchmark needs at least 2 eval faces, the study has {idx.shape[0]}"
+            )
         test = study.data.eval_test
         dev = study.device
         self.n = int(idx.shape[0])
@@ -572,20 +719,34 @@ class CraftBench:
         gen = torch.Generator().manual_seed(cfg.seed + 5)
         z = torch.randn(max(64, self.n), self.generator.latent_dim, generator=gen).to(dev)
         with torch.no_grad(), frozen(self.generator):
-            self.prior_samples = torch.cat([self.generator(z[i:i + 128]) for i in range(0, z.shape[0], 128)])
+            self.prior_samples = torch.cat(
+                [self.generator(z[i : i + 128]) for i in range(0, z.shape[0], 128)]
+            )
         self.pii_steps = int(cfg.eval.get("pii_steps", 300))
         self.pii_width = int(cfg.eval.get("pii_width", 32))
-        self.attack = WhiteBoxAttack(self.target.encoder, self.generator, amortizer=self.amortizer,
-                                     **dict(cfg.attacks.get("whitebox", {})))
+        self.attack = WhiteBoxAttack(
+            self.target.encoder,
+            self.generator,
+            amortizer=self.amortizer,
+            **dict(cfg.attacks.get("whitebox", {})),
+        )
 
-    def crafter(self, kwargs: Dict[str, Any], outer_steps: int, critic: Optional[torch.nn.Module] = None) -> Crafter:
+    def crafter(
+        self, kwargs: Dict[str, Any], outer_steps: int, critic: Optional[torch.nn.Module] = None
+    ) -> Crafter:
         """A Crafter with ``kwargs``, ``outer_steps`` and, when given, ``critic`` as its starting critic."""
         extra = {} if critic is None else {"critic": critic}
-        return Crafter(self.target.encoder, self.target.head, self.generator, amortizer=self.amortizer,
-                       **{**kwargs, **extra, "outer_steps": outer_steps})
+        return Crafter(
+            self.target.encoder,
+            self.target.head,
+            self.generator,
+            amortizer=self.amortizer,
+            **{**kwargs, **extra, "outer_steps": outer_steps},
+        )
 
-    def defender_critic(self, steps: int, faces: int,
-                        kwargs: Dict[str, Any]) -> Tuple[Optional[torch.nn.Module], float]:
+    def defender_critic(
+        self, steps: int, faces: int, kwargs: Dict[str, Any]
+    ) -> Tuple[Optional[torch.nn.Module], float]:
         """The critic a Crafter with ``kwargs`` pre-trains on the study's first ``faces`` public faces, timed.
 
         :meth:`~facecraft.defenses.Crafter.fit` with ``critic_pretrain_steps=steps``
@@ -597,7 +758,9 @@ class CraftBench:
         """
         if steps == 0:
             return None, 0.0
-        crafter = self.crafter({**kwargs, "critic_pretrain_steps": steps, "critic_pretrain_faces": faces}, 1)
+        crafter = self.crafter(
+            {**kwargs, "critic_pretrain_steps": steps, "critic_pretrain_faces": faces}, 1
+        )
         _sync(self.study.device)
         t0 = time.perf_counter()
         crafter.fit(self.study.data.public.images)
@@ -612,8 +775,13 @@ class CraftBench:
                 kw[k] = 1
         self.crafter(kw, 1, critic).protect(self.images)
 
-    def protect(self, kwargs: Dict[str, Any], outer_steps: int, desc: str,
-                critic: Optional[torch.nn.Module] = None) -> Tuple[torch.Tensor, float, Crafter]:
+    def protect(
+        self,
+        kwargs: Dict[str, Any],
+        outer_steps: int,
+        desc: str,
+        critic: Optional[torch.nn.Module] = None,
+    ) -> Tuple[torch.Tensor, float, Crafter]:
         """Time one Crafter run of ``outer_steps`` on the batch: ``(features, seconds, crafter)``."""
         crafter = self.crafter(kwargs, outer_steps, critic)
         cb = None
@@ -626,7 +794,9 @@ class CraftBench:
         _sync(self.study.device)
         return feats, time.perf_counter() - t0, crafter
 
-    def measure(self, feats: torch.Tensor, *, seed_offset: int = 101, repeats: Optional[int] = None) -> Dict[str, Any]:
+    def measure(
+        self, feats: torch.Tensor, *, seed_offset: int = 101, repeats: Optional[int] = None
+    ) -> Dict[str, Any]:
         """Utility loss, white-box epsilon-PII and Eval Acc (top-1) of one release.
 
         epsilon-PII is the mean of ``repeats`` (Default: ``pii_repeats``) estimates
@@ -637,9 +807,18 @@ class CraftBench:
         recon = self.attack(feats).detach().clamp(0, 1)
         prior = self.prior_samples.to(recon.device, recon.dtype)
         seed = self.study.cfg.seed + seed_offset
-        eps = [float(epsilon_pii(recon, prior, steps=self.pii_steps, critic_width=self.pii_width,
-                                 generator=torch.Generator().manual_seed(seed + r)))
-               for r in range(self.pii_repeats if repeats is None else repeats)]
+        eps = [
+            float(
+                epsilon_pii(
+                    recon,
+                    prior,
+                    steps=self.pii_steps,
+                    critic_width=self.pii_width,
+                    generator=torch.Generator().manual_seed(seed + r),
+                )
+            )
+            for r in range(self.pii_repeats if repeats is None else repeats)
+        ]
         if self.eval_dlib:
             oracle = self.study.dlib_oracle()
             scores = oracle.scores_from_embeddings(oracle.embed(recon.float().cpu()))
@@ -647,18 +826,34 @@ class CraftBench:
             net = self.study.evalnet()
             scores = net.scores(recon.to(net.device)).cpu()
         acc = float(topk_accuracy(scores.cpu(), self.labels, k=1))
-        return {"epsilon": sum(eps) / len(eps), "utility_loss": utility, "eval_acc": acc, "epsilons": eps}
+        return {
+            "epsilon": sum(eps) / len(eps),
+            "utility_loss": utility,
+            "eval_acc": acc,
+            "epsilons": eps,
+        }
 
 
-def _resolve_kwargs(defaults: Dict[str, Any], given: Optional[Dict[str, Any]], name: str) -> Dict[str, Any]:
+def _resolve_kwargs(
+    defaults: Dict[str, Any], given: Optional[Dict[str, Any]], name: str
+) -> Dict[str, Any]:
     given = dict(given or {})
     if "outer_steps" in given:
-        raise ValueError(f"{name} must not set outer_steps: the benchmark sets it (reference_steps, fast chunks)")
-    accepted = set(inspect.signature(Crafter.__init__).parameters) - {"self", "encoder", "head", "generator",
-                                                                     "amortizer"}
+        raise ValueError(
+            f"{name} must not set outer_steps: the benchmark sets it (reference_steps, fast chunks)"
+        )
+    accepted = set(inspect.signature(Crafter.__init__).parameters) - {
+        "self",
+        "encoder",
+        "head",
+        "generator",
+        "amortizer",
+    }
     unknown = sorted(set(given) - accepted)
     if unknown:
-        raise ValueError(f"{name}: {unknown} are not Crafter arguments; choose from {sorted(accepted)}")
+        raise ValueError(
+            f"{name}: {unknown} are not Crafter arguments; choose from {sorted(accepted)}"
+        )
     return {**defaults, **given}
 
 
@@ -684,9 +879,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_latency(encoder: torch.nn.Module, defense: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
-                  *, batch_sizes: Tuple[int, ...] = (1, 64), repeats: int = 20,
-                  num_threads: Optional[int] = None) -> Dict[str, Any]:
+def bench_latency(
+    encoder: torch.nn.Module,
+    defense: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    *,
+    batch_sizes: Tuple[int, ...] = (1, 64),
+    repeats: int = 20,
+    num_threads: Optional[int] = None,
+) -> Dict[str, Any]:
     """Per-image latency of ``defense(images)`` as a multiple of the encoder's own forward (issues 5 and 16).
 
     Both are timed in this process, interleaved (encoder, defence, encoder, ...)
@@ -704,8 +905,10 @@ def bench_latency(encoder: torch.nn.Module, defense: Callable[[torch.Tensor], to
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     if images.shape[0] < max(batch_sizes):
-        raise ValueError(f"bench_latency needs {max(batch_sizes)} images for batch {max(batch_sizes)}, "
-                         f"got {images.shape[0]}")
+        raise ValueError(
+            f"bench_latency needs {max(batch_sizes)} images for batch {max(batch_sizes)}, "
+            f"got {images.shape[0]}"
+        )
     out: Dict[str, Any] = {"threads": torch.get_num_threads(), "by_batch": {}}
     try:
         for b in batch_sizes:
@@ -722,31 +925,54 @@ def bench_latency(encoder: torch.nn.Module, defense: Callable[[torch.Tensor], to
                 defense(x)
                 def_t.append(time.perf_counter() - t0)
             e, d = statistics.median(enc_t) / b, statistics.median(def_t) / b
-            out["by_batch"][str(b)] = {"encoder_ms_per_image": 1e3 * e, "defense_ms_per_image": 1e3 * d,
-                                       "ratio": d / e}
+            out["by_batch"][str(b)] = {
+                "encoder_ms_per_image": 1e3 * e,
+                "defense_ms_per_image": 1e3 * d,
+                "ratio": d / e,
+            }
     finally:
         torch.set_num_threads(old)
     return out
 
 
-def bench_protector_latency(encoder: torch.nn.Module, defense: Any, images: torch.Tensor, *,
-                            batch_sizes: Tuple[int, ...] = (1, 64), repeats: int = 20,
-                            num_threads: Optional[int] = None) -> Dict[str, Any]:
+def bench_protector_latency(
+    encoder: torch.nn.Module,
+    defense: Any,
+    images: torch.Tensor,
+    *,
+    batch_sizes: Tuple[int, ...] = (1, 64),
+    repeats: int = 20,
+    num_threads: Optional[int] = None,
+) -> Dict[str, Any]:
     """:func:`bench_latency` of a defence's call, plus, for an exportable defence (its ``edge_module()``, issue 16), of
     that bare network (what ``facecraft export`` writes and a device runs, without the Python API's input
     and output checks) under ``"edge_module"``."""
-    out = bench_latency(encoder, defense, images, batch_sizes=batch_sizes, repeats=repeats, num_threads=num_threads)
+    out = bench_latency(
+        encoder, defense, images, batch_sizes=batch_sizes, repeats=repeats, num_threads=num_threads
+    )
     if defense.exportable:
         module = defense.edge_module()
         with torch.no_grad():
-            edge = bench_latency(encoder, module, images, batch_sizes=batch_sizes, repeats=repeats,
-                                 num_threads=num_threads)
+            edge = bench_latency(
+                encoder,
+                module,
+                images,
+                batch_sizes=batch_sizes,
+                repeats=repeats,
+                num_threads=num_threads,
+            )
         out["edge_module"] = edge["by_batch"]
     return out
 
 
-def bench_train_steps(cfg: Any, *, image_size: Optional[int] = None, num_outputs: int = 40, repeats: int = 5,
-                      num_threads: Optional[int] = None) -> Dict[str, float]:
+def bench_train_steps(
+    cfg: Any,
+    *,
+    image_size: Optional[int] = None,
+    num_outputs: int = 40,
+    repeats: int = 5,
+    num_threads: Optional[int] = None,
+) -> Dict[str, float]:
     """Seconds per optimisation step of the three foundation trainings of ``cfg`` (a RunConfig), on
     random data of the profile's shapes: target (BCE step), prior (``n_critic`` critic steps with
     gradient penalty + one generator step) and amortizer. Mean over ``repeats`` after one warm-up step.
@@ -788,7 +1014,11 @@ def bench_train_steps(cfg: Any, *, image_size: Optional[int] = None, num_outputs
                 real = torch.rand(pb, 3, s, s)
                 with torch.no_grad():
                     fake = g(torch.randn(pb, m.latent_dim))
-                loss = d(fake).mean() - d(real).mean() + cfg.prior.gp_weight * gradient_penalty(d, real, fake, gp_gen)
+                loss = (
+                    d(fake).mean()
+                    - d(real).mean()
+                    + cfg.prior.gp_weight * gradient_penalty(d, real, fake, gp_gen)
+                )
                 opt_d.zero_grad()
                 loss.backward()
                 opt_d.step()
@@ -807,7 +1037,11 @@ def bench_train_steps(cfg: Any, *, image_size: Optional[int] = None, num_outputs
             opt_a.step()
 
         out: Dict[str, float] = {"threads": float(torch.get_num_threads())}
-        for name, fn in (("target", target_step), ("prior", prior_step), ("amortizer", amortizer_step)):
+        for name, fn in (
+            ("target", target_step),
+            ("prior", prior_step),
+            ("amortizer", amortizer_step),
+        ):
             fn()
             t0 = time.perf_counter()
             for _ in range(repeats):

@@ -146,7 +146,10 @@ def matched_baseline(
     out["verdict"] = "undecided"
     if mine is None:
         return out
-    for name, side, wanted, verdict in (("below", below, "lower", "meets"), ("above", above, "higher", "fails")):
+    for name, side, wanted, verdict in (
+        ("below", below, "lower", "meets"),
+        ("above", above, "higher", "fails"),
+    ):
         other = None if side is None else _hits(side, oracle)
         if other is None or other.shape != mine.shape:
             continue

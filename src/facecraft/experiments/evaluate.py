@@ -27,7 +27,13 @@ from facecraft.metrics.pii import epsilon_pii
 from facecraft.metrics.stats import accuracy_summary, hits_to_str
 from facecraft.metrics.utility import mean_auc
 
-__all__ = ["EvalContext", "privacy_metrics", "embedding_privacy_metrics", "utility_metrics", "oracle_ceiling"]
+__all__ = [
+    "EvalContext",
+    "privacy_metrics",
+    "embedding_privacy_metrics",
+    "utility_metrics",
+    "oracle_ceiling",
+]
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -62,29 +68,45 @@ class EvalContext:
         """The same context restricted to the faces at ``positions`` (the oracles' galleries are unchanged)."""
         p = positions.long()
         return dataclasses.replace(
-            self, originals=self.originals[p], labels=self.labels[p],
+            self,
+            originals=self.originals[p],
+            labels=self.labels[p],
             attributes=None if self.attributes is None else self.attributes[p],
-            original_embeddings=self.original_embeddings[p])
+            original_embeddings=self.original_embeddings[p],
+        )
 
     def subset(self, n: int) -> "EvalContext":
         """The same context restricted to the first ``n`` faces (the oracles' galleries are unchanged)."""
         if not 0 < n <= self.originals.shape[0]:
             raise ValueError(f"subset size must be in [1, {self.originals.shape[0]}], got {n}")
         return dataclasses.replace(
-            self, originals=self.originals[:n], labels=self.labels[:n],
+            self,
+            originals=self.originals[:n],
+            labels=self.labels[:n],
             attributes=None if self.attributes is None else self.attributes[:n],
-            original_embeddings=self.original_embeddings[:n])
+            original_embeddings=self.original_embeddings[:n],
+        )
 
 
-def _accuracies(dlib_scores: torch.Tensor, images: Optional[torch.Tensor], ctx: EvalContext,
-                keep_hits: bool = True) -> Dict[str, Any]:
+def _accuracies(
+    dlib_scores: torch.Tensor,
+    images: Optional[torch.Tensor],
+    ctx: EvalContext,
+    keep_hits: bool = True,
+) -> Dict[str, Any]:
     """Top-1/top-5 Eval Acc of both oracles (the Eval-network needs ``images``), their intervals, the
     exposed identities and, with ``keep_hits``, the per-face hits."""
     scores = {"dlib": dlib_scores}
     if ctx.evalnet is not None and images is not None:
         scores["evalnet"] = ctx.evalnet.scores(images.to(ctx.evalnet.device)).cpu()
-    out: Dict[str, Any] = {"eval_acc_top1": {}, "eval_acc_top5": {}, "ci95": {}, "wilson95": {},
-                           "exposed_identities": {}, "hits": {}}
+    out: Dict[str, Any] = {
+        "eval_acc_top1": {},
+        "eval_acc_top5": {},
+        "ci95": {},
+        "wilson95": {},
+        "exposed_identities": {},
+        "hits": {},
+    }
     for k in (1, 5):
         key = f"eval_acc_top{k}"
         for ci in ("ci95", "wilson95"):
@@ -109,12 +131,19 @@ def _accuracies(dlib_scores: torch.Tensor, images: Optional[torch.Tensor], ctx: 
 
 def oracle_ceiling(ctx: EvalContext) -> Dict[str, Dict[str, Any]]:
     """Each oracle's top-1/top-5 on the *real* images: the ceiling of every Eval Acc."""
-    acc = _accuracies(ctx.dlib.scores_from_embeddings(ctx.original_embeddings), ctx.originals, ctx, False)
+    acc = _accuracies(
+        ctx.dlib.scores_from_embeddings(ctx.original_embeddings), ctx.originals, ctx, False
+    )
     return {"top1": acc["eval_acc_top1"], "top5": acc["eval_acc_top5"]}
 
 
-def privacy_metrics(recon: torch.Tensor, ctx: EvalContext, *, full: bool = True,
-                    progress: Optional[ProgressFn] = None) -> Dict[str, Any]:
+def privacy_metrics(
+    recon: torch.Tensor,
+    ctx: EvalContext,
+    *,
+    full: bool = True,
+    progress: Optional[ProgressFn] = None,
+) -> Dict[str, Any]:
     """Eval Acc (both oracles) and FSIM of reconstructions of ``ctx.originals``; with ``full``, also SSIM,
     PSNR and epsilon-PII (the per-epoch curves of adaptive attacks skip those)."""
     recon = recon.detach().float().cpu().clamp(0, 1)
@@ -127,8 +156,15 @@ def privacy_metrics(recon: torch.Tensor, ctx: EvalContext, *, full: bool = True,
         g = torch.Generator().manual_seed(ctx.seed + 101)
         out["ssim"] = float(ssim(recon, ctx.originals))
         out["psnr"] = float(psnr(recon, ctx.originals))
-        out["epsilon_pii"] = float(epsilon_pii(recon, ctx.prior_samples, steps=ctx.pii_steps,
-                                                 critic_width=ctx.pii_width, generator=g))
+        out["epsilon_pii"] = float(
+            epsilon_pii(
+                recon,
+                ctx.prior_samples,
+                steps=ctx.pii_steps,
+                critic_width=ctx.pii_width,
+                generator=g,
+            )
+        )
     return out
 
 
@@ -136,12 +172,18 @@ def embedding_privacy_metrics(embeddings: torch.Tensor, ctx: EvalContext) -> Dic
     """Eval Acc (dlib's gallery) and FSIM of face-recognition embeddings predicted straight from the
     release (the embedding attack): no image, so no Eval-network, SSIM, PSNR or epsilon-PII."""
     emb = embeddings.detach().float().cpu()
-    return {**_accuracies(ctx.dlib.scores_from_embeddings(emb), None, ctx),
-            "fsim": float(feature_cosine(emb, ctx.original_embeddings)),
-            "ssim": None, "psnr": None, "epsilon_pii": None}
+    return {
+        **_accuracies(ctx.dlib.scores_from_embeddings(emb), None, ctx),
+        "fsim": float(feature_cosine(emb, ctx.original_embeddings)),
+        "ssim": None,
+        "psnr": None,
+        "epsilon_pii": None,
+    }
 
 
-def utility_metrics(features: torch.Tensor, head: torch.nn.Module, ctx: EvalContext) -> Dict[str, Any]:
+def utility_metrics(
+    features: torch.Tensor, head: torch.nn.Module, ctx: EvalContext
+) -> Dict[str, Any]:
     """Mean AUC over attributes of the cloud head applied to the released features."""
     if ctx.attributes is None:
         return {"mean_auc": None}
@@ -149,6 +191,8 @@ def utility_metrics(features: torch.Tensor, head: torch.nn.Module, ctx: EvalCont
     was = head.training
     head.eval()
     with torch.no_grad():
-        logits = torch.cat([head(features[i:i + 256].to(dev)).cpu() for i in range(0, features.shape[0], 256)])
+        logits = torch.cat(
+            [head(features[i : i + 256].to(dev)).cpu() for i in range(0, features.shape[0], 256)]
+        )
     head.train(was)
     return {"mean_auc": float(mean_auc(logits, ctx.attributes))}

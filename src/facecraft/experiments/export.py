@@ -37,8 +37,17 @@ from facecraft._io import atomic_write_json
 from facecraft.defenses.base import FeatureDefense
 from facecraft.defenses.registry import available_defenses, get_defense_class
 
-__all__ = ["FORMATS", "INPUT_NAME", "OUTPUT_NAME", "check_exportable", "export_module", "export_study_defense",
-           "exportable_defenses", "privacy_summary", "sidecar_path"]
+__all__ = [
+    "FORMATS",
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "check_exportable",
+    "export_module",
+    "export_study_defense",
+    "exportable_defenses",
+    "privacy_summary",
+    "sidecar_path",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +60,9 @@ _OPSET = 18
 
 def exportable_defenses() -> List[str]:
     """Registered defences whose class declares ``exportable = True``."""
-    return sorted(n for n in available_defenses() if getattr(get_defense_class(n), "exportable", False))
+    return sorted(
+        n for n in available_defenses() if getattr(get_defense_class(n), "exportable", False)
+    )
 
 
 def check_exportable(name: str) -> None:
@@ -62,7 +73,8 @@ def check_exportable(name: str) -> None:
     if not getattr(get_defense_class(name), "exportable", False):
         raise ValueError(
             f"defence {name!r} cannot be exported: its release is not one forward pass of fixed networks "
-            f"(per-image optimisation or random noise); exportable: {', '.join(exportable_defenses()) or 'none'}")
+            f"(per-image optimisation or random noise); exportable: {', '.join(exportable_defenses()) or 'none'}"
+        )
 
 
 def sidecar_path(path: Union[str, Path]) -> Path:
@@ -71,8 +83,14 @@ def sidecar_path(path: Union[str, Path]) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def export_module(module: nn.Module, path: Union[str, Path], *, fmt: str, image_size: int,
-                  sidecar: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+def export_module(
+    module: nn.Module,
+    path: Union[str, Path],
+    *,
+    fmt: str,
+    image_size: int,
+    sidecar: Optional[Mapping[str, Any]] = None,
+) -> Dict[str, Any]:
     """Write ``module`` (images in [0, 1] -> features) to ``path`` as ONNX or TorchScript, plus its sidecar.
 
     A copy of the module is traced on CPU in float32 with a batch of 2 random
@@ -98,7 +116,9 @@ def export_module(module: nn.Module, path: Union[str, Path], *, fmt: str, image_
         raise ValueError(f"unknown export format {fmt!r}; choose from {FORMATS}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    module = copy.deepcopy(module).to("cpu").float().eval()  # the caller's networks stay where they are
+    module = (
+        copy.deepcopy(module).to("cpu").float().eval()
+    )  # the caller's networks stay where they are
     example = torch.rand(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         feature_shape = list(module(example).shape[1:])
@@ -109,8 +129,14 @@ def export_module(module: nn.Module, path: Union[str, Path], *, fmt: str, image_
     record = {
         "format": fmt,
         "file": path.name,
-        "input": {"name": INPUT_NAME, "shape": ["N", 3, image_size, image_size], "dtype": "float32",
-                  "layout": "NCHW", "channels": "RGB", "range": [0.0, 1.0]},
+        "input": {
+            "name": INPUT_NAME,
+            "shape": ["N", 3, image_size, image_size],
+            "dtype": "float32",
+            "layout": "NCHW",
+            "channels": "RGB",
+            "range": [0.0, 1.0],
+        },
         "normalisation": "none before the model: pass RGB in [0, 1] (the encoder maps it to [-1, 1] itself)",
         "output": {"name": OUTPUT_NAME, "shape": ["N", *feature_shape], "dtype": "float32"},
         "feature_shape": feature_shape,
@@ -128,10 +154,19 @@ def _write_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> None:
     except ImportError as e:
         raise ImportError("ONNX export needs the 'onnx' package: pip install -e '.[edge]'") from e
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's deprecation notes; the legacy path is stable offline
-        torch.onnx.export(module, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}}, opset_version=_OPSET,
-                          dynamo=False)
+        warnings.simplefilter(
+            "ignore"
+        )  # the exporter's deprecation notes; the legacy path is stable offline
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}},
+            opset_version=_OPSET,
+            dynamo=False,
+        )
 
 
 def _write_torchscript(module: nn.Module, example: torch.Tensor, path: Path) -> None:
@@ -141,15 +176,21 @@ def _write_torchscript(module: nn.Module, example: torch.Tensor, path: Path) -> 
     traced.save(str(path))
 
 
-def privacy_summary(rows: Sequence[Mapping[str, Any]], cells: Optional[Union[str, Path]] = None) -> Dict[str, Any]:
+def privacy_summary(
+    rows: Sequence[Mapping[str, Any]], cells: Optional[Union[str, Path]] = None
+) -> Dict[str, Any]:
     """The study's privacy rows of one setting, per attack: dlib top-1 Eval Acc with its intervals, mean AUC.
 
     Args:
         rows: finished cells of the setting (:meth:`facecraft.experiments.pipeline.StudyRunner.finished_rows`).
         cells: where they were read (recorded).
     """
-    out: Dict[str, Any] = {"oracle": "dlib", "metric": "eval_acc_top1", "cells": None if cells is None else str(cells),
-                           "attacks": {}}
+    out: Dict[str, Any] = {
+        "oracle": "dlib",
+        "metric": "eval_acc_top1",
+        "cells": None if cells is None else str(cells),
+        "attacks": {},
+    }
     for r in rows:
         out["attacks"][r["attack"]] = {
             "eval_acc_top1": r["eval_acc_top1"]["dlib"],
@@ -163,8 +204,9 @@ def privacy_summary(rows: Sequence[Mapping[str, Any]], cells: Optional[Union[str
     return out
 
 
-def export_study_defense(runner: Any, setting: Any, path: Union[str, Path], *, fmt: str,
-                         attacks: Sequence[str]) -> Dict[str, Any]:
+def export_study_defense(
+    runner: Any, setting: Any, path: Union[str, Path], *, fmt: str, attacks: Sequence[str]
+) -> Dict[str, Any]:
     """Build (or load) ``setting``'s defence in ``runner``'s study and export it with the study's privacy.
 
     Args:
@@ -196,6 +238,11 @@ def export_study_defense(runner: Any, setting: Any, path: Union[str, Path], *, f
         "privacy": privacy_summary(rows, runner.cells) if rows else None,
     }
     if not rows:
-        log.warning("no finished study cells for %s in %s: the sidecar records no privacy", setting.label,
-                    runner.cells)
-    return export_module(defense.edge_module(), path, fmt=fmt, image_size=study.data.image_size, sidecar=sidecar)
+        log.warning(
+            "no finished study cells for %s in %s: the sidecar records no privacy",
+            setting.label,
+            runner.cells,
+        )
+    return export_module(
+        defense.edge_module(), path, fmt=fmt, image_size=study.data.image_size, sidecar=sidecar
+    )

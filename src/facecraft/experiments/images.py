@@ -16,8 +16,14 @@ from facecraft._io import atomic_write_bytes
 __all__ = ["grid_image", "save_grid", "png_bytes"]
 
 
-def grid_image(images: torch.Tensor, *, nrow: Optional[int] = None, pad: int = 2, scale: int = 1,
-               rows: Optional[Sequence[torch.Tensor]] = None) -> Image.Image:
+def grid_image(
+    images: torch.Tensor,
+    *,
+    nrow: Optional[int] = None,
+    pad: int = 2,
+    scale: int = 1,
+    rows: Optional[Sequence[torch.Tensor]] = None,
+) -> Image.Image:
     """Tile float images ``(N, 3, S, S)`` in [0, 1] into a grid, ``nrow`` per row (default ~sqrt N).
 
     With ``rows`` given (a list of equally sized batches), each batch is one row.
@@ -33,7 +39,10 @@ def grid_image(images: torch.Tensor, *, nrow: Optional[int] = None, pad: int = 2
     arr = (x.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
     for i in range(n):
         r, col = divmod(i, nrow)
-        canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = arr[i]
+        canvas[
+            pad + r * (h + pad) : pad + r * (h + pad) + h,
+            pad + col * (w + pad) : pad + col * (w + pad) + w,
+        ] = arr[i]
     img = Image.fromarray(canvas)
     if scale != 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)

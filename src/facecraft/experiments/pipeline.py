@@ -53,16 +53,33 @@ from facecraft.experiments.evaluate import (
 from facecraft.experiments.study import Study, spread_over_identities
 from facecraft.models.train import train_head
 
-__all__ = ["run_demo", "DEMO_ATTACKS", "EMBEDDING_ATTACKS", "Setting", "UNPROTECTED", "StudyRunner", "defense_grid",
-           "profile_setting", "build_report", "selected_attacks"]
+__all__ = [
+    "run_demo",
+    "DEMO_ATTACKS",
+    "EMBEDDING_ATTACKS",
+    "Setting",
+    "UNPROTECTED",
+    "StudyRunner",
+    "defense_grid",
+    "profile_setting",
+    "build_report",
+    "selected_attacks",
+]
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int, str], None]
 
 #: the attacks every defence faces in the demo (adaptive ones skipped for "none", where they equal the basic ones)
-DEMO_ATTACKS = ("whitebox", "blackbox", "hybrid", "embedding", "adaptive-whitebox", "adaptive-blackbox",
-                "adaptive-embedding")
+DEMO_ATTACKS = (
+    "whitebox",
+    "blackbox",
+    "hybrid",
+    "embedding",
+    "adaptive-whitebox",
+    "adaptive-blackbox",
+    "adaptive-embedding",
+)
 _ADAPTIVE = ("adaptive-whitebox", "adaptive-blackbox", "adaptive-embedding")
 #: attacks that predict a face-recognition embedding rather than a face (judged by :func:`embedding_privacy_metrics`)
 EMBEDDING_ATTACKS = ("embedding", "adaptive-embedding")
@@ -71,8 +88,15 @@ _GRID_FACES = 6
 _GRID_ROWS = 10
 
 #: defences whose released features come from the target's own encoder (so the shared decoder and amortizer apply)
-_SAME_ENCODER = ("none", "noise", "crafter", "crafter-fast", "crafter-z", "amortized-crafter",
-                 "distilled-crafter")
+_SAME_ENCODER = (
+    "none",
+    "noise",
+    "crafter",
+    "crafter-fast",
+    "crafter-z",
+    "amortized-crafter",
+    "distilled-crafter",
+)
 
 
 class Setting(NamedTuple):
@@ -158,7 +182,9 @@ class StudyRunner:
         test = s.data.eval_test
         originals = test.float_images(idx)
         dl = s.dlib_oracle()
-        emb_stem = s.run_dir / "models" / f"dlib-eval-{s.key('dlib-eval', idx.tolist(), dl.crop_fraction)}"
+        emb_stem = (
+            s.run_dir / "models" / f"dlib-eval-{s.key('dlib-eval', idx.tolist(), dl.crop_fraction)}"
+        )
         if checkpoint_exists(emb_stem):
             emb = load_checkpoint(emb_stem, kind="embeddings")[0]["embeddings"]
         else:
@@ -168,25 +194,39 @@ class StudyRunner:
         gen = torch.Generator().manual_seed(self.cfg.seed + 5)
         z = torch.randn(max(64, originals.shape[0]), g.latent_dim, generator=gen).to(s.device)
         with torch.no_grad():
-            prior_samples = torch.cat([g(z[i:i + 128]) for i in range(0, z.shape[0], 128)]).cpu()
-        return EvalContext(originals=originals, labels=test.identities[idx],
-                           attributes=None if test.attributes is None else test.attributes[idx],
-                           dlib=dl, evalnet=s.evalnet() if "evalnet" in self.oracles else None,
-                           prior_samples=prior_samples, original_embeddings=emb,
-                           pii_steps=int(self.cfg.eval.get("pii_steps", 300)),
-                           pii_width=int(self.cfg.eval.get("pii_width", 32)), seed=self.cfg.seed)
+            prior_samples = torch.cat([g(z[i : i + 128]) for i in range(0, z.shape[0], 128)]).cpu()
+        return EvalContext(
+            originals=originals,
+            labels=test.identities[idx],
+            attributes=None if test.attributes is None else test.attributes[idx],
+            dlib=dl,
+            evalnet=s.evalnet() if "evalnet" in self.oracles else None,
+            prior_samples=prior_samples,
+            original_embeddings=emb,
+            pii_steps=int(self.cfg.eval.get("pii_steps", 300)),
+            pii_width=int(self.cfg.eval.get("pii_width", 32)),
+            seed=self.cfg.seed,
+        )
 
     def attack_kwargs(self, name: str) -> Dict[str, Any]:
         return dict(self.cfg.attacks.get(name, {}))
 
-    def _per_encoder(self, kind: str, attack: str, setting: Setting, *extra: Any) -> Tuple[str, Path]:
+    def _per_encoder(
+        self, kind: str, attack: str, setting: Setting, *extra: Any
+    ) -> Tuple[str, Path]:
         """``(key, file stem)`` of a model the attacker trains once per distinct encoder (``kind``: decoder or
         embedding; configured by ``attack``'s kwargs and ``extra``): the target's own, or that of a defence that
         retrains it."""
         shared = setting.same_encoder
         name = "target" if shared else self.stem(setting)
-        stem = self.study.model_stem(f"{kind}-{name}", self.attack_kwargs(attack), config_to_dict(self.cfg.model),
-                                     config_to_dict(self.cfg.target), None if shared else name, *extra)
+        stem = self.study.model_stem(
+            f"{kind}-{name}",
+            self.attack_kwargs(attack),
+            config_to_dict(self.cfg.model),
+            config_to_dict(self.cfg.target),
+            None if shared else name,
+            *extra,
+        )
         return ("target" if shared else setting.label), stem
 
     def decoder(self, setting: Setting, defense: FeatureDefense) -> DecoderAttack:
@@ -207,7 +247,7 @@ class StudyRunner:
         """Which public images the adaptive attacker runs through the defence (``eval.adaptive_public``, seeded);
         an ``attack`` named in ``eval.adaptive_public_by_attack`` takes the first that many of them."""
         n = int(self.cfg.eval.get("adaptive_public", 1024))
-        return self._public_order()[:n][:self._public_count(attack)]
+        return self._public_order()[:n][: self._public_count(attack)]
 
     def _public_order(self) -> torch.Tensor:
         """The attacker's seeded order of the public faces: its adaptive releases and the embedding pool are
@@ -239,7 +279,7 @@ class StudyRunner:
         n = self.cfg.eval.get("embedding_public")
         if n is None:
             return None
-        return self._public_order()[:max(int(n), int(self.cfg.eval.get("adaptive_public", 1024)))]
+        return self._public_order()[: max(int(n), int(self.cfg.eval.get("adaptive_public", 1024)))]
 
     def public_embeddings(self, indices: Optional[torch.Tensor] = None) -> torch.Tensor:
         """dlib embeddings ``(N, 128)`` of the public faces ``indices`` (default: the whole
@@ -250,16 +290,25 @@ class StudyRunner:
             from facecraft.metrics.dlib_oracle import DlibOracle
 
             s = self.study
-            dl = DlibOracle(crop_fraction=s.dlib_crop)  # embedding needs no gallery: runs beside the gallery's fit
+            dl = DlibOracle(
+                crop_fraction=s.dlib_crop
+            )  # embedding needs no gallery: runs beside the gallery's fit
             sizes = [] if pool is None else [int(pool.numel())]
-            stem = s.run_dir / "models" / f"dlib-public-{s.key('dlib-public', dl.crop_fraction, *sizes)}"
+            stem = (
+                s.run_dir
+                / "models"
+                / f"dlib-public-{s.key('dlib-public', dl.crop_fraction, *sizes)}"
+            )
             t0 = time.time()
             cached = checkpoint_exists(stem)
             if cached:
                 emb = load_checkpoint(stem, kind="embeddings")[0]["embeddings"]
             else:
-                emb = dl.embed(s.data.public.float_images(pool), progress=self.progress,
-                               checkpoint_stem=stem.parent / (stem.name + "-partial"))
+                emb = dl.embed(
+                    s.data.public.float_images(pool),
+                    progress=self.progress,
+                    checkpoint_stem=stem.parent / (stem.name + "-partial"),
+                )
                 save_checkpoint(stem, {"embeddings": emb}, kind="embeddings")
             s.record_stage("dlib_public", time.time() - t0, cached=cached)
             self._public_emb = emb
@@ -271,7 +320,9 @@ class StudyRunner:
         where[pool] = torch.arange(pool.numel())
         rows = where[indices]
         if (rows < 0).any():
-            raise ValueError("asked for the dlib embedding of a public face outside eval.embedding_public's pool")
+            raise ValueError(
+                "asked for the dlib embedding of a public face outside eval.embedding_public's pool"
+            )
         return self._public_emb[rows]
 
     def embedding_attack(self, setting: Setting, defense: FeatureDefense) -> EmbeddingAttack:
@@ -283,7 +334,9 @@ class StudyRunner:
         key, stem = self._per_encoder("embedding", "embedding", setting, *sizes)
         if key in self._embedders:
             return self._embedders[key]
-        atk = EmbeddingAttack(**{"seed": self.cfg.seed, **self.attack_kwargs("embedding")}, device=str(s.device))
+        atk = EmbeddingAttack(
+            **{"seed": self.cfg.seed, **self.attack_kwargs("embedding")}, device=str(s.device)
+        )
         t0 = time.time()
         if checkpoint_exists(stem):
             atk.load(stem)
@@ -296,15 +349,23 @@ class StudyRunner:
         self._embedders[key] = atk
         return atk
 
-    def public_released(self, setting: Setting, defense: FeatureDefense, attack: Optional[str] = None) -> torch.Tensor:
+    def public_released(
+        self, setting: Setting, defense: FeatureDefense, attack: Optional[str] = None
+    ) -> torch.Tensor:
         """The defence's release of :meth:`public_subset` (the adaptive attacks train on it; an attack with a
         smaller budget on the first rows)."""
-        f = self._stored_release(setting, "public-features", defense, self.public_subset(),
-                                 f"protect attacker's public images ({setting.label})")[0]
-        return f[:self._public_count(attack)]
+        f = self._stored_release(
+            setting,
+            "public-features",
+            defense,
+            self.public_subset(),
+            f"protect attacker's public images ({setting.label})",
+        )[0]
+        return f[: self._public_count(attack)]
 
-    def _stored_release(self, setting: Setting, what: str, defense: FeatureDefense, images: torch.Tensor,
-                        desc: str) -> Tuple[torch.Tensor, float]:
+    def _stored_release(
+        self, setting: Setting, what: str, defense: FeatureDefense, images: torch.Tensor, desc: str
+    ) -> Tuple[torch.Tensor, float]:
         """``(features, seconds)`` of the defence's release of ``images``, queried once per defence
         setting and stored in the cells folder as ``<stem>-<what>`` (an optimisation defence such as
         Crafter is costly to query, and a crash must not lose it)."""
@@ -314,11 +375,17 @@ class StudyRunner:
             return t["features"], meta["seconds"]
         t0 = time.time()
         bs = int(self.cfg.eval.get("protect_batch", 64))
-        defense.reseed(what)  # a randomised release depends on (seed, what) only, not on this process's past
+        defense.reseed(
+            what
+        )  # a randomised release depends on (seed, what) only, not on this process's past
         f = query_in_batches(defense, images, torch.device("cpu"), bs, self.progress, desc)
         secs = time.time() - t0
-        save_checkpoint(stem, {"features": f}, kind="released-features",
-                        meta={"seconds": secs, "defense": setting.label})
+        save_checkpoint(
+            stem,
+            {"features": f},
+            kind="released-features",
+            meta={"seconds": secs, "defense": setting.label},
+        )
         return f, secs
 
     # -- defences ---------------------------------------------------------------------------------
@@ -340,14 +407,27 @@ class StudyRunner:
             teacher = Setting(*d.teacher_setting())
             pairs = self.public_released(teacher, self.build_defense(teacher))
             t0 = time.time()
-            d.fit(self.public_subset(), teacher_features=pairs, progress=self.progress,
-                  checkpoint_stem=self.cells / f"{self.stem(setting)}-fit")
+            d.fit(
+                self.public_subset(),
+                teacher_features=pairs,
+                progress=self.progress,
+                checkpoint_stem=self.cells / f"{self.stem(setting)}-fit",
+            )
             s.record_stage(f"fit[{name}:{param}]", time.time() - t0, cached=not d.fit_trained)
         if name in ("advlearn", "disco"):
-            stem = s.model_stem(f"defense-{name}-{param}", kwargs, config_to_dict(self.cfg.model),
-                                config_to_dict(self.cfg.target))
+            stem = s.model_stem(
+                f"defense-{name}-{param}",
+                kwargs,
+                config_to_dict(self.cfg.model),
+                config_to_dict(self.cfg.target),
+            )
             t0 = time.time()
-            d.fit(s.data.public.float_images(), s.data.public.attributes, progress=self.progress, checkpoint_stem=stem)
+            d.fit(
+                s.data.public.float_images(),
+                s.data.public.attributes,
+                progress=self.progress,
+                checkpoint_stem=stem,
+            )
             s.record_stage(f"fit[{name}:{param}]", time.time() - t0, cached=not d.fit_trained)
         fit_key: Optional[Tuple[str, Dict[str, Any]]] = None
         if isinstance(d, Crafter) and d.critic_pretrain_steps > 0:
@@ -357,16 +437,26 @@ class StudyRunner:
             fit_key = (f"defense-{name}-{param}", kwargs)
         if fit_key is not None:
             # trained on public faces through the attacker's prior and amortizer, so their configs key the file
-            stem = s.model_stem(fit_key[0], fit_key[1], config_to_dict(self.cfg.model), config_to_dict(self.cfg.target),
-                                config_to_dict(self.cfg.prior), config_to_dict(self.cfg.amortizer))
+            stem = s.model_stem(
+                fit_key[0],
+                fit_key[1],
+                config_to_dict(self.cfg.model),
+                config_to_dict(self.cfg.target),
+                config_to_dict(self.cfg.prior),
+                config_to_dict(self.cfg.amortizer),
+            )
             t0 = time.time()
             d.fit(s.data.public.images, progress=self.progress, checkpoint_stem=stem)
             s.record_stage(f"fit[{name}:{param}]", time.time() - t0, cached=not d.fit_trained)
         return d
 
-    def released(self, setting: Setting, defense: FeatureDefense, ctx: EvalContext) -> Tuple[torch.Tensor, float]:
+    def released(
+        self, setting: Setting, defense: FeatureDefense, ctx: EvalContext
+    ) -> Tuple[torch.Tensor, float]:
         """``(features, seconds)``: the defence's release of the attacked private faces."""
-        return self._stored_release(setting, "features", defense, ctx.originals, f"protect ({setting.label})")
+        return self._stored_release(
+            setting, "features", defense, ctx.originals, f"protect ({setting.label})"
+        )
 
     # -- attacks ----------------------------------------------------------------------------------
     def make_attack(self, attack: str, setting: Setting, defense: FeatureDefense):
@@ -387,23 +477,40 @@ class StudyRunner:
             return AdaptiveBlackBoxAttack(self.decoder(setting, defense), defense, **kw)
         raise ValueError(f"the demo does not run attack {attack!r}")
 
-    def cell(self, setting: Setting, attack: str, defense: FeatureDefense, feats: Tuple[torch.Tensor, float],
-             ctx: EvalContext, utility: Dict[str, Any]) -> Dict[str, Any]:
+    def cell(
+        self,
+        setting: Setting,
+        attack: str,
+        defense: FeatureDefense,
+        feats: Tuple[torch.Tensor, float],
+        ctx: EvalContext,
+        utility: Dict[str, Any],
+    ) -> Dict[str, Any]:
         """One (setting, attack) row: computed, or read back if a run finished it before."""
         stem = self.stem(setting)
         path = self.cells / f"{stem}--{attack}.json"
         if path.exists():
             return {**read_json(path), "setting": stem}
         faces = self.faces_for(attack, ctx)
-        scope: Dict[str, Any] = {"n_faces": int(ctx.labels.shape[0] if faces is None else faces.numel())}
-        if faces is not None:  # this attack runs on a subset: positions into results.json's "labels"
+        scope: Dict[str, Any] = {
+            "n_faces": int(ctx.labels.shape[0] if faces is None else faces.numel())
+        }
+        if (
+            faces is not None
+        ):  # this attack runs on a subset: positions into results.json's "labels"
             ctx, feats = ctx.select(faces), (feats[0][faces], feats[1])
             scope["faces"] = faces.tolist()
-        if attack in _ADAPTIVE:  # how many public releases the attacker learned from (held-out ones included)
+        if (
+            attack in _ADAPTIVE
+        ):  # how many public releases the attacker learned from (held-out ones included)
             scope["public_faces"] = int(self.public_subset_indices(attack).numel())
         if attack in EMBEDDING_ATTACKS:
-            return self._embedding_cell(setting, attack, defense, feats, ctx, {**utility, **scope}, path)
-        atk = self.make_attack(attack, setting, defense)  # a decoder it trains is timed as its own stage
+            return self._embedding_cell(
+                setting, attack, defense, feats, ctx, {**utility, **scope}, path
+            )
+        atk = self.make_attack(
+            attack, setting, defense
+        )  # a decoder it trains is timed as its own stage
         t0 = time.time()
         history: List[Dict[str, Any]] = []
         if attack in _ADAPTIVE:
@@ -412,27 +519,63 @@ class StudyRunner:
             curve_ctx = ctx.subset(n_curve)
 
             def on_epoch(epoch: int, a) -> Dict[str, Any]:
-                return {**privacy_metrics(a(feats[0][:n_curve]), curve_ctx, full=False), "n_images": n_curve}
-            atk.fit(self.public_subset(attack), protected=self.public_released(setting, defense, attack),
-                    progress=self.progress, on_epoch=on_epoch, checkpoint_stem=self.cells / f"{stem}--{attack}-state")
+                return {
+                    **privacy_metrics(a(feats[0][:n_curve]), curve_ctx, full=False),
+                    "n_images": n_curve,
+                }
+
+            atk.fit(
+                self.public_subset(attack),
+                protected=self.public_released(setting, defense, attack),
+                progress=self.progress,
+                on_epoch=on_epoch,
+                checkpoint_stem=self.cells / f"{stem}--{attack}-state",
+            )
             history = [{k: v for k, v in h.items()} for h in atk.history]
         recon = atk(feats[0], progress=self.progress)
         metrics = privacy_metrics(recon, ctx)
-        save_checkpoint(self.cells / f"{stem}--{attack}-recon", {"images": recon[:_GRID_FACES]},
-                        kind="reconstructions")
-        return self._store_row(setting, attack, {**metrics, **utility, **scope}, feats[1], t0, history, path)
+        save_checkpoint(
+            self.cells / f"{stem}--{attack}-recon",
+            {"images": recon[:_GRID_FACES]},
+            kind="reconstructions",
+        )
+        return self._store_row(
+            setting, attack, {**metrics, **utility, **scope}, feats[1], t0, history, path
+        )
 
-    def _store_row(self, setting: Setting, attack: str, measured: Dict[str, Any], protect_seconds: float,
-                   t0: float, history: List[Dict[str, Any]], path: Path) -> Dict[str, Any]:
+    def _store_row(
+        self,
+        setting: Setting,
+        attack: str,
+        measured: Dict[str, Any],
+        protect_seconds: float,
+        t0: float,
+        history: List[Dict[str, Any]],
+        path: Path,
+    ) -> Dict[str, Any]:
         """Write a finished cell's row (with its adaptive curve) atomically to ``path`` and return it."""
-        row = {"defense": setting.name, "param": setting.param, "setting": self.stem(setting), "attack": attack,
-               **measured, "protect_seconds": protect_seconds, "attack_seconds": time.time() - t0}
+        row = {
+            "defense": setting.name,
+            "param": setting.param,
+            "setting": self.stem(setting),
+            "attack": attack,
+            **measured,
+            "protect_seconds": protect_seconds,
+            "attack_seconds": time.time() - t0,
+        }
         atomic_write_json(path, {**row, "history": history})
         return {**row, "history": history}
 
-    def _embedding_cell(self, setting: Setting, attack: str, defense: FeatureDefense,
-                        feats: Tuple[torch.Tensor, float], ctx: EvalContext, utility: Dict[str, Any],
-                        path: Path) -> Dict[str, Any]:
+    def _embedding_cell(
+        self,
+        setting: Setting,
+        attack: str,
+        defense: FeatureDefense,
+        feats: Tuple[torch.Tensor, float],
+        ctx: EvalContext,
+        utility: Dict[str, Any],
+        path: Path,
+    ) -> Dict[str, Any]:
         """A cell of an embedding attack: the plain one as trained on raw public features, the adaptive one
         fine-tuned from it on the defence's release of the attacker's public faces; no face is drawn."""
         plain = self.embedding_attack(setting, defense)
@@ -441,10 +584,15 @@ class StudyRunner:
         atk: EmbeddingAttack = plain
         if attack == "adaptive-embedding":
             kw = self.attack_kwargs("adaptive-embedding")
-            atk = AdaptiveEmbeddingAttack(plain, **{"seed": self.cfg.seed, **kw}, device=str(self.study.device))
-            atk.fit(self.public_released(setting, defense, attack),
-                    self.public_embeddings(self.public_subset_indices(attack)),
-                    progress=self.progress, checkpoint_stem=self.cells / f"{self.stem(setting)}--{attack}-state")
+            atk = AdaptiveEmbeddingAttack(
+                plain, **{"seed": self.cfg.seed, **kw}, device=str(self.study.device)
+            )
+            atk.fit(
+                self.public_released(setting, defense, attack),
+                self.public_embeddings(self.public_subset_indices(attack)),
+                progress=self.progress,
+                checkpoint_stem=self.cells / f"{self.stem(setting)}--{attack}-state",
+            )
             history = list(atk.history)
         measured = {**embedding_privacy_metrics(atk(feats[0]), ctx), **utility}
         return self._store_row(setting, attack, measured, feats[1], t0, history, path)
@@ -455,8 +603,9 @@ class StudyRunner:
         return f"{setting.name}_{setting.param}-{self.study.key('defense', setting.name, setting.kwargs)[:8]}"
 
     # -- one defence setting ------------------------------------------------------------------------
-    def train_scenario(self, setting: Setting, defense: FeatureDefense, released: torch.Tensor,
-                       ctx: EvalContext) -> Dict[str, Any]:
+    def train_scenario(
+        self, setting: Setting, defense: FeatureDefense, released: torch.Tensor, ctx: EvalContext
+    ) -> Dict[str, Any]:
         """Training-scenario utility (CRAFTER.md section 1): a fresh cloud head trained on the defence's
         release of ``eval.train_scenario.images`` private training images, its mean AUC on ``released``.
 
@@ -470,14 +619,31 @@ class StudyRunner:
         if path.exists():
             return read_json(path)
         n = min(int(spec.get("images", 256)), len(train))
-        idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.cfg.seed + 31))[:n]
-        feats, secs = self._stored_release(setting, "train-scenario-features", defense, train.float_images(idx),
-                                           f"protect private training images ({setting.label})")
+        idx = torch.randperm(
+            len(train), generator=torch.Generator().manual_seed(self.cfg.seed + 31)
+        )[:n]
+        feats, secs = self._stored_release(
+            setting,
+            "train-scenario-features",
+            defense,
+            train.float_images(idx),
+            f"protect private training images ({setting.label})",
+        )
         t0 = time.time()
-        trained = train_head(self._head(defense), feats, train.attributes[idx], epochs=int(spec.get("epochs", 20)),
-                             lr=float(spec.get("lr", 1e-3)), device=self.study.device, seed=self.cfg.seed)
-        out = {"mean_auc_train_scenario": utility_metrics(released, trained, ctx)["mean_auc"],
-               "train_scenario_images": n, "train_scenario_seconds": secs + time.time() - t0}
+        trained = train_head(
+            self._head(defense),
+            feats,
+            train.attributes[idx],
+            epochs=int(spec.get("epochs", 20)),
+            lr=float(spec.get("lr", 1e-3)),
+            device=self.study.device,
+            seed=self.cfg.seed,
+        )
+        out = {
+            "mean_auc_train_scenario": utility_metrics(released, trained, ctx)["mean_auc"],
+            "train_scenario_images": n,
+            "train_scenario_seconds": secs + time.time() - t0,
+        }
         atomic_write_json(path, out)
         return out
 
@@ -486,13 +652,20 @@ class StudyRunner:
         # against the raw release an adaptive attack is its plain counterpart, so it is not run twice
         return [a for a in attacks if not (setting.name == "none" and a in _ADAPTIVE)]
 
-    def run_setting(self, setting: Setting, attacks: List[str], ctx: EvalContext) -> List[Dict[str, Any]]:
+    def run_setting(
+        self, setting: Setting, attacks: List[str], ctx: EvalContext
+    ) -> List[Dict[str, Any]]:
         """Every attack against one defence setting: its release, utility (both scenarios) and the cells."""
         defense = self.build_defense(setting)
         feats = self.released(setting, defense, ctx)
-        utility = {**utility_metrics(feats[0], self._head(defense), ctx),
-                   **self.train_scenario(setting, defense, feats[0], ctx)}
-        return [self.cell(setting, attack, defense, feats, ctx, utility) for attack in self._attacks_on(setting, attacks)]
+        utility = {
+            **utility_metrics(feats[0], self._head(defense), ctx),
+            **self.train_scenario(setting, defense, feats[0], ctx),
+        }
+        return [
+            self.cell(setting, attack, defense, feats, ctx, utility)
+            for attack in self._attacks_on(setting, attacks)
+        ]
 
     def finished_rows(self, setting: Setting, attacks: List[str]) -> List[Dict[str, Any]]:
         """The stored rows of one setting's finished cells (nothing is computed)."""
@@ -530,8 +703,13 @@ class StudyRunner:
         self.oracles_ready()
         self.shared_decoder(attacks)
 
-    def write_results(self, ctx: EvalContext, rows: List[Dict[str, Any]], out_dir: Optional[Path] = None,
-                      wall_seconds: Optional[float] = None) -> Path:
+    def write_results(
+        self,
+        ctx: EvalContext,
+        rows: List[Dict[str, Any]],
+        out_dir: Optional[Path] = None,
+        wall_seconds: Optional[float] = None,
+    ) -> Path:
         """``results.json`` (the issue-3 schema plus curves and config) in ``out_dir`` (the run directory);
         ``wall_seconds``: the wall-clock time of the invocation that computed them (a resumed run's is
         only that of its last invocation)."""
@@ -541,27 +719,43 @@ class StudyRunner:
         ceiling = oracle_ceiling(ctx)
         data = s.data
         results = {
-            "dataset": cfg.data.dataset, "profile": cfg.profile, "synthetic": bool(data.synthetic),
-            "n_identities": data.eval_train.num_identities, "n_images": int(ctx.originals.shape[0]),
+            "dataset": cfg.data.dataset,
+            "profile": cfg.profile,
+            "synthetic": bool(data.synthetic),
+            "n_identities": data.eval_train.num_identities,
+            "n_images": int(ctx.originals.shape[0]),
             "n_identities_attacked": int(ctx.labels.unique().numel()),
             # the attacked faces' identities, in the order of every row's per-face "hits" (paired tests)
             "labels": ctx.labels.tolist(),
             "chance": 1.0 / data.eval_train.num_identities,
-            "oracle_ceiling": ceiling["top1"], "oracle_ceiling_top5": ceiling["top5"],
+            "oracle_ceiling": ceiling["top1"],
+            "oracle_ceiling_top5": ceiling["top5"],
             "statistics": "ci95: 95% percentile bootstrap over identities (2,000 resamples); wilson95: per-face "
-                          "Wilson score interval; exposed_identities: share of identities with a face identified "
-                          "(top-1); hits: per-face 0/1 in the order of labels",
-            "target_mean_auc_eval_test": read_json(s.run_dir / "stages.json")["stages"].get("target", {}).get("metrics", {}),
+            "Wilson score interval; exposed_identities: share of identities with a face identified "
+            "(top-1); hits: per-face 0/1 in the order of labels",
+            "target_mean_auc_eval_test": read_json(s.run_dir / "stages.json")["stages"]
+            .get("target", {})
+            .get("metrics", {}),
             "rows": [{k: v for k, v in r.items() if k != "history"} for r in rows],
-            "adaptive_curves": [{"defense": r["defense"], "param": r["param"], "attack": r["attack"],
-                                 "history": r["history"]} for r in rows if r.get("history")],
+            "adaptive_curves": [
+                {
+                    "defense": r["defense"],
+                    "param": r["param"],
+                    "attack": r["attack"],
+                    "history": r["history"],
+                }
+                for r in rows
+                if r.get("history")
+            ],
             "config": config_to_dict(cfg),
             "cells": os.path.relpath(self.cells, out_dir),
             "run_dir": os.path.relpath(s.run_dir, out_dir),
             "wall_seconds": wall_seconds,
             "peak_rss_mb": peak_rss_mb(),
         }
-        save_checkpoint(self.cells / "originals", {"images": ctx.originals[:_GRID_FACES]}, kind="originals")
+        save_checkpoint(
+            self.cells / "originals", {"images": ctx.originals[:_GRID_FACES]}, kind="originals"
+        )
         atomic_write_json(out_dir / "results.json", results)
         return out_dir / "results.json"
 
@@ -583,7 +777,10 @@ def peak_rss_mb() -> float:
     import sys
 
     unit = 1 if sys.platform == "darwin" else 1024
-    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    peak = max(
+        resource.getrusage(who).ru_maxrss
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
     return round(peak * unit / 2**20, 1)
 
 
@@ -606,9 +803,17 @@ def holds_run_dir(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @holds_run_dir
-def run_demo(cfg: RunConfig, run_dir: Path, *, data_root: Optional[str] = None,
-             progress: Optional[ProgressFn] = None, attacks: Optional[List[str]] = None,
-             defenses: Optional[List[str]] = None, workers: int = 1, finished_only: bool = False) -> Path:
+def run_demo(
+    cfg: RunConfig,
+    run_dir: Path,
+    *,
+    data_root: Optional[str] = None,
+    progress: Optional[ProgressFn] = None,
+    attacks: Optional[List[str]] = None,
+    defenses: Optional[List[str]] = None,
+    workers: int = 1,
+    finished_only: bool = False,
+) -> Path:
     """Run (or resume) the study of ``cfg`` in ``run_dir``; writes ``results.json`` and the report.
 
     Args:
@@ -631,8 +836,10 @@ def run_demo(cfg: RunConfig, run_dir: Path, *, data_root: Optional[str] = None,
     if defenses is not None:
         unknown = set(defenses) - set(cfg.defenses)
         if unknown:
-            raise ValueError(f"defences {sorted(unknown)} are not in the {cfg.profile} profile; "
-                             f"choose from {sorted(cfg.defenses)}")
+            raise ValueError(
+                f"defences {sorted(unknown)} are not in the {cfg.profile} profile; "
+                f"choose from {sorted(cfg.defenses)}"
+            )
     from facecraft.experiments.sweep import (  # (sweep builds on this module)
         run_settings,
         train_shared,
@@ -641,8 +848,13 @@ def run_demo(cfg: RunConfig, run_dir: Path, *, data_root: Optional[str] = None,
     study = Study(cfg, run_dir, data_root=data_root, progress=progress)
     demo = StudyRunner(study, progress)
     names = selected_attacks(cfg, attacks)
-    settings = [st for st in defense_grid(cfg)
-                if (st.name in defenses if defenses is not None else cfg.defenses[st.name].get("demo", True))]
+    settings = [
+        st
+        for st in defense_grid(cfg)
+        if (
+            st.name in defenses if defenses is not None else cfg.defenses[st.name].get("demo", True)
+        )
+    ]
     rows: List[Dict[str, Any]] = []
     if finished_only:
         for setting in settings:
@@ -657,8 +869,16 @@ def run_demo(cfg: RunConfig, run_dir: Path, *, data_root: Optional[str] = None,
         train_shared(demo, names, workers=workers, data_root=data_root)
         ctx = demo.context()
         if workers > 1:
-            rows = run_settings(cfg, study.run_dir, settings, names, workers=workers, data_root=data_root,
-                                progress=progress, run_started=study.run_started)
+            rows = run_settings(
+                cfg,
+                study.run_dir,
+                settings,
+                names,
+                workers=workers,
+                data_root=data_root,
+                progress=progress,
+                run_started=study.run_started,
+            )
         else:
             for i, setting in enumerate(settings):
                 rows += demo.run_setting(setting, names, ctx)
@@ -674,16 +894,25 @@ def build_report(run_dir: Path) -> Path:
 
     run_dir = Path(run_dir)
     if not (run_dir / "results.json").exists():
-        raise ValueError(f"{run_dir} holds no results.json; run `facecraft demo` or `facecraft evaluate` first")
+        raise ValueError(
+            f"{run_dir} holds no results.json; run `facecraft demo` or `facecraft evaluate` first"
+        )
     results = read_json(run_dir / "results.json")
-    if not (isinstance(results, dict) and isinstance(results.get("rows"), list)
-            and isinstance(results.get("cells"), str)):
-        raise ValueError(f"{run_dir / 'results.json'} is not a facecraft results file (it needs a list of 'rows' "
-                         "and the 'cells' folder); `facecraft demo`, `sweep` and `evaluate` write one")
+    if not (
+        isinstance(results, dict)
+        and isinstance(results.get("rows"), list)
+        and isinstance(results.get("cells"), str)
+    ):
+        raise ValueError(
+            f"{run_dir / 'results.json'} is not a facecraft results file (it needs a list of 'rows' "
+            "and the 'cells' folder); `facecraft demo`, `sweep` and `evaluate` write one"
+        )
     cells = run_dir / results["cells"]
     if not checkpoint_exists(cells / "originals"):
-        raise ValueError(f"{run_dir / 'results.json'} names the cells folder {cells}, which holds no originals; "
-                         "was the run directory moved without its cells?")
+        raise ValueError(
+            f"{run_dir / 'results.json'} names the cells folder {cells}, which holds no originals; "
+            "was the run directory moved without its cells?"
+        )
     originals = load_checkpoint(cells / "originals", kind="originals")[0]["images"]
     figures = {"tradeoff": plot_tradeoff(results)}
     adaptive = plot_adaptive(results)
@@ -709,7 +938,9 @@ def build_report(run_dir: Path) -> Path:
                 stem = cells / f"{stems[(d, p)]}--{a}-recon"
                 if checkpoint_exists(stem):
                     recon[label][a] = load_checkpoint(stem, kind="reconstructions")[0]["images"]
-    drawn = [a for a in attacks if any(a in per for per in recon.values())]  # embedding attacks draw no face
+    drawn = [
+        a for a in attacks if any(a in per for per in recon.values())
+    ]  # embedding attacks draw no face
     if recon and drawn:
         figures["grid"] = plot_grid(originals, recon, drawn)
     return write_report(run_dir, figures=figures)["html"]

@@ -36,7 +36,13 @@ from facecraft.experiments.images import save_grid
 from facecraft.models import Amortizer, Critic, Generator, SplitNetwork, build_target, feature_shape
 from facecraft.models.train import predict_logits, train_amortizer, train_target, train_wgan_gp
 
-__all__ = ["Study", "UNLABELLED_DATASETS", "config_feature_shape", "machine_info", "spread_over_identities"]
+__all__ = [
+    "Study",
+    "UNLABELLED_DATASETS",
+    "config_feature_shape",
+    "machine_info",
+    "spread_over_identities",
+]
 
 #: datasets without attribute labels: the target network (an attribute classifier) cannot be trained on them
 UNLABELLED_DATASETS = ("lfw", "folder")
@@ -65,8 +71,12 @@ def machine_info(device: torch.device) -> Dict[str, Any]:
 def config_feature_shape(cfg: RunConfig) -> Tuple[int, ...]:
     """The feature shape ``F`` of the encoder ``cfg`` describes (built untrained on the CPU; nothing is read)."""
     m = cfg.model
-    return tuple(feature_shape(build_target(m.target_arch, num_outputs=1, width=m.target_width).encoder,
-                               cfg.data.image_size))
+    return tuple(
+        feature_shape(
+            build_target(m.target_arch, num_outputs=1, width=m.target_width).encoder,
+            cfg.data.image_size,
+        )
+    )
 
 
 def spread_over_identities(identities: torch.Tensor, n: Optional[int], seed: int) -> torch.Tensor:
@@ -99,16 +109,26 @@ class Study:
             loads it (Default: None: now).
     """
 
-    def __init__(self, cfg: RunConfig, run_dir: Path, *, data_root: Optional[str] = None,
-                 progress: Optional[ProgressFn] = None, run_started: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        run_dir: Path,
+        *,
+        data_root: Optional[str] = None,
+        progress: Optional[ProgressFn] = None,
+        run_started: Optional[float] = None,
+    ) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.device = resolve_device(cfg.device)  # a device this machine lacks is refused before any write
+        self.device = resolve_device(
+            cfg.device
+        )  # a device this machine lacks is refused before any write
         if cfg.data.dataset in UNLABELLED_DATASETS:
             raise ValueError(
                 f"--dataset {cfg.data.dataset}: the study's target network is an attribute classifier and "
                 f"{cfg.data.dataset} images carry no attribute labels, so `train target` could not run; use "
-                "celeba or celeba-official (facecraft.data.prepare_data still prepares it for other uses)")
+                "celeba or celeba-official (facecraft.data.prepare_data still prepares it for other uses)"
+            )
         check_run_dir(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.data_root = data_root
@@ -119,23 +139,35 @@ class Study:
         self.run_started = time.time() if run_started is None else float(run_started)
         config_path = self.run_dir / "config.json"
         try:
-            same = config_path.is_file() and read_json(config_path) == config_to_dict(cfg)  # both JSON-typed
+            same = config_path.is_file() and read_json(config_path) == config_to_dict(
+                cfg
+            )  # both JSON-typed
         except (OSError, ValueError):
             same = False
         if not same:  # rewritten only when it changes, so a refused command leaves the run directory as it was
             atomic_write_json(config_path, config_to_dict(cfg))
 
     # -- bookkeeping ---------------------------------------------------------------------------
-    def record_stage(self, name: str, seconds: float, cached: bool, extra: Optional[Dict[str, Any]] = None) -> None:
+    def record_stage(
+        self, name: str, seconds: float, cached: bool, extra: Optional[Dict[str, Any]] = None
+    ) -> None:
         path = self.run_dir / "stages.json"
         with file_lock(path):  # sweep workers record their stages concurrently
             record = read_json(path) if path.exists() else {"stages": {}}
             record["machine"] = machine_info(self.device)
             prev = record["stages"].get(name, {})
-            if cached and not prev.get("cached", True) and prev.get("finished_at", 0.0) >= self.run_started:
+            if (
+                cached
+                and not prev.get("cached", True)
+                and prev.get("finished_at", 0.0) >= self.run_started
+            ):
                 return  # trained in this invocation (by another process): keep that record
-            entry = {"seconds": prev.get("seconds", seconds) if cached else seconds, "cached": cached,
-                     "finished_at": time.time(), **(extra or {})}
+            entry = {
+                "seconds": prev.get("seconds", seconds) if cached else seconds,
+                "cached": cached,
+                "finished_at": time.time(),
+                **(extra or {}),
+            }
             record["stages"][name] = entry
             atomic_write_json(path, record)
 
@@ -150,7 +182,9 @@ class Study:
 
     def key(self, *parts: Any) -> str:
         """Hash of the data manifest plus ``parts`` (configs), naming a stage's files."""
-        return config_hash([self.data.manifest.get("content_hash", self.data.manifest), self.cfg.seed, *parts])
+        return config_hash(
+            [self.data.manifest.get("content_hash", self.data.manifest), self.cfg.seed, *parts]
+        )
 
     def model_stem(self, name: str, *parts: Any) -> Path:
         return self.run_dir / "models" / f"{name}-{self.key(*parts)}"
@@ -159,6 +193,7 @@ class Study:
     @property
     def data(self) -> PreparedData:
         """The prepared identity-disjoint split (``facecraft data prepare``)."""
+
         def run():
             from facecraft.data import prepare_data, resolve_dataset_root
 
@@ -166,6 +201,7 @@ class Study:
             if dcfg.dataset != "synthetic":
                 root = resolve_dataset_root(dcfg.dataset, dcfg.root or self.data_root)
                 import dataclasses
+
                 dcfg = dataclasses.replace(dcfg, root=str(root))
             cache_dir = self.run_dir / f"data-{config_hash(config_to_dict(dcfg))}"
             cached = (cache_dir / "manifest.json").exists()
@@ -173,16 +209,22 @@ class Study:
             cached = cached and not self.force_data
             counts = data.manifest.get("counts", {})
             return data, cached, {"counts": counts}
+
         return self._timed("data", run)
 
     def target(self) -> SplitNetwork:
         """The split target network trained on public attributes (``facecraft train target``)."""
+
         def run():
             data, m, t = self.data, self.cfg.model, self.cfg.target
             if not data.has_attributes:
-                raise ValueError("the target network is an attribute classifier and this dataset has no attributes")
+                raise ValueError(
+                    "the target network is an attribute classifier and this dataset has no attributes"
+                )
             with seeded(self.cfg.seed + 1):
-                net = build_target(m.target_arch, num_outputs=len(data.attribute_names), width=m.target_width)
+                net = build_target(
+                    m.target_arch, num_outputs=len(data.attribute_names), width=m.target_width
+                )
             stem = self.model_stem("target", m.target_arch, m.target_width, config_to_dict(t))
             cached = (stem.parent / (stem.name + ".json")).exists()
 
@@ -192,13 +234,25 @@ class Study:
                 logits = predict_logits(model, data.eval_test.images, device=self.device)
                 return {"mean_auc_eval_test": float(mean_auc(logits, data.eval_test.attributes))}
 
-            rec = train_target(net, data.public.images, data.public.attributes, epochs=t.epochs,
-                               batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
-                               augment_flip=t.augment_flip, device=self.device, seed=self.cfg.seed,
-                               checkpoint_stem=stem, progress=self.progress, evaluate=evaluate,
-                               meta={"config": config_to_dict(self.cfg), "data_manifest_hash": self.key()})
+            rec = train_target(
+                net,
+                data.public.images,
+                data.public.attributes,
+                epochs=t.epochs,
+                batch_size=t.batch_size,
+                lr=t.lr,
+                weight_decay=t.weight_decay,
+                augment_flip=t.augment_flip,
+                device=self.device,
+                seed=self.cfg.seed,
+                checkpoint_stem=stem,
+                progress=self.progress,
+                evaluate=evaluate,
+                meta={"config": config_to_dict(self.cfg), "data_manifest_hash": self.key()},
+            )
             net.eval()
             return net, cached, {"metrics": rec.get("metrics", {})}
+
         return self._timed("target", run)
 
     def feature_shape(self) -> Tuple[int, ...]:
@@ -206,30 +260,48 @@ class Study:
 
     def prior(self) -> Tuple[Generator, Critic]:
         """The attacker's WGAN-GP face prior on public images (``facecraft train prior``)."""
+
         def run():
             data, m, p = self.data, self.cfg.model, self.cfg.prior
             with seeded(self.cfg.seed + 2):
                 g = Generator(m.latent_dim, data.image_size, width=m.generator_width)
                 d = Critic(data.image_size, width=m.critic_width)
-            stem = self.model_stem("prior", m.latent_dim, m.generator_width, m.critic_width, config_to_dict(p))
+            stem = self.model_stem(
+                "prior", m.latent_dim, m.generator_width, m.critic_width, config_to_dict(p)
+            )
             cached = (stem.parent / (stem.name + ".json")).exists()
             grid = self.run_dir / "samples" / f"{stem.name}.png"
 
             def on_sample(samples: torch.Tensor, step: int) -> None:
                 save_grid(samples, grid, nrow=8)
 
-            rec = train_wgan_gp(g, d, data.public.images, steps=p.steps, batch_size=p.batch_size,
-                                n_critic=p.n_critic, gp_weight=p.gp_weight, lr=p.lr, betas=p.betas,
-                                sample_every=p.sample_every, device=self.device, seed=self.cfg.seed,
-                                checkpoint_stem=stem, progress=self.progress, on_sample=on_sample,
-                                meta={"config": config_to_dict(self.cfg), "data_manifest_hash": self.key()})
+            rec = train_wgan_gp(
+                g,
+                d,
+                data.public.images,
+                steps=p.steps,
+                batch_size=p.batch_size,
+                n_critic=p.n_critic,
+                gp_weight=p.gp_weight,
+                lr=p.lr,
+                betas=p.betas,
+                sample_every=p.sample_every,
+                device=self.device,
+                seed=self.cfg.seed,
+                checkpoint_stem=stem,
+                progress=self.progress,
+                on_sample=on_sample,
+                meta={"config": config_to_dict(self.cfg), "data_manifest_hash": self.key()},
+            )
             g.eval()
             d.eval()
             return (g, d), cached, {"metrics": rec.get("metrics", {}), "samples": str(grid)}
+
         return self._timed("prior", run)
 
     def amortizer(self) -> Amortizer:
         """``Amor(Enc(G(z))) -> z`` for warm-started inversion (``facecraft train amortizer``)."""
+
         def run():
             m, a = self.cfg.model, self.cfg.amortizer
             net = self.target()
@@ -237,24 +309,42 @@ class Study:
             shape = self.feature_shape()
             with seeded(self.cfg.seed + 3):
                 amor = Amortizer(shape, m.latent_dim, width=m.amortizer_width)
-            stem = self.model_stem("amortizer", config_to_dict(m), config_to_dict(self.cfg.target),
-                                   config_to_dict(self.cfg.prior), config_to_dict(a))
+            stem = self.model_stem(
+                "amortizer",
+                config_to_dict(m),
+                config_to_dict(self.cfg.target),
+                config_to_dict(self.cfg.prior),
+                config_to_dict(a),
+            )
             cached = (stem.parent / (stem.name + ".json")).exists()
-            rec = train_amortizer(amor, net.encoder, g, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
-                                  device=self.device, seed=self.cfg.seed, checkpoint_stem=stem,
-                                  progress=self.progress,
-                                  meta={"config": config_to_dict(self.cfg), "data_manifest_hash": self.key()})
+            rec = train_amortizer(
+                amor,
+                net.encoder,
+                g,
+                steps=a.steps,
+                batch_size=a.batch_size,
+                lr=a.lr,
+                device=self.device,
+                seed=self.cfg.seed,
+                checkpoint_stem=stem,
+                progress=self.progress,
+                meta={"config": config_to_dict(self.cfg), "data_manifest_hash": self.key()},
+            )
             amor.eval()
             return amor, cached, {"metrics": rec.get("metrics", {})}
+
         return self._timed("amortizer", run)
 
     # -- evaluation side -------------------------------------------------------------------------
     def eval_indices(self) -> torch.Tensor:
         """Which ``eval_test`` images are protected and attacked (``eval['n_images']``, spread over identities)."""
+
         def run():
-            idx = spread_over_identities(self.data.eval_test.identities, self.cfg.eval.get("n_images"),
-                                         self.cfg.seed + 17)
+            idx = spread_over_identities(
+                self.data.eval_test.identities, self.cfg.eval.get("n_images"), self.cfg.seed + 17
+            )
             return idx, False, {"n_images": int(idx.numel())}
+
         return self._timed("eval_indices", run)
 
     @property
@@ -264,23 +354,35 @@ class Study:
 
     def dlib_oracle(self):
         """The third-party oracle with ``eval_train`` as its gallery (cached embeddings)."""
+
         def run():
             from facecraft.metrics.dlib_oracle import DlibOracle
 
-            stem = self.run_dir / "models" / f"dlib-gallery-{self.key('dlib', self.cfg.eval.get('dlib_crop'))}"
+            stem = (
+                self.run_dir
+                / "models"
+                / f"dlib-gallery-{self.key('dlib', self.cfg.eval.get('dlib_crop'))}"
+            )
             crop = self.dlib_crop
             if (stem.parent / (stem.name + ".json")).exists():
                 return DlibOracle.load(stem), True, {}
             oracle = DlibOracle(crop_fraction=crop)
             tr = self.data.eval_train
-            oracle.fit(tr.float_images(), tr.identities, num_identities=tr.num_identities, progress=self.progress,
-                       checkpoint_stem=stem.parent / (stem.name + "-partial"))
+            oracle.fit(
+                tr.float_images(),
+                tr.identities,
+                num_identities=tr.num_identities,
+                progress=self.progress,
+                checkpoint_stem=stem.parent / (stem.name + "-partial"),
+            )
             oracle.save(stem)
             return oracle, False, {}
+
         return self._timed("dlib_oracle", run)
 
     def evalnet(self):
         """The trained identity oracle (the paper's Eval-network) on ``eval_train``."""
+
         def run():
             from facecraft.metrics.evalnet import EvalNet, train_evalnet
 
@@ -289,9 +391,17 @@ class Study:
             if (stem.parent / (stem.name + ".json")).exists():
                 return EvalNet.load(stem, device=self.device), True, {}
             tr = self.data.eval_train
-            net = train_evalnet(tr.images, tr.identities, num_identities=tr.num_identities, device=self.device,
-                                seed=self.cfg.seed, progress=self.progress,
-                                checkpoint_stem=stem.parent / (stem.name + "-train"), **opts)
+            net = train_evalnet(
+                tr.images,
+                tr.identities,
+                num_identities=tr.num_identities,
+                device=self.device,
+                seed=self.cfg.seed,
+                progress=self.progress,
+                checkpoint_stem=stem.parent / (stem.name + "-train"),
+                **opts,
+            )
             net.save(stem)
             return net, False, {}
+
         return self._timed("evalnet", run)

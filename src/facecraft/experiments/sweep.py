@@ -58,7 +58,16 @@ from facecraft.experiments.pipeline import (
 )
 from facecraft.experiments.study import Study
 
-__all__ = ["BACKENDS", "SweepAxis", "parse_axis", "sweep_config", "run_settings", "run_sweep", "run_task", "train_shared"]
+__all__ = [
+    "BACKENDS",
+    "SweepAxis",
+    "parse_axis",
+    "sweep_config",
+    "run_settings",
+    "run_sweep",
+    "run_task",
+    "train_shared",
+]
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -76,13 +85,17 @@ class SweepAxis:
 
     def __post_init__(self) -> None:
         if self.defense not in available_defenses():
-            raise ValueError(f"unknown defence {self.defense!r}; choose from {sorted(available_defenses())}")
+            raise ValueError(
+                f"unknown defence {self.defense!r}; choose from {sorted(available_defenses())}"
+            )
         if not self.values:
             raise ValueError(f"sweep of {self.defense}.{self.param} has no values")
         valid = numeric_parameters(get_defense_class(self.defense))
         if self.param not in valid:
-            raise ValueError(f"{self.defense} has no numeric parameter {self.param!r}; "
-                             f"choose from {', '.join(valid)}")
+            raise ValueError(
+                f"{self.defense} has no numeric parameter {self.param!r}; "
+                f"choose from {', '.join(valid)}"
+            )
         for v in self.values:
             check_number(f"{self.defense}:{self.param}", v)
 
@@ -94,11 +107,15 @@ def parse_axis(text: str) -> SweepAxis:
         param, vals = rest.split("=", 1)
         values = tuple(float(v) for v in vals.split(",") if v.strip())
     except ValueError:
-        raise ValueError(f"expected DEFENCE:PARAM=V1,V2,... (e.g. noise:sigma=0.5,1,2), got {text!r}") from None
+        raise ValueError(
+            f"expected DEFENCE:PARAM=V1,V2,... (e.g. noise:sigma=0.5,1,2), got {text!r}"
+        ) from None
     return SweepAxis(name.strip(), param.strip(), values)
 
 
-def sweep_config(cfg: RunConfig, axes: Sequence[SweepAxis], *, include_none: bool = True) -> RunConfig:
+def sweep_config(
+    cfg: RunConfig, axes: Sequence[SweepAxis], *, include_none: bool = True
+) -> RunConfig:
     """``cfg`` with its defence grid replaced by ``axes`` (each keeps the profile's other kwargs for
     that defence), plus the unprotected reference ``none`` unless ``include_none`` is False."""
     if not axes:
@@ -107,8 +124,15 @@ def sweep_config(cfg: RunConfig, axes: Sequence[SweepAxis], *, include_none: boo
     for ax in axes:
         if ax.defense in defenses and ax.defense != "none":
             raise ValueError(f"defence {ax.defense!r} appears twice in the sweep")
-        kwargs = {k: v for k, v in cfg.defenses.get(ax.defense, {}).get("kwargs", {}).items() if k != ax.param}
-        defenses[ax.defense] = {"kwargs": kwargs, "sweep": {"param": ax.param, "values": list(ax.values)}}
+        kwargs = {
+            k: v
+            for k, v in cfg.defenses.get(ax.defense, {}).get("kwargs", {}).items()
+            if k != ax.param
+        }
+        defenses[ax.defense] = {
+            "kwargs": kwargs,
+            "sweep": {"param": ax.param, "values": list(ax.values)},
+        }
     return dataclasses.replace(cfg, defenses=defenses)
 
 
@@ -116,10 +140,14 @@ def run_task(task: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Run one defence setting of a sweep (in whichever process or node receives it); returns its rows."""
     torch.set_num_threads(int(task["threads"]))
     cfg = config_from_dict(RunConfig, task["config"])
-    study = Study(cfg, Path(task["run_dir"]), data_root=task["data_root"], run_started=task.get("run_started"))
+    study = Study(
+        cfg, Path(task["run_dir"]), data_root=task["data_root"], run_started=task.get("run_started")
+    )
     demo = StudyRunner(study, None)
     ctx = demo.context()
-    return demo.run_setting(Setting(task["defense"], task["param"], task["kwargs"]), task["attacks"], ctx)
+    return demo.run_setting(
+        Setting(task["defense"], task["param"], task["kwargs"]), task["attacks"], ctx
+    )
 
 
 class _Serial:
@@ -142,7 +170,9 @@ def _die_with_parent(parent_pid: int) -> None:
     """
     if sys.platform.startswith("linux"):
         try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(
+                1, signal.SIGKILL
+            )  # 1 = PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
 
@@ -156,8 +186,9 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def process_pool(workers: int) -> Any:
     """A ``spawn`` process pool of ``workers`` whose workers die with this process."""
-    return multiprocessing.get_context("spawn").Pool(workers, initializer=_die_with_parent,
-                                                     initargs=(os.getpid(),))
+    return multiprocessing.get_context("spawn").Pool(
+        workers, initializer=_die_with_parent, initargs=(os.getpid(),)
+    )
 
 
 def _pool(backend: str, workers: int):
@@ -177,25 +208,53 @@ def _pool(backend: str, workers: int):
 #: defences by how long one setting takes (slowest first; measured in docs/BENCHMARKS.md: an optimisation
 #: defence queries cost seconds per face, a trained one fits once); a pool hands tasks out in order, so the
 #: long settings start first and the short ones fill the tail
-_SLOWEST_FIRST = ("crafter", "crafter-z", "crafter-fast", "disco", "amortized-crafter", "advlearn", "noise", "none")
+_SLOWEST_FIRST = (
+    "crafter",
+    "crafter-z",
+    "crafter-fast",
+    "disco",
+    "amortized-crafter",
+    "advlearn",
+    "noise",
+    "none",
+)
 
 
 def _cost_rank(name: str) -> int:
     return _SLOWEST_FIRST.index(name) if name in _SLOWEST_FIRST else 0
 
 
-def run_settings(cfg: RunConfig, run_dir: Path, settings: Sequence[Setting],
-                 attacks: List[str], *, workers: int, backend: str = "process", data_root: Optional[str] = None,
-                 progress: Optional[ProgressFn] = None, run_started: Optional[float] = None) -> List[Dict[str, Any]]:
+def run_settings(
+    cfg: RunConfig,
+    run_dir: Path,
+    settings: Sequence[Setting],
+    attacks: List[str],
+    *,
+    workers: int,
+    backend: str = "process",
+    data_root: Optional[str] = None,
+    progress: Optional[ProgressFn] = None,
+    run_started: Optional[float] = None,
+) -> List[Dict[str, Any]]:
     """Run defence ``settings`` against ``attacks``, ``workers`` at a time, each
     worker with :func:`~facecraft.experiments.pipeline.study_threads` torch threads (the count of a serial
     run, so results do not depend on ``workers``), the slowest defences first; the shared models must
     exist already. Rows in the order of ``settings``."""
     threads = study_threads()
-    tasks = [{"config": config_to_dict(cfg), "run_dir": str(Path(run_dir).resolve()), "data_root": data_root,
-              "defense": d, "param": p, "kwargs": kw, "attacks": list(attacks), "threads": threads,
-              "run_started": run_started}
-             for d, p, kw in settings]
+    tasks = [
+        {
+            "config": config_to_dict(cfg),
+            "run_dir": str(Path(run_dir).resolve()),
+            "data_root": data_root,
+            "defense": d,
+            "param": p,
+            "kwargs": kw,
+            "attacks": list(attacks),
+            "threads": threads,
+            "run_started": run_started,
+        }
+        for d, p, kw in settings
+    ]
     order = sorted(range(len(tasks)), key=lambda i: (_cost_rank(tasks[i]["defense"]), i))
     done: Dict[int, List[Dict[str, Any]]] = {}
     with _pool(backend, workers) as pool:
@@ -210,14 +269,19 @@ def _train_stages(task: Dict[str, Any]) -> None:
     """Train (or load) the named :class:`Study` stages in a worker process (:func:`train_shared`)."""
     torch.set_num_threads(int(task["threads"]))
     cfg = config_from_dict(RunConfig, task["config"])
-    study = Study(cfg, Path(task["run_dir"]), data_root=task["data_root"], run_started=task["run_started"])
+    study = Study(
+        cfg, Path(task["run_dir"]), data_root=task["data_root"], run_started=task["run_started"]
+    )
     runner = StudyRunner(study, None)
-    for stage in task["stages"]:  # a Study stage, or one of the runner's (the public faces' dlib embeddings)
+    for stage in task[
+        "stages"
+    ]:  # a Study stage, or one of the runner's (the public faces' dlib embeddings)
         getattr(study if hasattr(study, stage) else runner, stage)()
 
 
-def train_shared(runner: StudyRunner, attacks: List[str], *, workers: int = 1,
-                 data_root: Optional[str] = None) -> None:
+def train_shared(
+    runner: StudyRunner, attacks: List[str], *, workers: int = 1, data_root: Optional[str] = None
+) -> None:
     """Train (or load) everything the settings share before any of them runs.
 
     With ``workers > 1`` the independent trainings run in two lanes: a spawned process trains the WGAN-GP
@@ -230,15 +294,22 @@ def train_shared(runner: StudyRunner, attacks: List[str], *, workers: int = 1,
     study = runner.study
     study.data  # prepared once, here, before the worker reads it
     if workers > 1:
-        base = {"config": config_to_dict(study.cfg), "run_dir": str(study.run_dir.resolve()), "data_root": data_root,
-                "threads": study_threads(), "run_started": study.run_started}
+        base = {
+            "config": config_to_dict(study.cfg),
+            "run_dir": str(study.run_dir.resolve()),
+            "data_root": data_root,
+            "threads": study_threads(),
+            "run_started": study.run_started,
+        }
         with torch_threads(base["threads"]):
             with process_pool(1) as pool:
                 prior = pool.apply_async(_train_stages, ({**base, "stages": ["prior"]},))
                 study.target()
                 # queued behind the prior: the amortizer reads the target just trained; the public faces'
                 # dlib embeddings (the embedding attacks' targets) need no gallery, so they run beside its fit
-                later = ["amortizer"] + (["public_embeddings"] if set(attacks) & set(EMBEDDING_ATTACKS) else [])
+                later = ["amortizer"] + (
+                    ["public_embeddings"] if set(attacks) & set(EMBEDDING_ATTACKS) else []
+                )
                 rest = pool.apply_async(_train_stages, ({**base, "stages": later},))
                 runner.oracles_ready()
                 runner.shared_decoder(attacks, embedding=False)
@@ -249,9 +320,17 @@ def train_shared(runner: StudyRunner, attacks: List[str], *, workers: int = 1,
 
 
 @holds_run_dir
-def run_sweep(cfg: RunConfig, run_dir: Path, *, workers: int = 2, backend: str = "process",
-              attacks: Optional[List[str]] = None, data_root: Optional[str] = None,
-              progress: Optional[ProgressFn] = None, name: Optional[str] = None) -> Path:
+def run_sweep(
+    cfg: RunConfig,
+    run_dir: Path,
+    *,
+    workers: int = 2,
+    backend: str = "process",
+    attacks: Optional[List[str]] = None,
+    data_root: Optional[str] = None,
+    progress: Optional[ProgressFn] = None,
+    name: Optional[str] = None,
+) -> Path:
     """Run (or resume) every setting of ``cfg``'s defence grid, ``workers`` at a time.
 
     Args:
@@ -272,15 +351,28 @@ def run_sweep(cfg: RunConfig, run_dir: Path, *, workers: int = 2, backend: str =
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
     if name is not None:
-        check_path_name(name, "--name")  # the results go to run_dir/sweeps/NAME, never outside run_dir
+        check_path_name(
+            name, "--name"
+        )  # the results go to run_dir/sweeps/NAME, never outside run_dir
     run_dir = Path(run_dir)
     study = Study(cfg, run_dir, data_root=data_root, progress=progress)
     demo = StudyRunner(study, progress)
     names = selected_attacks(cfg, attacks)
     train_shared(demo, names, workers=workers if backend == "process" else 1, data_root=data_root)
-    rows = run_settings(cfg, run_dir, defense_grid(cfg), names, workers=workers, backend=backend,
-                        data_root=data_root, progress=progress, run_started=study.run_started)
+    rows = run_settings(
+        cfg,
+        run_dir,
+        defense_grid(cfg),
+        names,
+        workers=workers,
+        backend=backend,
+        data_root=data_root,
+        progress=progress,
+        run_started=study.run_started,
+    )
     ctx = demo.context()
-    out_dir = run_dir / "sweeps" / (name or config_hash([config_to_dict(cfg)["defenses"], names])[:12])
+    out_dir = (
+        run_dir / "sweeps" / (name or config_hash([config_to_dict(cfg)["defenses"], names])[:12])
+    )
     demo.write_results(ctx, rows, out_dir, wall_seconds=time.time() - study.run_started)
     return build_report(out_dir)

@@ -166,7 +166,9 @@ class DlibOracle:
         try:
             import dlib
         except ImportError as e:  # pragma: no cover - dlib is a declared dependency
-            raise ImportError("DlibOracle needs dlib; install it with `pip install dlib-bin`") from e
+            raise ImportError(
+                "DlibOracle needs dlib; install it with `pip install dlib-bin`"
+            ) from e
         self.crop_fraction = float(crop_fraction)
         self.scoring = scoring
         self.similarity = similarity
@@ -198,13 +200,21 @@ class DlibOracle:
         top, left = (s_h - ch) // 2, (s_w - cw) // 2
         x = images.detach()[:, :, top : top + ch, left : left + cw].to("cpu", torch.float32)
         if (ch, cw) != (_CHIP, _CHIP):
-            x = F.interpolate(x, size=(_CHIP, _CHIP), mode="bilinear", align_corners=False, antialias=True)
+            x = F.interpolate(
+                x, size=(_CHIP, _CHIP), mode="bilinear", align_corners=False, antialias=True
+            )
         x = x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
         return np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
 
     @torch.no_grad()
-    def embed(self, images: torch.Tensor, *, progress: Optional[ProgressFn] = None,
-              checkpoint_stem: Optional[PathLike] = None, checkpoint_every: int = 256) -> torch.Tensor:
+    def embed(
+        self,
+        images: torch.Tensor,
+        *,
+        progress: Optional[ProgressFn] = None,
+        checkpoint_stem: Optional[PathLike] = None,
+        checkpoint_every: int = 256,
+    ) -> torch.Tensor:
         r"""dlib's 128-d face descriptors of ``images``.
 
         Args:
@@ -239,8 +249,12 @@ class DlibOracle:
             out.append(torch.tensor(np.asarray([np.asarray(v) for v in vecs]), dtype=torch.float32))
             end = min(i + self.batch_size, n)
             if checkpoint_stem is not None and end < n and end - last_saved >= checkpoint_every:
-                save_checkpoint(checkpoint_stem, {"embeddings": torch.cat(out)}, kind="dlib-partial",
-                                meta={"of": n})
+                save_checkpoint(
+                    checkpoint_stem,
+                    {"embeddings": torch.cat(out)},
+                    kind="dlib-partial",
+                    meta={"of": n},
+                )
                 last_saved = end
             if progress is not None:
                 progress(end, n, "dlib embedding")
@@ -278,7 +292,11 @@ class DlibOracle:
         return self.fit_embeddings(emb, labels.to(emb.device), num_identities=num_identities)
 
     def fit_embeddings(
-        self, embeddings: torch.Tensor, labels: torch.Tensor, *, num_identities: Optional[int] = None
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        num_identities: Optional[int] = None,
     ) -> "DlibOracle":
         """Use precomputed gallery embeddings ``(M, 128)`` with labels ``(M,)``; returns ``self``."""
         validate_tensors([embeddings], dim_range=(2, 2))
@@ -290,7 +308,9 @@ class DlibOracle:
         k = int(labels.max()) + 1
         if num_identities is not None:
             if num_identities < k:
-                raise ValueError(f"expected num_identities >= max(labels) + 1 = {k}, got {num_identities}")
+                raise ValueError(
+                    f"expected num_identities >= max(labels) + 1 = {k}, got {num_identities}"
+                )
             k = int(num_identities)
         self.gallery_embeddings = embeddings.detach().float()
         self.gallery_labels = labels.detach().to(embeddings.device, torch.long)
@@ -306,11 +326,15 @@ class DlibOracle:
         gal, lab = self._gallery()
         validate_tensors([embeddings], dim_range=(2, 2))
         if embeddings.shape[1] != _DIM:
-            raise ValueError(f"expected embeddings of shape (N, {_DIM}), got {tuple(embeddings.shape)}")
+            raise ValueError(
+                f"expected embeddings of shape (N, {_DIM}), got {tuple(embeddings.shape)}"
+            )
         q = embeddings.detach().float().to(gal.device)
         k = self.num_identities
         if self.scoring == "centroid":
-            sums = torch.zeros(k, _DIM, dtype=gal.dtype, device=gal.device).index_add_(0, lab, self._prep(gal))
+            sums = torch.zeros(k, _DIM, dtype=gal.dtype, device=gal.device).index_add_(
+                0, lab, self._prep(gal)
+            )
             counts = torch.bincount(lab, minlength=k).to(gal.dtype)
             present = counts > 0
             centroids = sums / counts.clamp_min(1).unsqueeze(1)
@@ -329,7 +353,9 @@ class DlibOracle:
             out = out.masked_fill((counts == 0).unsqueeze(0), float("-inf"))
         return out.to(embeddings.device)
 
-    def scores(self, images: torch.Tensor, *, progress: Optional[ProgressFn] = None) -> torch.Tensor:
+    def scores(
+        self, images: torch.Tensor, *, progress: Optional[ProgressFn] = None
+    ) -> torch.Tensor:
         """Embed ``images`` ``(N, 3, S, S)`` and score them against the gallery: ``(N, K)``."""
         self._gallery()
         return self.scores_from_embeddings(self.embed(images, progress=progress))

@@ -81,7 +81,11 @@ class EvalNet(nn.Module):
 
     def __init__(self, num_identities: int, *, width: float = 0.5, arch: str = "resnet18") -> None:
         super().__init__()
-        if isinstance(num_identities, bool) or not isinstance(num_identities, int) or num_identities < 2:
+        if (
+            isinstance(num_identities, bool)
+            or not isinstance(num_identities, int)
+            or num_identities < 2
+        ):
             raise ValueError(f"expected num_identities >= 2, got {num_identities!r}")
         if not width > 0:
             raise ValueError(f"expected a positive width, got {width!r}")
@@ -102,7 +106,9 @@ class EvalNet(nn.Module):
         """Penultimate features ``(N, D)`` (input of the last linear layer)."""
         head = self.net.head
         if not isinstance(head, nn.Sequential):
-            raise TypeError(f"expected a Sequential head ending in a linear layer, got {type(head).__name__}")
+            raise TypeError(
+                f"expected a Sequential head ending in a linear layer, got {type(head).__name__}"
+            )
         return head[:-1](self.net.encoder(x))
 
     @property
@@ -137,7 +143,9 @@ class EvalNet(nn.Module):
                 f"expected reconstructions and originals of the same shape, got "
                 f"{tuple(reconstructions.shape)} and {tuple(originals.shape)}"
             )
-        return feature_cosine(self.embed(reconstructions), self.embed(originals), reduction=reduction)
+        return feature_cosine(
+            self.embed(reconstructions), self.embed(originals), reduction=reduction
+        )
 
     def _batched(self, images: torch.Tensor, fn: Any, batch_size: int) -> torch.Tensor:
         validate_images(images, channels=3)
@@ -166,7 +174,9 @@ class EvalNet(nn.Module):
 
     def save(self, stem: PathLike, *, meta: Optional[Dict[str, Any]] = None) -> None:
         """Save weights and config as ``<stem>.safetensors`` + ``<stem>.json``."""
-        save_checkpoint(stem, self.state_dict(), kind=_KIND, meta={"config": self.config(), **dict(meta or {})})
+        save_checkpoint(
+            stem, self.state_dict(), kind=_KIND, meta={"config": self.config(), **dict(meta or {})}
+        )
 
 
 def train_evalnet(
@@ -221,7 +231,9 @@ def train_evalnet(
     _check_inputs(images, labels)
     k = int(labels.max()) + 1 if num_identities is None else int(num_identities)
     if k < int(labels.max()) + 1:
-        raise ValueError(f"expected num_identities >= max(labels) + 1 = {int(labels.max()) + 1}, got {k}")
+        raise ValueError(
+            f"expected num_identities >= max(labels) + 1 = {int(labels.max()) + 1}, got {k}"
+        )
     for name, v in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"expected a positive integer {name}, got {v!r}")
@@ -232,9 +244,18 @@ def train_evalnet(
     with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the global RNG
         torch.manual_seed(seed)
         net = EvalNet(k, width=width, arch=arch).to(dev)
-    config = {**net.config(), "image_size": int(images.shape[-1]), "epochs": epochs, "batch_size": batch_size,
-              "lr": lr, "weight_decay": weight_decay, "label_smoothing": label_smoothing,
-              "augment_flip": augment_flip, "seed": seed, "num_images": int(images.shape[0])}
+    config = {
+        **net.config(),
+        "image_size": int(images.shape[-1]),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "label_smoothing": label_smoothing,
+        "augment_flip": augment_flip,
+        "seed": seed,
+        "num_images": int(images.shape[0]),
+    }
     stem = Path(checkpoint_stem) if checkpoint_stem is not None else None
     if stem is not None and checkpoint_exists(stem):
         _, meta = load_checkpoint(stem, kind=_KIND)
@@ -273,11 +294,27 @@ def train_evalnet(
             running += float(loss.detach())
             correct += int((logits.detach().argmax(1) == y).sum())
             if progress is not None:
-                progress(epoch * steps_per_epoch + b + 1, total, f"evalnet epoch {epoch + 1}/{epochs}")
+                progress(
+                    epoch * steps_per_epoch + b + 1, total, f"evalnet epoch {epoch + 1}/{epochs}"
+                )
         train_loss, train_acc = running / steps_per_epoch, correct / n
-        log.info("evalnet epoch %d/%d: loss %.4f, train acc %.3f", epoch + 1, epochs, train_loss, train_acc)
+        log.info(
+            "evalnet epoch %d/%d: loss %.4f, train acc %.3f",
+            epoch + 1,
+            epochs,
+            train_loss,
+            train_acc,
+        )
         if stem is not None:
-            _save_partial(stem, net, opt, rng, epoch + 1, config, {"train_loss": train_loss, "train_acc": train_acc})
+            _save_partial(
+                stem,
+                net,
+                opt,
+                rng,
+                epoch + 1,
+                config,
+                {"train_loss": train_loss, "train_acc": train_acc},
+            )
     _recalibrate_batchnorm(net, images, batch_size, dev)
     net.eval()
     if stem is not None:
@@ -301,11 +338,17 @@ def _check_inputs(images: torch.Tensor, labels: torch.Tensor) -> None:
     if images.shape[0] == 0:
         raise ValueError("expected at least one training image, got none")
     if images.shape[-1] % 32 or images.shape[-2] % 32:
-        raise ValueError(f"expected an image size divisible by 32, got {images.shape[-2]}x{images.shape[-1]}")
+        raise ValueError(
+            f"expected an image size divisible by 32, got {images.shape[-2]}x{images.shape[-1]}"
+        )
     if not torch.is_tensor(labels) or labels.is_floating_point() or labels.dtype == torch.bool:
-        raise TypeError(f"expected integer labels, got {getattr(labels, 'dtype', type(labels).__name__)}")
+        raise TypeError(
+            f"expected integer labels, got {getattr(labels, 'dtype', type(labels).__name__)}"
+        )
     if labels.shape != (images.shape[0],):
-        raise ValueError(f"expected labels of shape ({images.shape[0]},), got {tuple(labels.shape)}")
+        raise ValueError(
+            f"expected labels of shape ({images.shape[0]},), got {tuple(labels.shape)}"
+        )
     if int(labels.min()) < 0:
         raise ValueError(f"expected 0-based labels >= 0, got minimum {int(labels.min())}")
 
@@ -316,7 +359,9 @@ def _as_float(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _recalibrate_batchnorm(net: EvalNet, images: torch.Tensor, batch_size: int, device: torch.device) -> None:
+def _recalibrate_batchnorm(
+    net: EvalNet, images: torch.Tensor, batch_size: int, device: torch.device
+) -> None:
     """Re-estimate BatchNorm running statistics of the final weights in one pass (exact averages).
 
     The exponential running averages lag behind the weights, which matters
@@ -347,27 +392,48 @@ def _partial(stem: Path) -> Path:
 def _check_config(stem: Path, stored: Dict[str, Any], config: Dict[str, Any]) -> None:
     diff = {k: (stored.get(k), v) for k, v in config.items() if stored.get(k) != v}
     if diff:
-        raise CheckpointError(f"{stem}: checkpoint made with another configuration (stored, requested): {diff}")
+        raise CheckpointError(
+            f"{stem}: checkpoint made with another configuration (stored, requested): {diff}"
+        )
 
 
-def _save_partial(stem: Path, net: EvalNet, opt: torch.optim.Optimizer, rng: torch.Generator,
-                  epoch: int, config: Dict[str, Any], extra: Dict[str, Any]) -> None:
+def _save_partial(
+    stem: Path,
+    net: EvalNet,
+    opt: torch.optim.Optimizer,
+    rng: torch.Generator,
+    epoch: int,
+    config: Dict[str, Any],
+    extra: Dict[str, Any],
+) -> None:
     tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
     opt_tensors, groups = optimizer_to_tensors(opt, "opt")
     tensors.update(opt_tensors)
     tensors["rng_state"] = rng.get_state()
-    save_checkpoint(_partial(stem), tensors, kind=_KIND + "-partial",
-                    meta={"step": epoch, "config": config, "optimizer": groups, **extra})
+    save_checkpoint(
+        _partial(stem),
+        tensors,
+        kind=_KIND + "-partial",
+        meta={"step": epoch, "config": config, "optimizer": groups, **extra},
+    )
 
 
-def _load_partial(stem: Path, net: EvalNet, opt: torch.optim.Optimizer, rng: torch.Generator,
-                  config: Dict[str, Any], device: torch.device) -> int:
+def _load_partial(
+    stem: Path,
+    net: EvalNet,
+    opt: torch.optim.Optimizer,
+    rng: torch.Generator,
+    config: Dict[str, Any],
+    device: torch.device,
+) -> int:
     p = _partial(stem)
     if not checkpoint_exists(p):
         return 0
     tensors, meta = load_checkpoint(p, kind=_KIND + "-partial", device=device)
     _check_config(p, meta.get("config", {}), config)
-    net.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    net.load_state_dict(
+        {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    )
     optimizer_from_tensors(opt, tensors, meta["optimizer"], "opt")
     rng.set_state(tensors["rng_state"].cpu())
     log.info("evalnet: resuming %s after epoch %d", stem, meta["step"])

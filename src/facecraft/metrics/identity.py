@@ -80,7 +80,9 @@ def topk_hits(scores: torch.Tensor, labels: torch.Tensor, *, k: int = 1) -> torc
         raise ValueError(f"expected k in [1, {num_classes}], got {k!r}")
     lo, hi = int(labels.min()), int(labels.max())
     if lo < 0 or hi >= num_classes:
-        raise ValueError(f"expected labels in [0, {num_classes - 1}] (0-based), got range [{lo}, {hi}]")
+        raise ValueError(
+            f"expected labels in [0, {num_classes - 1}] (0-based), got range [{lo}, {hi}]"
+        )
     top = scores.topk(k, dim=1).indices
     return (top == labels.unsqueeze(1)).any(dim=1)
 

@@ -35,7 +35,9 @@ _WIN = 11
 _SIGMA = 1.5
 
 
-def ssim(x: torch.Tensor, y: torch.Tensor, *, data_range: float = 1.0, reduction: str = "mean") -> torch.Tensor:
+def ssim(
+    x: torch.Tensor, y: torch.Tensor, *, data_range: float = 1.0, reduction: str = "mean"
+) -> torch.Tensor:
     r"""Structural similarity of two image batches (Wang et al., 2004), averaged over channels.
 
     Args:
@@ -61,7 +63,9 @@ def ssim(x: torch.Tensor, y: torch.Tensor, *, data_range: float = 1.0, reduction
     _check_pair(x, y, data_range)
     side = min(x.shape[-2:])
     if side < 3:
-        raise ValueError(f"SSIM needs images of at least 3x3 pixels, got {x.shape[-2]}x{x.shape[-1]}")
+        raise ValueError(
+            f"SSIM needs images of at least 3x3 pixels, got {x.shape[-2]}x{x.shape[-1]}"
+        )
     win = min(_WIN, side if side % 2 == 1 else side - 1)
     values = _ms_ssim(
         x,
@@ -74,7 +78,9 @@ def ssim(x: torch.Tensor, y: torch.Tensor, *, data_range: float = 1.0, reduction
     return reduce(values, reduction)
 
 
-def psnr(x: torch.Tensor, y: torch.Tensor, *, data_range: float = 1.0, reduction: str = "mean") -> torch.Tensor:
+def psnr(
+    x: torch.Tensor, y: torch.Tensor, *, data_range: float = 1.0, reduction: str = "mean"
+) -> torch.Tensor:
     r"""Peak signal-to-noise ratio ``10 log10(data_range^2 / MSE)`` per image, in dB.
 
     Args:
@@ -105,7 +111,11 @@ def psnr(x: torch.Tensor, y: torch.Tensor, *, data_range: float = 1.0, reduction
 
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor, data_range: float) -> None:
-    if not isinstance(data_range, (int, float)) or isinstance(data_range, bool) or not data_range > 0:
+    if (
+        not isinstance(data_range, (int, float))
+        or isinstance(data_range, bool)
+        or not data_range > 0
+    ):
         raise ValueError(f"expected a positive data_range, got {data_range!r}")
     if not math.isfinite(data_range):
         raise ValueError(f"expected a finite data_range, got {data_range!r}")

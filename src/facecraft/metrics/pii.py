@@ -117,14 +117,20 @@ def epsilon_pii(
             f"{tuple(reconstructions.shape[1:])} and {tuple(prior_samples.shape[1:])}"
         )
     if reconstructions.dtype != prior_samples.dtype:
-        raise TypeError(f"expected one dtype, got {reconstructions.dtype} and {prior_samples.dtype}")
+        raise TypeError(
+            f"expected one dtype, got {reconstructions.dtype} and {prior_samples.dtype}"
+        )
     if reconstructions.shape[-1] != reconstructions.shape[-2]:
-        raise ValueError(f"expected square images, got {reconstructions.shape[-2]}x{reconstructions.shape[-1]}")
+        raise ValueError(
+            f"expected square images, got {reconstructions.shape[-2]}x{reconstructions.shape[-1]}"
+        )
     need = 2 if holdout else 1
     for name, t in (("reconstructions", reconstructions), ("prior_samples", prior_samples)):
         if t.shape[0] < need:
-            raise ValueError(f"expected at least {need} {name}{' (holdout splits in halves)' if holdout else ''}, "
-                             f"got {t.shape[0]}")
+            raise ValueError(
+                f"expected at least {need} {name}{' (holdout splits in halves)' if holdout else ''}, "
+                f"got {t.shape[0]}"
+            )
     for name, v in (("steps", steps), ("batch_size", batch_size), ("critic_width", critic_width)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"expected a positive integer {name}, got {v!r}")
@@ -151,8 +157,12 @@ def epsilon_pii(
     opt = torch.optim.Adam(critic.parameters(), lr=lr, betas=betas)
     critic.train()
     for step in range(steps):
-        r = rec_fit[torch.randint(0, rec_fit.shape[0], (batch_size,), generator=generator).to(device)]
-        p = pri_fit[torch.randint(0, pri_fit.shape[0], (batch_size,), generator=generator).to(device)]
+        r = rec_fit[
+            torch.randint(0, rec_fit.shape[0], (batch_size,), generator=generator).to(device)
+        ]
+        p = pri_fit[
+            torch.randint(0, pri_fit.shape[0], (batch_size,), generator=generator).to(device)
+        ]
         gap = critic(p).mean() - critic(r).mean()
         loss = -gap + gp_weight * gradient_penalty(critic, p, r, generator=gp_gen)
         opt.zero_grad(set_to_none=True)
@@ -162,7 +172,9 @@ def epsilon_pii(
             progress(step + 1, steps, "epsilon-PII critic")
     critic.eval()
     with torch.no_grad():
-        value = _mean_score(critic, pri_eval, batch_size) - _mean_score(critic, rec_eval, batch_size)
+        value = _mean_score(critic, pri_eval, batch_size) - _mean_score(
+            critic, rec_eval, batch_size
+        )
     log.info("epsilon-PII estimate %.4f (%d steps, holdout=%s)", float(value), steps, holdout)
     return value.detach()
 
@@ -198,7 +210,9 @@ def exact_emd(a: torch.Tensor, b: torch.Tensor, *, num_iter_max: int = 1_000_000
     if a.dtype != b.dtype:
         raise TypeError(f"expected a and b of the same dtype, got {a.dtype} and {b.dtype}")
     if a.shape[1:] != b.shape[1:]:
-        raise ValueError(f"expected the same point shape, got {tuple(a.shape[1:])} and {tuple(b.shape[1:])}")
+        raise ValueError(
+            f"expected the same point shape, got {tuple(a.shape[1:])} and {tuple(b.shape[1:])}"
+        )
     if a.shape[0] == 0 or b.shape[0] == 0:
         raise ValueError(f"expected non-empty sets, got {a.shape[0]} and {b.shape[0]} points")
     x, y = a.flatten(1).to(torch.float64), b.flatten(1).to(torch.float64)
@@ -209,7 +223,9 @@ def exact_emd(a: torch.Tensor, b: torch.Tensor, *, num_iter_max: int = 1_000_000
     return value.to(a.dtype)
 
 
-def _halves(x: torch.Tensor, generator: Optional[torch.Generator]) -> Tuple[torch.Tensor, torch.Tensor]:
+def _halves(
+    x: torch.Tensor, generator: Optional[torch.Generator]
+) -> Tuple[torch.Tensor, torch.Tensor]:
     perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
     h = x.shape[0] // 2
     return x[perm[:h]], x[perm[h:]]

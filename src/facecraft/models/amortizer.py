@@ -31,15 +31,22 @@ class Amortizer(nn.Module):
         c_in, h, w = feature_shape
         n = math.log2(h / 2)
         if h != w or n != int(n) or n < 1:
-            raise ValueError(f"amortizer needs a square power-of-two feature of side >= 4, got {tuple(feature_shape)}")
+            raise ValueError(
+                f"amortizer needs a square power-of-two feature of side >= 4, got {tuple(feature_shape)}"
+            )
         chans = [2 * width, 8 * width, 16 * width] + [16 * width] * max(0, int(n) - 3)
         mods: List[nn.Module] = []
         c = c_in
         for cn in chans[: int(n)]:
             mods += [nn.Conv2d(c, cn, 4, 2, 1), nn.BatchNorm2d(cn), nn.LeakyReLU(0.2, True)]
             c = cn
-        mods += [nn.Conv2d(c, 8 * width, 2), nn.BatchNorm2d(8 * width), nn.LeakyReLU(0.2, True),
-                 nn.Conv2d(8 * width, latent_dim, 1), nn.Flatten()]
+        mods += [
+            nn.Conv2d(c, 8 * width, 2),
+            nn.BatchNorm2d(8 * width),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(8 * width, latent_dim, 1),
+            nn.Flatten(),
+        ]
         self.net = nn.Sequential(*mods)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:

@@ -25,8 +25,11 @@ class _Res(nn.Module):
     def __init__(self, c: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(True),
-            nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c),
+            nn.Conv2d(c, c, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ReLU(True),
+            nn.Conv2d(c, c, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(c),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -47,13 +50,24 @@ class Decoder(nn.Module):
         c_in, h, w = feature_shape
         up = math.log2(image_size / h)
         if h != w or up != int(up) or up < 0:
-            raise ValueError(f"feature {tuple(feature_shape)} cannot be decoded to {image_size}x{image_size} images")
-        mods: List[nn.Module] = [nn.Conv2d(c_in, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(True),
-                                 _Res(width), _Res(width)]
+            raise ValueError(
+                f"feature {tuple(feature_shape)} cannot be decoded to {image_size}x{image_size} images"
+            )
+        mods: List[nn.Module] = [
+            nn.Conv2d(c_in, width, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(True),
+            _Res(width),
+            _Res(width),
+        ]
         c = width
         for _ in range(int(up)):
             cn = max(32, c // 2)
-            mods += [nn.ConvTranspose2d(c, cn, 5, 2, 2, output_padding=1, bias=False), nn.BatchNorm2d(cn), nn.ReLU(True)]
+            mods += [
+                nn.ConvTranspose2d(c, cn, 5, 2, 2, output_padding=1, bias=False),
+                nn.BatchNorm2d(cn),
+                nn.ReLU(True),
+            ]
             c = cn
         mods += [nn.Conv2d(c, 3, 3, 1, 1), nn.Sigmoid()]
         self.net = nn.Sequential(*mods)

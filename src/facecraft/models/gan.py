@@ -30,7 +30,9 @@ __all__ = ["Generator", "Critic", "gradient_penalty"]
 def _stages(image_size: int, base: int) -> int:
     n = math.log2(image_size / base)
     if n < 1 or n != int(n):
-        raise ValueError(f"image size must be {base} times a power of two (>= {2 * base}), got {image_size}")
+        raise ValueError(
+            f"image size must be {base} times a power of two (>= {2 * base}), got {image_size}"
+        )
     return int(n)
 
 
@@ -49,13 +51,19 @@ class Generator(nn.Module):
         self.image_size = image_size
         n = _stages(image_size, 8)
         c0 = width * 4
-        self.fc = nn.Sequential(nn.Linear(latent_dim, c0 * 8 * 8, bias=False), nn.BatchNorm1d(c0 * 8 * 8), nn.ReLU(True))
+        self.fc = nn.Sequential(
+            nn.Linear(latent_dim, c0 * 8 * 8, bias=False), nn.BatchNorm1d(c0 * 8 * 8), nn.ReLU(True)
+        )
         self.c0 = c0
         mods: List[nn.Module] = []
         c = c0
         for i in range(n - 1):
             cn = max(width, c // 2)
-            mods += [nn.ConvTranspose2d(c, cn, 5, 2, 2, output_padding=1, bias=False), nn.BatchNorm2d(cn), nn.ReLU(True)]
+            mods += [
+                nn.ConvTranspose2d(c, cn, 5, 2, 2, output_padding=1, bias=False),
+                nn.BatchNorm2d(cn),
+                nn.ReLU(True),
+            ]
             c = cn
         mods += [nn.ConvTranspose2d(c, 3, 5, 2, 2, output_padding=1), nn.Sigmoid()]
         self.net = nn.Sequential(*mods)
@@ -91,7 +99,10 @@ class Critic(nn.Module):
 
 
 def gradient_penalty(
-    critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, generator: Optional[torch.Generator] = None
+    critic: nn.Module,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    generator: Optional[torch.Generator] = None,
 ) -> torch.Tensor:
     """WGAN-GP penalty ``E[(||grad D(x_hat)||_2 - 1)^2]`` on random interpolates (Gulrajani et al., eq. 3).
 

@@ -40,7 +40,9 @@ class _BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -100,7 +102,11 @@ def _resnet18(num_outputs: int, width: float) -> Tuple[nn.Module, nn.Module]:
 def _vgg_block(cin: int, cout: int, n: int) -> List[nn.Module]:
     mods: List[nn.Module] = []
     for i in range(n):
-        mods += [nn.Conv2d(cin if i == 0 else cout, cout, 3, 1, 1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+        mods += [
+            nn.Conv2d(cin if i == 0 else cout, cout, 3, 1, 1),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        ]
     mods.append(nn.MaxPool2d(2))
     return mods
 

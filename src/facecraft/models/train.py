@@ -34,7 +34,14 @@ from facecraft._io import (
 )
 from facecraft._torchutils import eval_mode, frozen, make_generator
 
-__all__ = ["train_target", "train_wgan_gp", "train_amortizer", "train_head", "load_weights", "predict_logits"]
+__all__ = [
+    "train_target",
+    "train_wgan_gp",
+    "train_amortizer",
+    "train_head",
+    "load_weights",
+    "predict_logits",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +49,9 @@ ProgressFn = Callable[[int, int, str], None]
 PathLike = Union[str, Path]
 
 
-def load_weights(module: nn.Module, stem: PathLike, *, kind: str, device: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
+def load_weights(
+    module: nn.Module, stem: PathLike, *, kind: str, device: Union[str, torch.device] = "cpu"
+) -> Dict[str, Any]:
     """Load a final checkpoint written by a loop here into ``module``; returns its metadata."""
     tensors, meta = load_checkpoint(stem, kind=kind, keys=set(module.state_dict()), device=device)
     module.load_state_dict(tensors)
@@ -53,8 +62,15 @@ def _partial(stem: Path) -> Path:
     return stem.with_name(stem.name + ".partial")
 
 
-def _save_partial(stem: Path, modules: Mapping[str, nn.Module], opts: Mapping[str, torch.optim.Optimizer],
-                  rng: torch.Generator, step: int, kind: str, extra: Optional[Dict[str, Any]] = None) -> None:
+def _save_partial(
+    stem: Path,
+    modules: Mapping[str, nn.Module],
+    opts: Mapping[str, torch.optim.Optimizer],
+    rng: torch.Generator,
+    step: int,
+    kind: str,
+    extra: Optional[Dict[str, Any]] = None,
+) -> None:
     tensors: Dict[str, torch.Tensor] = {}
     groups: Dict[str, Any] = {}
     for name, m in modules.items():
@@ -64,18 +80,29 @@ def _save_partial(stem: Path, modules: Mapping[str, nn.Module], opts: Mapping[st
         tensors.update(t)
         groups[name] = g
     tensors["rng_state"] = rng.get_state()
-    save_checkpoint(_partial(stem), tensors, kind=kind + "-partial", meta={"step": step, "optimizers": groups, **(extra or {})})
+    save_checkpoint(
+        _partial(stem),
+        tensors,
+        kind=kind + "-partial",
+        meta={"step": step, "optimizers": groups, **(extra or {})},
+    )
 
 
-def _load_partial(stem: Path, modules: Mapping[str, nn.Module], opts: Mapping[str, torch.optim.Optimizer],
-                  rng: torch.Generator, kind: str, device: torch.device) -> Optional[Dict[str, Any]]:
+def _load_partial(
+    stem: Path,
+    modules: Mapping[str, nn.Module],
+    opts: Mapping[str, torch.optim.Optimizer],
+    rng: torch.Generator,
+    kind: str,
+    device: torch.device,
+) -> Optional[Dict[str, Any]]:
     p = _partial(stem)
     if not checkpoint_exists(p):
         return None
     tensors, meta = load_checkpoint(p, kind=kind + "-partial", device=device)
     for name, m in modules.items():
         prefix = name + "."
-        m.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        m.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
     for name, o in opts.items():
         optimizer_from_tensors(o, tensors, meta["optimizers"][name], f"opt_{name}")
     rng.set_state(tensors["rng_state"].cpu())
@@ -91,7 +118,9 @@ def _finish(stem: Path, module: nn.Module, kind: str, meta: Dict[str, Any]) -> N
 
 def _check_images(images: torch.Tensor) -> None:
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected uint8 images (N, 3, S, S), got {images.dtype} {tuple(images.shape)}")
+        raise ValueError(
+            f"expected uint8 images (N, 3, S, S), got {images.dtype} {tuple(images.shape)}"
+        )
     if images.shape[0] == 0:
         raise ValueError("no training images")
 
@@ -108,12 +137,14 @@ def _flip(x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, *, device: torch.device, batch_size: int = 256) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module, images: torch.Tensor, *, device: torch.device, batch_size: int = 256
+) -> torch.Tensor:
     """``model`` applied to uint8 images in eval mode, in batches; logits on the CPU."""
     outs = []
     with eval_mode(model):
         for i in range(0, images.shape[0], batch_size):
-            outs.append(model(_to_float(images[i:i + batch_size], device)).float().cpu())
+            outs.append(model(_to_float(images[i : i + batch_size], device)).float().cpu())
     return torch.cat(outs)
 
 
@@ -177,7 +208,7 @@ def train_target(
         perm = torch.randperm(n, generator=rng)
         running = 0.0
         for b in range(steps_per_epoch):
-            idx = perm[b * batch_size:(b + 1) * batch_size]
+            idx = perm[b * batch_size : (b + 1) * batch_size]
             x = images[idx]
             if augment_flip:
                 x = _flip(x, rng)
@@ -188,14 +219,28 @@ def train_target(
             opt.step()
             running += loss.item()
             if progress:
-                progress(epoch * steps_per_epoch + b + 1, total, f"target epoch {epoch + 1}/{epochs}")
+                progress(
+                    epoch * steps_per_epoch + b + 1, total, f"target epoch {epoch + 1}/{epochs}"
+                )
         log.info("target epoch %d: loss %.4f", epoch + 1, running / steps_per_epoch)
-        _save_partial(stem, {"model": model}, {"model": opt}, rng, epoch + 1, "target",
-                      {"last_loss": running / steps_per_epoch})
+        _save_partial(
+            stem,
+            {"model": model},
+            {"model": opt},
+            rng,
+            epoch + 1,
+            "target",
+            {"last_loss": running / steps_per_epoch},
+        )
     model.eval()
     metrics = dict(evaluate(model)) if evaluate else {}
-    record = {"arch": getattr(model, "arch", None), "step": epochs, "train_seconds": time.time() - t0,
-              "metrics": metrics, **(meta or {})}
+    record = {
+        "arch": getattr(model, "arch", None),
+        "step": epochs,
+        "train_seconds": time.time() - t0,
+        "metrics": metrics,
+        **(meta or {}),
+    }
     _finish(stem, model, "target", record)
     return record
 
@@ -243,7 +288,14 @@ def train_wgan_gp(
     opt_d = torch.optim.Adam(critic.parameters(), lr=lr, betas=tuple(betas))
     rng = make_generator(seed)
     fixed_z = torch.randn(64, generator.latent_dim, generator=make_generator(seed + 1)).to(device)
-    state = _load_partial(stem, {"generator": generator, "critic": critic}, {"g": opt_g, "d": opt_d}, rng, "prior", device)
+    state = _load_partial(
+        stem,
+        {"generator": generator, "critic": critic},
+        {"g": opt_g, "d": opt_d},
+        rng,
+        "prior",
+        device,
+    )
     start = state["step"] if state else 0
     n = images.shape[0]
     t0 = time.time()
@@ -278,12 +330,24 @@ def train_wgan_gp(
                 with eval_mode(generator), torch.no_grad():
                     on_sample(generator(fixed_z).cpu(), step + 1)
             if step + 1 < steps:
-                _save_partial(stem, {"generator": generator, "critic": critic}, {"g": opt_g, "d": opt_d}, rng,
-                              step + 1, "prior", {"emd": emd})
+                _save_partial(
+                    stem,
+                    {"generator": generator, "critic": critic},
+                    {"g": opt_g, "d": opt_d},
+                    rng,
+                    step + 1,
+                    "prior",
+                    {"emd": emd},
+                )
     generator.eval()
     critic.eval()
-    record = {"step": steps, "train_seconds": time.time() - t0, "metrics": {"critic_emd": emd},
-              "latent_dim": generator.latent_dim, **(meta or {})}
+    record = {
+        "step": steps,
+        "train_seconds": time.time() - t0,
+        "metrics": {"critic_emd": emd},
+        "latent_dim": generator.latent_dim,
+        **(meta or {}),
+    }
     _finish(stem, pair, "prior", record)
     return record
 
@@ -322,7 +386,9 @@ def train_amortizer(
         return load_weights(amortizer, stem, kind="amortizer", device=device)
     opt = torch.optim.Adam(amortizer.parameters(), lr=lr)
     rng = make_generator(seed)
-    state = _load_partial(stem, {"amortizer": amortizer}, {"amortizer": opt}, rng, "amortizer", device)
+    state = _load_partial(
+        stem, {"amortizer": amortizer}, {"amortizer": opt}, rng, "amortizer", device
+    )
     start = state["step"] if state else 0
     every = max(1, steps // 10)
     t0 = time.time()
@@ -343,9 +409,16 @@ def train_amortizer(
             if progress:
                 progress(step + 1, steps, f"amortizer (loss {loss_v:.3f})")
             if (step + 1) % every == 0 and step + 1 < steps:
-                _save_partial(stem, {"amortizer": amortizer}, {"amortizer": opt}, rng, step + 1, "amortizer")
+                _save_partial(
+                    stem, {"amortizer": amortizer}, {"amortizer": opt}, rng, step + 1, "amortizer"
+                )
     amortizer.eval()
-    record = {"step": steps, "train_seconds": time.time() - t0, "metrics": {"latent_mse": loss_v}, **(meta or {})}
+    record = {
+        "step": steps,
+        "train_seconds": time.time() - t0,
+        "metrics": {"latent_mse": loss_v},
+        **(meta or {}),
+    }
     _finish(stem, amortizer, "amortizer", record)
     return record
 
@@ -388,8 +461,10 @@ def train_head(
         The trained copy, in eval mode.
     """
     if features.shape[0] != attributes.shape[0] or features.shape[0] == 0:
-        raise ValueError(f"train_head needs one attribute row per feature, got {features.shape[0]} features "
-                         f"and {attributes.shape[0]} rows")
+        raise ValueError(
+            f"train_head needs one attribute row per feature, got {features.shape[0]} features "
+            f"and {attributes.shape[0]} rows"
+        )
     if epochs <= 0 or batch_size <= 0:
         raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
     torch.manual_seed(seed)
@@ -407,10 +482,12 @@ def train_head(
             g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
         perm = torch.randperm(n, generator=rng)
         for b in range(0, n, batch_size):
-            idx = perm[b:b + batch_size]
+            idx = perm[b : b + batch_size]
             if idx.numel() < 2 and n >= 2:  # a batch of one breaks batch norm
                 continue
-            loss = F.binary_cross_entropy_with_logits(model(features[idx].to(device)), targets[idx].to(device))
+            loss = F.binary_cross_entropy_with_logits(
+                model(features[idx].to(device)), targets[idx].to(device)
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
