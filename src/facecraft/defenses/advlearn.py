@@ -77,6 +77,10 @@ class AdversarialLearning(FeatureDefense):
           pseudo-labels ``head(Enc(X)) > 0``.
     """
 
+    keeps_encoder = False
+    fits_on = "attributes"
+    relative_cost = 3
+
     def __init__(
         self,
         encoder: nn.Module,

@@ -113,6 +113,11 @@ class AmortizedCrafter(CriticDefense):
             estimate), ``utility`` (``L_u``).
     """
 
+    crafts_features = True
+    study_inputs = ("generator", "amortizer")
+    fits_on = "prior"
+    relative_cost = 4
+
     persistent_critic = True
 
     def __init__(

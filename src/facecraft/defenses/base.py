@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import inspect
 import json
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -37,6 +37,24 @@ class FeatureDefense(abc.ABC):
     #: whether :meth:`edge_module` gives one network a device can run (``facecraft export``, issue 16):
     #: not for a per-image optimisation (Crafter) or a random draw (noise)
     exportable: bool = False
+
+    # Traits the study reads (issue 19): a runner, report or sweep asks the defence, never its name.
+    #: whether the release comes from the target's own encoder, so the attacker's decoder, amortizer and
+    #: embedding regressor trained on that encoder apply (False where the defence retrains the encoder)
+    keeps_encoder: bool = True
+    #: whether the release is ``Enc(X)`` unchanged (no protection): an adaptive attack is then its plain one
+    raw_release: bool = False
+    #: whether this is a feature-crafting defence (Crafter's family): the subject of the report's claim table
+    crafts_features: bool = False
+    #: constructor arguments the study supplies beyond ``encoder`` and ``head``: any of ``"generator"`` and
+    #: ``"amortizer"`` (the attacker-side prior), ``"image_size"``
+    study_inputs: Tuple[str, ...] = ()
+    #: what :meth:`fit` learns from in a study: ``None`` (nothing), ``"attributes"`` (public faces and their
+    #: attributes), ``"prior"`` (public faces through the study's prior and amortizer) or ``"teacher"``
+    #: (another defence's release of the attacker's public faces, :meth:`teacher_setting`)
+    fits_on: Optional[str] = None
+    #: rough cost of one setting in a study, for scheduling (a sweep starts the costliest first)
+    relative_cost: int = 10
 
     def __init__(self, encoder: nn.Module, head: Optional[nn.Module] = None) -> None:
         self.encoder = encoder
@@ -85,6 +103,16 @@ class FeatureDefense(abc.ABC):
     def edge_module(self) -> nn.Module:
         """Images in [0, 1] -> released features as one module (:attr:`exportable` defences only)."""
         raise NotImplementedError(f"{type(self).__name__} cannot be exported as one network")
+
+    def fit_key(self) -> Optional[Tuple[str, Dict[str, Any]]]:
+        """``(name, config)`` under which a study stores this defence's fit when several settings share it
+        (e.g. one pre-trained critic for every beta); ``None``: one fit per setting."""
+        return None
+
+    def teacher_setting(self) -> Tuple[str, Optional[float], Dict[str, Any]]:
+        """``(name, param, kwargs)`` of the defence whose release this one learns from (``fits_on ==
+        "teacher"`` only)."""
+        raise NotImplementedError(f"{type(self).__name__} learns from no teacher")
 
     def reseed(self, key: str) -> None:
         """Restart the defence's random stream from its seed and ``key`` (a randomised defence only).

@@ -23,7 +23,7 @@ References:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as nnf
@@ -167,6 +167,10 @@ class Crafter(CriticDefense):
         * ``L_p`` and ``L_u`` are batch means (scaled by ``loss_scale``).
     """
 
+    crafts_features = True
+    study_inputs = ("generator", "amortizer")
+    relative_cost = 8
+
     def __init__(
         self,
         encoder: nn.Module,
@@ -275,6 +279,15 @@ class Crafter(CriticDefense):
     @classmethod
     def name(cls) -> str:
         return "crafter"
+
+    @property
+    def fits_on(self) -> Optional[str]:  # type: ignore[override]
+        """``"prior"`` when the critic is pre-trained on public faces (``critic_pretrain_steps > 0``)."""
+        return "prior" if self.critic_pretrain_steps > 0 else None
+
+    def fit_key(self) -> Optional[Tuple[str, Dict[str, Any]]]:
+        """One stored critic for every beta and outer step that share :meth:`critic_pretrain_config`."""
+        return ("defense-crafter-critic", self.critic_pretrain_config())
 
     def critic_pretrain_config(self) -> Dict[str, Any]:
         """The arguments the critic :meth:`fit` pre-trains depends on (``beta`` and the outer step do not)."""
@@ -502,6 +515,8 @@ class FastCrafter(Crafter):
     Same algorithm and arguments as :class:`Crafter` (any of them overrides the
     preset); :meth:`fit` must run on public faces first (it trains the critic).
     """
+
+    relative_cost = 6
 
     def __init__(
         self, encoder: nn.Module, head: Optional[nn.Module], generator: nn.Module, **kwargs: Any

@@ -77,6 +77,10 @@ class CrafterZ(CriticDefense):
           set per batch).
     """
 
+    crafts_features = True
+    study_inputs = ("generator", "amortizer")
+    relative_cost = 7
+
     def __init__(
         self,
         encoder: nn.Module,

@@ -128,6 +128,11 @@ class DISCO(FeatureDefense):
         50% since DISCO's paper sweeps the ratio.
     """
 
+    keeps_encoder = False
+    study_inputs = ("image_size",)
+    fits_on = "attributes"
+    relative_cost = 5
+
     def __init__(
         self,
         encoder: nn.Module,

@@ -113,6 +113,8 @@ class DistilledCrafter(FeatureDefense):
         torch.Size([8, 16, 8, 8])
     """
 
+    fits_on = "teacher"
+
     #: one forward pass of fixed networks: :mod:`facecraft.experiments.export` can write it to a file
     exportable = True
 

@@ -51,6 +51,8 @@ class GaussianNoise(FeatureDefense):
         gives the same noise on every device.
     """
 
+    relative_cost = 1
+
     randomized = True
 
     def __init__(

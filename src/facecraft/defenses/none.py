@@ -31,6 +31,9 @@ class NoDefense(FeatureDefense):
         - images: ``(N, 3, S, S)`` in [0, 1]; output: ``(N, *F)``.
     """
 
+    raw_release = True
+    relative_cost = 0
+
     exportable = True
 
     def __init__(self, encoder: nn.Module, head: Optional[nn.Module] = None) -> None:
