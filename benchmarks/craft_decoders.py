@@ -1,12 +1,15 @@
-"""Black-box and hybrid Eval Acc of ``bench craft``'s releases (issue 5): is the equal privacy more than white-box?
+"""Black-box and hybrid Eval Acc of ``bench craft``'s releases (issue 5): is the equal privacy more
+than white-box?
 
-``bench craft`` judges privacy by white-box epsilon-PII and Eval Acc. This script rebuilds, on the same batch,
-the undefended release, the fast configuration's release after ``--fast-steps`` outer steps and the
-reference's after ``--reference-steps`` (both deterministic, so the releases ``bench craft`` accepted), and
-attacks each with the study's trained black-box decoder and the hybrid attack; one JSON line per release
+``bench craft`` judges privacy by white-box epsilon-PII and Eval Acc. This script rebuilds, on the
+same batch, the undefended release, the fast configuration's release after ``--fast-steps`` outer
+steps and the reference's after ``--reference-steps`` (both deterministic, so the releases ``bench
+craft`` accepted), and attacks each with the study's trained black-box decoder and the hybrid
+attack; one JSON line per release
 (dlib top-1 Eval Acc, utility loss). Prints figures; not a test. One thread, so run it pinned:
 
-    taskset -c 0 python benchmarks/craft_decoders.py --run runs/small-v2 --fast-steps 3 --reference-steps 10
+    taskset -c 0 python benchmarks/craft_decoders.py --run runs/small-v2 --fast-steps 3
+    --reference-steps 10
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import torch
 from facecraft.attacks.decoder import DecoderAttack
 from facecraft.attacks.hybrid import HybridAttack
 from facecraft.experiments.bench import CraftBench, bench_defaults
-from facecraft.experiments.config import config_to_dict, profile_config
+from facecraft.experiments.config import config_to_dict
+from facecraft.experiments.profiles import profile_config
 from facecraft.experiments.study import Study
 from facecraft.metrics.identity import topk_accuracy
 

@@ -1,9 +1,10 @@
 """Where the fast Crafter configuration's time goes, by part of the algorithm (issue 5).
 
-Runs ``bench craft``'s fast configuration (with its pre-trained critic) on the benchmark's batch for each
-``--steps`` value under ``cProfile`` and prints one JSON line each: the run's seconds and the cumulative
-seconds of the inner inversion (``invert_latent``: the first solve's ``init_steps``, then ``inner_steps``
-per outer step), the critic updates (``train_critic``), the hypergradient (``implicit_feature_grad``) and
+Runs ``bench craft``'s fast configuration (with its pre-trained critic) on the benchmark's batch for
+each ``--steps`` value under ``cProfile`` and prints one JSON line each: the run's seconds and the
+cumulative seconds of the inner inversion (``invert_latent``: the first solve's ``init_steps``, then
+``inner_steps`` per outer step), the critic updates (``train_critic``), the hypergradient
+(``implicit_feature_grad``) and
 the prior term (``_prior_score``). Prints figures; not a test. One thread, so run it pinned:
 
     taskset -c 0 python benchmarks/craft_parts.py --run runs/small-v2 --steps 3 10
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 
 from facecraft.experiments.bench import CraftBench, bench_defaults
-from facecraft.experiments.config import profile_config
+from facecraft.experiments.profiles import profile_config
 from facecraft.experiments.study import Study
 
 PARTS = ("invert_latent", "train_critic", "implicit_feature_grad", "_prior_score")

@@ -1,9 +1,12 @@
 """Probe (issue 5): which cheap Crafter step tracks the reference's epsilon-PII?
 
 Runs several Crafter configurations (each the profile's fast one of ``bench craft`` updated by a few
-keyword arguments, with or without the defender's critic pre-trained on public faces) for the same number of outer steps on the benchmark's batch of private faces, and
-prints one JSON line per configuration: seconds, seconds per step, the white-box epsilon-PII, utility
-loss and white-box Eval Acc (dlib) that ``bench craft`` measures, and the defence's own critic estimate.
+keyword arguments, with or without the defender's critic pre-trained on public faces) for the same
+number of outer steps on the benchmark's batch of private faces, and
+prints one JSON line per configuration: seconds, seconds per step, the white-box epsilon-PII,
+    utility
+loss and white-box Eval Acc (dlib) that ``bench craft`` measures, and the defence's own critic
+estimate.
 The first line is the undefended release. Prints figures; not a test. One thread, so run it pinned:
 
     taskset -c 1 python benchmarks/fast_probe.py --run runs/small-v2 --steps 10
@@ -18,12 +21,13 @@ from pathlib import Path
 import torch
 
 from facecraft.experiments.bench import CraftBench, bench_defaults
-from facecraft.experiments.config import profile_config
+from facecraft.experiments.profiles import profile_config
 from facecraft.experiments.study import Study
 
-#: name -> (updates of the fast configuration, updates of the defender's critic pre-training or None).
-#: Session 5 probed the session-4 step (``fast-s4``: 3 warm-started inversion steps, 4 CG iterations, 2 fresh
-#: critic steps, beta 1); session 6 the pre-trained critic and the offset warm start (the profile's "fast").
+#: name -> (updates of the fast configuration, updates of the defender's critic pre-training or
+#: None). Session 5 probed the session-4 step (``fast-s4``: 3 warm-started inversion steps, 4 CG
+#: iterations, 2 fresh critic steps, beta 1); session 6 the pre-trained critic and the offset warm
+#: start (the profile's "fast").
 S4 = {"warm_offset": False, "inner_steps": 3, "cg_iters": 4, "beta": 1.0}
 PRE = {"steps": 200, "faces": 256}
 CANDIDATES = {

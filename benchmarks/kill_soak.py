@@ -1,10 +1,11 @@
 """Kill-anywhere soak (issue 20): interrupt ``facecraft demo`` at random moments, resume, compare.
 
-A reference demo runs uninterrupted. Then each *chain* starts the same demo in an empty run directory,
-kills it (SIGKILL or SIGTERM, to the command's process only: its pool workers must end by themselves)
-after a random delay (by default uniform up to twice the reference's wall time over the number of kills, so
-that the kills spread over the run as it progresses), restarts it (``--workers`` 1 or 2 at random), kills it again, ... and finally
-lets it finish. Every measured number of the chain's results.json must equal the reference's bit for
+A reference demo runs uninterrupted. Then each *chain* starts the same demo in an empty run
+directory, kills it (SIGKILL or SIGTERM, to the command's process only: its pool workers must end by
+themselves) after a random delay (by default uniform up to twice the reference's wall time over the
+number of kills, so that the kills spread over the run as it progresses), restarts it (``--workers``
+1 or 2 at random), kills it again, ... and finally lets it finish. Every measured number of the
+chain's results.json must equal the reference's bit for
 bit (times and memory apart). Prints one JSON line per chain and a summary line::
 
     python benchmarks/kill_soak.py --profile tiny --out /tmp/soak --chains 2 --kills 10
@@ -57,7 +58,8 @@ def demo_command(out: Path, profile: str, workers: int, extra: Sequence[str] = (
 
 
 def measured(results: Dict[str, Any]) -> Dict[str, Any]:
-    """``results`` without the machine-dependent values (:data:`UNMEASURED`), rows keyed by setting and attack."""
+    """``results`` without the machine-dependent values (:data:`UNMEASURED`), rows keyed by setting
+    and attack."""
     rows = {
         (r["defense"], str(r["param"]), r["attack"]): {
             k: v for k, v in r.items() if k not in UNMEASURED
@@ -140,7 +142,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "--max-delay",
         type=float,
         default=None,
-        help="seconds; each kill waits uniform(1, this) (default: twice the reference run's wall time "
+        help="seconds; each kill waits uniform(1, this) "
+        "(default: twice the reference run's wall time "
         "over --kills, so a chain's kills spread over the run as it progresses)",
     )
     ap.add_argument("--seed", type=int, default=0)

@@ -3,7 +3,9 @@
 Every write goes to a temporary file in the same folder and is then renamed
 over the target, so a crash never leaves a half-written file. Weights are
 stored as safetensors (tensors only) and everything else as JSON beside them;
-nothing is ever unpickled.
+nothing is ever unpickled. :func:`save_state` and :func:`load_state` bundle the
+modules, optimizers, ``torch.Generator`` and extra tensors of a resumable
+training run into one such checkpoint.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, Unio
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -36,6 +39,8 @@ __all__ = [
     "checkpoint_exists",
     "optimizer_to_tensors",
     "optimizer_from_tensors",
+    "save_state",
+    "load_state",
     "sha256_file",
     "config_hash",
     "config_to_dict",
@@ -53,7 +58,7 @@ def _umask_mode() -> int:
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file + rename), with the usual permissions."""
+    """Write ``data`` to ``path`` atomically (temporary file + rename), usual permissions."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -94,7 +99,8 @@ def file_lock(path: PathLike) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-#: run directories this process holds (path -> depth), so a nested entry point does not wait on itself
+#: run directories this process holds (path -> depth), so a nested entry point does not wait on
+#: itself
 _RUN_LOCKS: Dict[str, int] = {}
 
 
@@ -320,3 +326,65 @@ def optimizer_from_tensors(
         pid, k = name[len(prefix) + 1 :].split(".", 1)
         state.setdefault(int(pid), {})[k] = v
     opt.load_state_dict({"state": state, "param_groups": groups["param_groups"]})
+
+
+def save_state(
+    stem: PathLike,
+    *,
+    kind: str,
+    modules: Mapping[str, nn.Module],
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    rng: Optional[torch.Generator] = None,
+    extra: Optional[Mapping[str, torch.Tensor]] = None,
+    meta: Optional[Mapping[str, Any]] = None,
+) -> None:
+    """Save a resumable training state as one checkpoint (nothing pickled).
+
+    Module weights go under ``<name>.<key>``, optimizer tensors under
+    ``opt.<name>.*`` (their groups and scalars in the JSON, under
+    ``"optimizers"``), the RNG state under ``rng`` and ``extra`` tensors under
+    ``extra.<key>``; ``meta`` (epoch, config, history) goes to the JSON.
+    """
+    tensors: Dict[str, torch.Tensor] = {}
+    for name, m in modules.items():
+        for k, v in m.state_dict().items():
+            tensors[f"{name}.{k}"] = v
+    groups: Dict[str, Any] = {}
+    for name, opt in optimizers.items():
+        t, g = optimizer_to_tensors(opt, f"opt.{name}")
+        tensors.update(t)
+        groups[name] = g
+    if rng is not None:
+        tensors["rng"] = rng.get_state()
+    for k, v in (extra or {}).items():
+        tensors[f"extra.{k}"] = v
+    save_checkpoint(stem, tensors, kind=kind, meta={**dict(meta or {}), "optimizers": groups})
+
+
+def load_state(
+    stem: PathLike,
+    *,
+    kind: str,
+    modules: Mapping[str, nn.Module],
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    rng: Optional[torch.Generator] = None,
+) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """Inverse of :func:`save_state`: loads in place and returns ``(extra tensors, meta)``.
+
+    Tensors are loaded onto the device of the first module's parameters.
+
+    Raises:
+        CheckpointError: wrong kind, missing files or a key mismatch.
+    """
+    device = next(iter(modules.values())).parameters().__next__().device if modules else "cpu"
+    tensors, meta = load_checkpoint(stem, kind=kind, device=device)
+    for name, m in modules.items():
+        pre = f"{name}."
+        sd = {k[len(pre) :]: v for k, v in tensors.items() if k.startswith(pre)}
+        m.load_state_dict(sd, strict=True)
+    for name, opt in optimizers.items():
+        optimizer_from_tensors(opt, tensors, meta["optimizers"][name], f"opt.{name}")
+    if rng is not None and "rng" in tensors:
+        rng.set_state(tensors["rng"].to("cpu"))
+    extra = {k[len("extra.") :]: v for k, v in tensors.items() if k.startswith("extra.")}
+    return extra, meta

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 __all__ = [
+    "as_float_images",
+    "query_in_batches",
     "resolve_device",
     "eval_mode",
     "frozen",
@@ -98,10 +100,44 @@ def batched_apply(
     return torch.cat([fn(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
 
 
+def as_float_images(
+    x: torch.Tensor, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """A batch as float in [0, 1] on ``device`` (uint8 is divided by 255)."""
+    if x.dtype == torch.uint8:
+        return x.to(device).to(dtype) / 255.0
+    return x.to(device, dtype)
+
+
+def query_in_batches(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    device: torch.device,
+    batch_size: int,
+    progress: Optional[Callable[[int, int, str], None]] = None,
+    desc: str = "querying",
+) -> torch.Tensor:
+    """``fn`` on float batches of ``images``; results concatenated and kept on ``device``.
+
+    Each batch goes through :func:`as_float_images` and ``fn`` without gradients;
+    ``progress(done, total, desc)`` is called after each one.
+    """
+    out = []
+    n = images.shape[0]
+    for i in range(0, n, batch_size):
+        with torch.no_grad():
+            out.append(fn(as_float_images(images[i : i + batch_size], device)).detach())
+        if progress is not None:
+            progress(min(i + batch_size, n), n, desc)
+    return torch.cat(out)
+
+
 @contextlib.contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """Run the block with the global CPU RNG seeded by ``seed``, restoring its state afterwards (so a
-    model's initialisation depends on its seed, not on what ran before it in the process)."""
+    """Run the block with the global CPU RNG seeded by ``seed``, restoring its state afterwards.
+
+    A model's initialisation then depends on its seed, not on what ran before it in the process.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
@@ -126,11 +162,11 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 def derive_seed(seed: int, key: str) -> int:
-    """A 63-bit seed determined by ``seed`` and ``key`` alone (SHA-256, stable across processes and runs).
+    """A 63-bit seed determined by ``seed`` and ``key`` alone.
 
-    A random stream that a stored result depends on is seeded from the study seed and the item's own
-    key, never from what the process computed before, so a resumed or parallel run draws the same
-    numbers (issue 20).
+    It comes from SHA-256, so it is stable across processes and runs. A random stream that a
+    stored result depends on is seeded from the study seed and the item's own key, never from what
+    the process computed before, so a resumed or parallel run draws the same numbers (issue 20).
 
     >>> derive_seed(0, "public-features") == derive_seed(0, "public-features")
     True

@@ -26,7 +26,8 @@ __all__ = [
 ]
 
 #: the largest base channel count accepted for a generator, critic, amortizer or crafter network
-#: (the paper's is 64; a critic of width w has up to 8w channels, so 512 is already about 1 GB of weights)
+#: (the paper's is 64; a critic of width w has up to 8w channels, so 512 is already about 1 GB of
+#: weights)
 MAX_WIDTH = 512
 #: the largest width multiplier accepted for the target network (the study's is 0.25 to 1)
 MAX_WIDTH_MULTIPLIER = 8.0
@@ -110,7 +111,8 @@ def validate_images(
 
     Raises:
         TypeError: not a floating-point tensor, or not of ``dtype``.
-        ValueError: wrong ndim, channels, size, an empty batch, non-finite values or values out of range.
+        ValueError: wrong ndim, channels, size, an empty batch, non-finite values or values out of
+            range.
     """
     if not torch.is_tensor(images):
         raise TypeError(f"expected images as a torch.Tensor, got {type(images).__name__}")
@@ -121,7 +123,8 @@ def validate_images(
         )
     if dtype is not None and images.dtype != dtype:
         raise TypeError(
-            f"expected {dtype} images in [0, 1], got dtype {images.dtype}; convert with images.to({dtype})"
+            f"expected {dtype} images in [0, 1], got dtype {images.dtype}; "
+            f"convert with images.to({dtype})"
         )
     if images.dim() != 4:
         raise ValueError(f"expected images of shape (N, C, H, W), got shape {tuple(images.shape)}")
@@ -155,7 +158,8 @@ def validate_features(
     Args:
         features: the batch.
         shape: the encoder's feature shape ``F`` (without the batch dimension), or ``None`` for any.
-        dtype: required dtype (Default: ``torch.float32``, the networks' dtype), or ``None`` for any float.
+        dtype: required dtype (Default: ``torch.float32``, the networks' dtype), or ``None`` for any
+            float.
         name: what the features are called in messages (an argument or a file).
 
     Raises:
@@ -250,7 +254,8 @@ def check_run_dir(run_dir: Path, option: str = "run directory") -> None:
 
 
 def check_path_name(name: str, option: str) -> None:
-    """Raise ``ValueError`` unless ``name`` is one plain path component (no separator, not ``.``/``..``)."""
+    """Raise ``ValueError`` unless ``name`` is one plain path component (no separator, not
+    ``.``/``..``)."""
     if (
         not name
         or name in (".", "..")
@@ -296,11 +301,12 @@ def check_output_stem(
         run_dir: the run directory whose files (:data:`RUN_DIR_OWN`, ``data-*`` caches, ``*.png``
             figures, lock files) must not be touched, or ``None``.
         option: the option named in the message (e.g. ``--output``).
-        kind: the checkpoint kind written; an existing ``<stem>.json`` recording another kind (or none)
-            is refused rather than replaced.
+        kind: the checkpoint kind written; an existing ``<stem>.json`` recording another kind (or
+            none) is refused rather than replaced.
 
     Raises:
-        ValueError: the output names a folder, a run directory's own file, or another kind's checkpoint.
+        ValueError: the output names a folder, a run directory's own file, or another kind's
+            checkpoint.
     """
     import json
 

@@ -35,7 +35,7 @@ def calibrate(module: nn.Module, inputs: torch.Tensor) -> None:
 
 
 def calibrated_pair(seed: int = 0) -> Tuple[nn.Module, nn.Module]:
-    """``(Enc, G)``: quarter-width split ResNet-18 encoder (feature 16x8x8) and a width-8 generator."""
+    """``(Enc, G)``: quarter-width split ResNet-18 encoder (feature 16x8x8), width-8 generator."""
     torch.manual_seed(seed)
     enc = build_target("resnet18", num_outputs=4, width=0.25).encoder
     gen = Generator(LATENT, SIZE, width=8)

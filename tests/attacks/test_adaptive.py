@@ -1,4 +1,4 @@
-"""Adaptive A1 attacks: they train copies (originals untouched) and record one history entry per epoch."""
+"""Adaptive A1 attacks: they train copies (originals untouched), one history entry per epoch."""
 
 from __future__ import annotations
 

@@ -18,7 +18,8 @@ def _recon_mse(atk: DecoderAttack, enc, images: torch.Tensor) -> float:
 def test_training_lowers_loss_and_keeps_encoder_clean(enc_gen, public_images) -> None:
     enc, _ = enc_gen
     enc.train()
-    # 8 epochs: eval-mode BatchNorm statistics need ~30 updates to settle (at 4, one init in six ends worse)
+    # 8 epochs: eval-mode BatchNorm statistics need ~30 updates to settle (at 4, one init in six
+    # ends worse)
     atk = DecoderAttack(enc, epochs=8, batch_size=8, width=8, image_size=SIZE, lr=3e-3)
     before = _recon_mse(atk, enc.eval(), public_images)
     enc.train()

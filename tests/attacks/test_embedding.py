@@ -95,7 +95,7 @@ def test_held_out_split_is_seeded_and_sized() -> None:
     tiny = EmbeddingAttack(epochs=0, val_fraction=0.01).fit(x[:3], e[:3])
     assert tiny.val_index is not None and tiny.val_index.numel() == 1  # at least one row
     assert EmbeddingAttack(epochs=0, val_fraction=0.0).fit(x, e).val_index is None
-    with pytest.raises(ValueError, match="leaving 1 to train on \(at least 2 needed\)"):
+    with pytest.raises(ValueError, match=r"leaving 1 to train on \(at least 2 needed\)"):
         EmbeddingAttack(epochs=0, val_fraction=0.5).fit(x[:2], e[:2])
 
 
@@ -301,10 +301,11 @@ def test_registered_by_name() -> None:
     assert AdaptiveEmbeddingAttack.name() == "adaptive-embedding"
 
 
-# ------------------------------------------------------------------ more releases, stronger attacker
+# ---------------------------------------------------------------- more releases, stronger attacker
 def test_adaptive_attacker_trained_on_more_releases_is_at_least_as_strong() -> None:
-    # a fixed "defence": the features mixed by a random orthogonal map plus fresh noise per query, so the
-    # plain regressor no longer reads them and the adaptive one must learn the defence from its releases
+    # a fixed "defence": the features mixed by a random orthogonal map plus fresh noise per query,
+    # so the plain regressor no longer reads them and the adaptive one must learn the defence from
+    # its releases
     mix = torch.linalg.qr(torch.randn(128, 128, generator=torch.Generator().manual_seed(5)))[0]
 
     def defend(x: torch.Tensor, seed: int) -> torch.Tensor:

@@ -1,4 +1,7 @@
-"""Every registered attack builds from tiny models and runs one short step (as torchattacks does over ``__all__``)."""
+"""Every registered attack builds from tiny models and runs one short step.
+
+As torchattacks does over ``__all__``.
+"""
 
 from __future__ import annotations
 

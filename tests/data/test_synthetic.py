@@ -15,7 +15,7 @@ from facecraft.data import (
     prepare_data,
     render_synthetic_pool,
 )
-from facecraft.experiments.config import profile_config
+from facecraft.experiments.profiles import profile_config
 
 
 def test_shapes_and_split() -> None:

@@ -9,7 +9,8 @@ import torch
 
 from facecraft.defenses import AmortizedCrafter, FeatureCrafter, Protector, load_protector
 
-# a fixed critic (distance to the prior mean image), no utility: the toy privacy setting of test_crafter
+# a fixed critic (distance to the prior mean image), no utility: the toy privacy setting of
+# test_crafter
 PRIVACY = dict(
     beta=0.0,
     steps=40,

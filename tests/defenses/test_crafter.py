@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
 
 import pytest
 import torch
 
 import facecraft.defenses._critic as critic_module  # where Crafter takes its hypergradient
-from facecraft.defenses import Crafter
+from facecraft.defenses import Crafter, IHVPSolver
+from facecraft.defenses._critic import CriticConfig
+from facecraft.defenses.best_response import InnerInversion
+from facecraft.defenses.critic_pretraining import CriticPretraining
+from facecraft.defenses.outer_loop import OuterLoop
 from facecraft.models import Amortizer
 
 # a few cheap outer steps with a trainable critic
@@ -126,6 +132,50 @@ def test_config_round_trips_constructor(tiny_target, tiny_gan):
     assert again.get_config() == cfg
 
 
+def test_default_solver_and_an_explicit_equal_one_give_identical_releases(
+    tiny_target, tiny_gan, private_images
+):
+    cfg = {k: v for k, v in SMALL.items() if k not in ("solver", "cg_iters")}
+    default = _crafter(tiny_target, tiny_gan, **cfg, neumann_iters=4)
+    assert default.ihvp == IHVPSolver(neumann_iters=4)
+    # the same solver spelled out argument by argument, from the config's own fields
+    fields = dataclasses.asdict(IHVPSolver(neumann_iters=4))
+    explicit = _crafter(tiny_target, tiny_gan, **cfg, solver=fields.pop("kind"), **fields)
+    assert explicit.ihvp == default.ihvp
+    assert torch.equal(default(private_images), explicit(private_images))
+
+
+def test_flat_arguments_are_grouped_and_read_back(tiny_target, tiny_gan):
+    # every flat argument set to a value unlike its default (and unlike the others)
+    flat = dict(
+        beta=0.25, utility="task", outer_steps=7, lr=0.03, loss_scale=50.0,
+        inner_steps=9, inner_lr=0.002, inner_momentum=0.8, init_steps=11,
+        warm_start=True, warm_offset=True,
+        critic_steps=3, critic_init_steps=5, critic_width=12, gp_weight=15.0,
+        critic_lr=1e-3, persistent_critic=False,
+        critic_pretrain_steps=13, critic_pretrain_faces=17,
+        solver="cg", neumann_alpha=0.004, neumann_iters=19, cg_iters=21, cg_tol=1e-5,
+        damping=0.3, seed=23,
+    )  # fmt: skip
+    c = _crafter(tiny_target, tiny_gan, **flat)
+    assert c.outer == OuterLoop(7, 0.03, 0.25, "task", 50.0)
+    assert c.inner == InnerInversion(9, 0.002, 0.8, 11, True, True)
+    assert c.critic_config == CriticConfig(3, 5, 12, 15.0, 1e-3, False)
+    assert c.pretraining == CriticPretraining(13, 17)
+    assert c.ihvp == IHVPSolver("cg", 0.004, 19, 21, 1e-5, 0.3)
+    cfg = c.get_config()  # the networks not given (None) are in it, as they always were
+    assert cfg == {**flat, "amortizer": None, "critic": None}
+    assert list(cfg) == [k for k in inspect.signature(Crafter.__init__).parameters if k in cfg]
+    with pytest.raises(AttributeError, match="frozen 'ihvp' config"):
+        c.cg_iters = 2
+    with pytest.raises(ValueError, match="cg_iters must be >= 0"):
+        _crafter(tiny_target, tiny_gan, cg_iters=-1)
+    with pytest.raises(ValueError, match="critic_pretrain_faces"):
+        _crafter(tiny_target, tiny_gan, critic_pretrain_faces=-1)
+    with pytest.raises(ValueError, match="inner_lr"):
+        _crafter(tiny_target, tiny_gan, inner_lr=0.0)
+
+
 # --------------------------------------------------------------------------- privacy and utility
 
 
@@ -212,19 +262,19 @@ def test_critic_init_steps_train_a_new_critic_longer(
 def test_warm_start_and_warm_offset_choose_the_inner_start(
     tiny_target, tiny_gan, private_images, monkeypatch, offset
 ):
-    import facecraft.defenses.crafter as crafter_module
+    import facecraft.defenses.best_response as best_response_module  # where Crafter inverts
 
     torch.manual_seed(0)
     amor = Amortizer((16, 8, 8), 16, width=4).eval()
     calls = []
-    invert = crafter_module.invert_latent
+    invert = best_response_module.invert_latent
 
     def recording(enc, gen, feats, z0, **kw):
         z = invert(enc, gen, feats, z0, **kw)
         calls.append((feats.clone(), z0.clone(), z.clone()))
         return z
 
-    monkeypatch.setattr(crafter_module, "invert_latent", recording)
+    monkeypatch.setattr(best_response_module, "invert_latent", recording)
     kw = {**SMALL, "outer_steps": 3, "warm_start": True, "warm_offset": offset}
     _crafter(tiny_target, tiny_gan, amortizer=amor, **kw)(private_images)
     assert len(calls) == 3
@@ -234,7 +284,8 @@ def test_warm_start_and_warm_offset_choose_the_inner_start(
         )  # the first solve starts from Amor(F0)
         for (f_prev, _, z_prev), (f, z0, _) in zip(calls, calls[1:]):
             assert not torch.allclose(f, f_prev)  # F moved, so the two starts differ
-            # warm start: the previous z*; with the offset, Amor(F) plus the previous solve's correction
+            # warm start: the previous z*; with the offset, Amor(F) plus the previous solve's
+            # correction
             want = amor(f) + (z_prev - amor(f_prev)) if offset else z_prev
             assert torch.allclose(z0, want, atol=1e-6)
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from facecraft.defenses._critic import fit_defender_critic, new_critic
+from facecraft.defenses._critic import new_critic
+from facecraft.defenses.critic_pretraining import fit_defender_critic
 
 
 class ColourPrior(nn.Module):
@@ -19,7 +20,8 @@ class ColourPrior(nn.Module):
 
 
 class FarAmortizer(nn.Module):
-    """An 'attacker' whose inversions land at latents 4x too large (far from the prior's typical set)."""
+    """An 'attacker' whose inversions land at latents 4x too large (far from the prior's typical
+    set)."""
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return 4 * torch.randn(f.shape[0], 3, generator=torch.Generator().manual_seed(5))

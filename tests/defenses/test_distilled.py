@@ -1,4 +1,4 @@
-"""Tests for facecraft.defenses.distilled (a Crafter's releases regressed into one network; issue 16)."""
+"""Tests for facecraft.defenses.distilled: a Crafter's releases regressed into one network (#16)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def faces() -> torch.Tensor:
 
 @pytest.fixture()
 def teacher(tiny_target):
-    """A teacher whose change is a function of Enc(X) that C can represent: ``F* = Enc(X) + T(Enc(X))``."""
+    """A teacher whose change is a function of Enc(X) that C can represent:
+    ``F* = Enc(X) + T(Enc(X))``."""
     torch.manual_seed(1)
     t = FeatureCrafter(16, width=16)
     torch.nn.init.normal_(t.net[-1].weight, std=3.0)
@@ -68,7 +69,8 @@ def test_keeps_the_best_held_out_epoch(tiny_target, faces, teacher) -> None:
 def test_early_stopping_ends_the_fit(tiny_target, faces) -> None:
     x = faces[:64]
     noise = torch.randn(64, 16, 8, 8, generator=torch.Generator().manual_seed(2))
-    # an unpredictable target: the held-out loss stops improving, so training stops well before 200 epochs
+    # an unpredictable target: the held-out loss stops improving, so training stops well before
+    # 200 epochs
     d = _fit(
         tiny_target, x, tiny_target.encoder(x).detach() + noise, epochs=200, patience=3, lr=5e-2
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -11,6 +12,7 @@ from torch import nn
 
 from facecraft.defenses.hypergrad import (
     SOLVERS,
+    IHVPSolver,
     cg_ihvp,
     extreme_eigenvalues,
     gauss_newton_vp,
@@ -90,7 +92,7 @@ def _fd_and_hypergrad(realisable: bool, solver: str, **kw):
             neumann_alpha=alpha,
             neumann_iters=int(min(40000, math.ceil(math.log(1e-12) / math.log1p(-1 / kappa)))),
         )
-    hyper = implicit_feature_grad(enc, gen, f, z_star, grad_z, solver=solver, **kw)
+    hyper = implicit_feature_grad(enc, gen, f, z_star, grad_z, solver=IHVPSolver(solver, **kw))
     h = 1e-5
     fd = torch.zeros_like(f)
     for idx in range(f.numel()):
@@ -187,11 +189,62 @@ def test_cg_negative_curvature_stops_with_finite_result():
 def test_ihvp_rejects_unknown_solver_and_missing_products():
     v = torch.ones(1, 2)
     with pytest.raises(ValueError, match="unknown IHVP solver"):
-        ihvp("lbfgs", v, hvp=lambda u: u)
+        IHVPSolver("lbfgs")
     with pytest.raises(ValueError, match="needs gnvp"):
-        ihvp("gn-cg", v, hvp=lambda u: u)
+        ihvp(IHVPSolver("gn-cg"), v, hvp=lambda u: u)
     with pytest.raises(ValueError, match="needs hvp"):
-        ihvp("cg", v)
+        ihvp(IHVPSolver("cg"), v)
+    with pytest.raises(TypeError, match="expected an IHVPSolver"):
+        ihvp("cg", v, hvp=lambda u: u)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- the solver config
+
+
+def test_ihvp_solver_defaults_are_the_papers():
+    s = IHVPSolver()
+    assert (s.kind, s.neumann_alpha, s.neumann_iters) == ("neumann", 1e-3, 120)
+    assert (s.cg_iters, s.cg_tol, s.damping) == (20, 1e-6, 0.0)
+    assert s == IHVPSolver("neumann", 1e-3, 120, 20, 1e-6, 0.0) and hash(s) == hash(IHVPSolver())
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,message",
+    [
+        (dict(cg_iters=-1), ValueError, "cg_iters must be >= 0, got -1"),
+        (dict(neumann_iters=-3), ValueError, "neumann_iters must be >= 0, got -3"),
+        (dict(neumann_alpha=0.0), ValueError, "neumann_alpha"),
+        (dict(neumann_alpha=float("nan")), ValueError, "neumann_alpha"),
+        (dict(cg_tol=-1e-3), ValueError, "cg_tol"),
+        (dict(damping=-0.1), ValueError, "damping"),
+        (dict(damping="0.1"), TypeError, "damping"),
+        (dict(kind="lbfgs"), ValueError, "unknown IHVP solver 'lbfgs'"),
+    ],
+)
+def test_ihvp_solver_rejects_bad_values(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        IHVPSolver(**kwargs)
+
+
+def test_ihvp_solver_is_frozen():
+    s = IHVPSolver("cg", cg_iters=4)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.cg_iters = 5  # type: ignore[misc]
+    assert dataclasses.replace(s, cg_iters=5) == IHVPSolver("cg", cg_iters=5)
+
+
+def test_ihvp_dispatches_with_the_solvers_settings():
+    a = _spd_batch(2, 4, cond=10.0, seed=9)
+    v = torch.randn(2, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(10))
+    hvp = _matvec(a)
+    solver = IHVPSolver("neumann", neumann_alpha=0.05, neumann_iters=7)
+    assert torch.equal(ihvp(solver, v, hvp=hvp), neumann_ihvp(hvp, v, alpha=0.05, iters=7))
+    solver = IHVPSolver("cg", cg_iters=3, cg_tol=1e-3, damping=0.2)
+    assert torch.equal(ihvp(solver, v, hvp=hvp), cg_ihvp(hvp, v, iters=3, tol=1e-3, damping=0.2))
+    assert torch.equal(
+        ihvp(dataclasses.replace(solver, kind="gn-cg"), v, gnvp=hvp),
+        cg_ihvp(hvp, v, iters=3, tol=1e-3, damping=0.2),
+    )
 
 
 # --------------------------------------------------------------------------- Hessian products
@@ -254,7 +307,7 @@ def test_implicit_feature_grad_linear_closed_form():
     for solver in SOLVERS:
         kw = dict(neumann_alpha=1.0 / float(lam.max()), neumann_iters=iters)
         out = implicit_feature_grad(
-            enc, gen, f, z_star, grad_z, solver=solver, cg_iters=20, cg_tol=1e-13, **kw
+            enc, gen, f, z_star, grad_z, solver=IHVPSolver(solver, cg_iters=20, cg_tol=1e-13, **kw)
         )
         assert _rel(out, ref) < 1e-8, solver
 
@@ -264,15 +317,19 @@ def test_implicit_feature_grad_leaves_model_grads_and_flags():
     enc.train()
     z = torch.randn(2, ZD, dtype=torch.float64)
     f = torch.randn(2, FD, dtype=torch.float64)
-    implicit_feature_grad(enc, gen, f, z, torch.randn(2, ZD, dtype=torch.float64), solver="cg")
+    grad_z = torch.randn(2, ZD, dtype=torch.float64)
+    implicit_feature_grad(enc, gen, f, z, grad_z, solver=IHVPSolver("cg"))
     assert enc.training and not gen.training
     assert all(
         p.grad is None and p.requires_grad for p in list(enc.parameters()) + list(gen.parameters())
     )
 
 
-def test_implicit_feature_grad_checks_shapes():
+def test_implicit_feature_grad_checks_shapes_and_solver():
     enc, gen = _toy()
+    z = torch.zeros(2, ZD, dtype=torch.float64)
+    with pytest.raises(TypeError, match="expected an IHVPSolver"):
+        implicit_feature_grad(enc, gen, torch.zeros(2, FD, dtype=torch.float64), z, z, solver="cg")
     with pytest.raises(ValueError, match="same N"):
         implicit_feature_grad(
             enc,

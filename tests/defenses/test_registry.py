@@ -116,7 +116,7 @@ def test_smoke_every_registered_defense(name, tiny_target, tiny_gan):
     # a distilled defence regresses on a teacher's releases of the same faces (issue 16)
     teacher = (
         {"teacher_features": tiny_target.encoder(x).detach() + 0.1}
-        if hasattr(d, "teacher_setting")
+        if d.fits_on == "teacher"
         else {}
     )
     d.fit(x, torch.randint(0, 2, (4, 4), generator=g).float(), **teacher)

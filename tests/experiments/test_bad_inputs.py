@@ -1,11 +1,14 @@
-"""Bad inputs at every boundary (issue 20): a one-line error naming the file or argument, nothing written.
+"""Bad inputs at every boundary (issue 20): a one-line error naming the file or argument, nothing
+written.
 
-CLI cases run against one tiny run directory (a trained target, a release, and stand-ins for the files a
-demo and a sweep leave: ``results.json``, ``cells/``, ``sweeps/``), prepared once per module. Each case
-asserts exit code 2 from ``typer.Exit`` (no uncaught exception), exactly one non-empty output line, that
-the line names the file or option, and that no file of the run directory was created, removed or touched
-(names, sizes and modification times). API cases assert the exception type and that its message names
-the argument or file.
+CLI cases run against one tiny run directory (a trained target, a release, and stand-ins for the
+files a
+demo and a sweep leave: ``results.json``, ``cells/``, ``sweeps/``), prepared once per module. Each
+    case
+asserts exit code 2 from ``typer.Exit`` (no uncaught exception), exactly one non-empty output line,
+that the line names the file or option, and that no file of the run directory was created, removed
+or touched (names, sizes and modification times). API cases assert the exception type and that its
+message names the argument or file.
 """
 
 from __future__ import annotations
@@ -25,9 +28,9 @@ from facecraft.cli import app
 
 Snapshot = Dict[str, Tuple[int, int]]
 
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # the shared run directory
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def _snapshot(root: Path) -> Snapshot:
@@ -103,9 +106,9 @@ def _assert_refused(env: Dict[str, Path], args: List[str], names: str) -> str:
     return lines[0]
 
 
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # facecraft craft
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 CRAFT_CASES = [
     # (id, extra args (RUN and FILES are substituted), what the message names)
@@ -189,9 +192,9 @@ def test_craft_output_through_a_symlink_into_the_run_is_refused(env: Dict[str, P
     )
 
 
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # facecraft attack --features FILE
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def _write(path: Path, tensors: Dict[str, torch.Tensor], meta: dict) -> None:
@@ -322,9 +325,9 @@ def test_attack_refuses_bad_options(env: Dict[str, Path], extra: List[str], name
     _assert_refused(env, _subst(env, args + extra), names)
 
 
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # facecraft sweep, demo, evaluate, data prepare, train, bench craft
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 OTHER_CASES = [
     ("sweep-unknown-parameter", ["sweep", "-g", "noise:sgima=1"], "'sgima'; choose from sigma"),
@@ -365,9 +368,9 @@ def test_commands_refuse(env: Dict[str, Path], args: List[str], names: str) -> N
     _assert_refused(env, _subst(env, args), names)
 
 
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # the Python API
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def _images(n: int = 2, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -548,11 +551,12 @@ def test_parse_axis_lists_valid_parameters() -> None:
 
 
 def test_run_sweep_name_cannot_leave_the_run_directory(env: Dict[str, Path]) -> None:
-    from facecraft.experiments.config import profile_config
+    from facecraft.experiments.profiles import profile_config
     from facecraft.experiments.sweep import parse_axis, run_sweep, sweep_config
 
     cfg = sweep_config(profile_config("tiny", device="cpu"), [parse_axis("noise:sigma=1")])
-    # the run lock (experiments.pipeline.holds_run_dir) is taken before the call's body runs: left out
+    # the run lock (experiments.pipeline.holds_run_dir) is taken before the call's body runs: left
+    # out
     lock = {"run", os.path.join("run", ".facecraft.lock")}
     before = {k: v for k, v in _snapshot(env["base"]).items() if k not in lock}
     with pytest.raises(ValueError, match="--name"):

@@ -5,6 +5,7 @@ A benchmark is a script, not a timed test: nothing here asserts a speed-up.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -12,8 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from facecraft.experiments.bench import BENCH_DEFAULTS, _schedule, bench_craft, profile_fast
-from facecraft.experiments.config import PROFILES, profile_config
+from facecraft.experiments.bench import (
+    BENCH_DEFAULTS,
+    CraftBenchConfig,
+    bench_craft,
+    craft_summary,
+    profile_fast,
+)
+from facecraft.experiments.bench.craft import _schedule
+from facecraft.experiments.profiles import PROFILES, profile_config
 from facecraft.experiments.study import Study
 
 KEYS = {
@@ -41,8 +49,8 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Study:
 
 
 def test_bench_craft_tiny_returns_the_schema(study: Study) -> None:
-    out = bench_craft(
-        study,
+    threads = torch.get_num_threads()
+    config = CraftBenchConfig(
         batch=8,
         reference_steps=2,
         max_fast_steps=2,
@@ -51,8 +59,11 @@ def test_bench_craft_tiny_returns_the_schema(study: Study) -> None:
         reference_kwargs={"neumann_iters": 5},
         num_threads=1,
     )
+    out = bench_craft(study, config)
     assert KEYS <= set(out)
     json.dumps(out)  # one JSON line
+    assert list(craft_summary(out))[:4] == ["batch", "reference_s", "fast_s", "ratio"]
+    assert torch.get_num_threads() == threads  # the thread count is restored
     assert out["batch"] == 8 and out["device"] == "cpu"
     for k in (
         "reference_s",
@@ -119,8 +130,7 @@ def test_bench_craft_without_a_pretrained_critic(
         return crafter(self, kwargs, outer_steps, critic)
 
     monkeypatch.setattr(bench_module.CraftBench, "crafter", recording)
-    out = bench_craft(
-        study,
+    one_step = CraftBenchConfig(
         batch=4,
         reference_steps=1,
         max_fast_steps=1,
@@ -130,32 +140,22 @@ def test_bench_craft_without_a_pretrained_critic(
         fast_critic_steps=0,
         warmup=False,
     )
+    out = bench_craft(study, one_step)
     assert out["fast_critic"]["steps"] == 0 and out["fast_setup_s"] == 0.0
     assert critics == [None, None]  # reference and fast both start from a fresh critic
     critics.clear()
-    bench_craft(
-        study,
-        batch=4,
-        reference_steps=1,
-        max_fast_steps=1,
-        eval_dlib=False,
-        eval_undefended=False,
-        reference_kwargs={"neumann_iters": 2},
-        fast_critic_steps=2,
-        warmup=False,
-    )
+    bench_craft(study, dataclasses.replace(one_step, fast_critic_steps=2))
     assert (
         len(critics) == 2 and critics[0] is None and isinstance(critics[1], torch.nn.Module)
     )  # only the fast one
     with pytest.raises(ValueError, match="fast_critic_steps"):
-        bench_craft(study, reference_steps=1, max_fast_steps=1, fast_critic_steps=-1)
+        CraftBenchConfig(reference_steps=1, max_fast_steps=1, fast_critic_steps=-1)
     with pytest.raises(ValueError, match="confirm_repeats"):
-        bench_craft(study, reference_steps=1, max_fast_steps=1, confirm_repeats=-1)
+        CraftBenchConfig(reference_steps=1, max_fast_steps=1, confirm_repeats=-1)
 
 
 def test_bench_craft_confirms_on_fresh_seeds(study: Study) -> None:
-    out = bench_craft(
-        study,
+    config = CraftBenchConfig(
         batch=4,
         reference_steps=1,
         max_fast_steps=1,
@@ -166,6 +166,7 @@ def test_bench_craft_confirms_on_fresh_seeds(study: Study) -> None:
         confirm_repeats=3,
         warmup=False,
     )
+    out = bench_craft(study, config)
     assert len(out["epsilons_reference"]) == 2 and len(out["epsilons_reference_confirm"]) == 3
     assert out["epsilon_reference"] == pytest.approx(sum(out["epsilons_reference"]) / 2)
     assert out["epsilon_fast_confirm"] == pytest.approx(sum(out["epsilons_fast_confirm"]) / 3)
@@ -177,17 +178,23 @@ def test_bench_craft_confirms_on_fresh_seeds(study: Study) -> None:
     assert out["confirmed"] == (out["epsilon_fast_confirm"] <= bound)
 
 
-def test_bench_craft_validates_before_running(study: Study) -> None:
+def test_bench_craft_config_validates_on_construction() -> None:
     with pytest.raises(ValueError, match="outer_steps"):
-        bench_craft(study, reference_steps=1, max_fast_steps=1, fast_kwargs={"outer_steps": 2})
+        CraftBenchConfig(reference_steps=1, max_fast_steps=1, fast_kwargs={"outer_steps": 2})
     with pytest.raises(ValueError, match="batch"):
-        bench_craft(study, batch=1, reference_steps=1, max_fast_steps=1)
+        CraftBenchConfig(batch=1, reference_steps=1, max_fast_steps=1)
     with pytest.raises(ValueError, match="max_fast_steps"):
-        bench_craft(study, reference_steps=1, max_fast_steps=0)
+        CraftBenchConfig(reference_steps=1, max_fast_steps=0)
+    with pytest.raises(ValueError, match="reference_steps"):
+        CraftBenchConfig(reference_steps=True)
     with pytest.raises(ValueError, match="num_threads"):
-        bench_craft(study, reference_steps=1, max_fast_steps=1, num_threads=0)
+        CraftBenchConfig(reference_steps=1, max_fast_steps=1, num_threads=0)
     with pytest.raises(ValueError, match=r"\['critic_int_steps'\] are not Crafter arguments"):
-        bench_craft(study, reference_steps=1, max_fast_steps=1, fast_kwargs={"critic_int_steps": 3})
+        CraftBenchConfig(fast_kwargs={"critic_int_steps": 3})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        CraftBenchConfig().batch = 4  # type: ignore[misc]
+    # unset step counts are the profile's preset
+    assert CraftBenchConfig().reference_steps is None
 
 
 def test_profile_fast_lists_top_functions(study: Study) -> None:
@@ -212,7 +219,8 @@ def test_schedule_grows_to_the_cap() -> None:
     paper = BENCH_DEFAULTS["paper"]["reference"]
     assert (paper["inner_steps"], paper["neumann_iters"], paper["critic_steps"]) == (80, 120, 10)
     # the Neumann step converges on the largest inversion-Hessian eigenvalue measured on our models
-    # (2.2e4, `facecraft bench spectrum --profile small`; docs/BENCHMARKS.md), unlike the paper's 1e-3
+    # (2.2e4, `facecraft bench spectrum --profile small`; docs/BENCHMARKS.md), unlike the paper's
+    # 1e-3
     for prof in ("small", "paper"):
         assert BENCH_DEFAULTS[prof]["reference"]["neumann_alpha"] * 2.23e4 < 2.0
 
@@ -221,7 +229,7 @@ def test_bench_craft_validates_before_training(tmp_path: Path) -> None:
     # arguments are checked before any stage is trained
     s = Study(profile_config("tiny", device="cpu"), tmp_path)
     with pytest.raises(ValueError, match="growth"):
-        bench_craft(s, reference_steps=1, max_fast_steps=1, growth=1.0)
+        bench_craft(s, CraftBenchConfig(reference_steps=1, max_fast_steps=1, growth=1.0))
     assert not (tmp_path / "models").exists()
 
 
@@ -257,9 +265,14 @@ def test_bench_latency_reports_per_image_times_and_ratios() -> None:
 
     enc = build_target("resnet18", num_outputs=2, width=0.125).encoder.eval()
     x = torch.rand(4, 3, 32, 32)
+    threads = torch.get_num_threads()
     out = bench_latency(
         enc, lambda im: enc(im) * 2, x, batch_sizes=(1, 4), repeats=2, num_threads=1
     )
+    assert torch.get_num_threads() == threads
+    with pytest.raises(ValueError, match="needs 8 images"):
+        bench_latency(enc, enc, x, batch_sizes=(8,), num_threads=1)
+    assert torch.get_num_threads() == threads
     assert out["threads"] == 1 and set(out["by_batch"]) == {"1", "4"}
     for v in out["by_batch"].values():
         assert v["encoder_ms_per_image"] > 0 and v["defense_ms_per_image"] > 0
@@ -269,8 +282,9 @@ def test_bench_latency_reports_per_image_times_and_ratios() -> None:
 def test_bench_train_steps_times_each_training() -> None:
     from facecraft.experiments.bench import bench_train_steps
 
+    threads = torch.get_num_threads()
     out = bench_train_steps(profile_config("tiny"), num_outputs=3, repeats=1, num_threads=1)
-    assert out["threads"] == 1
+    assert out["threads"] == 1 and torch.get_num_threads() == threads
     assert all(out[f"{k}_s_per_step"] > 0 for k in ("target", "prior", "amortizer"))
 
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from facecraft.experiments.claims import check_claim, matched_baseline
+from facecraft.experiments.claims import (
+    check_claim,
+    claim_defenses,
+    defense_trait,
+    matched_baseline,
+)
 from facecraft.metrics.stats import accuracy_summary
 
 N = 60
@@ -75,7 +80,8 @@ def test_a_difference_the_test_does_not_support_is_undecided() -> None:
     c = {c["attack"]: c for c in out["settings"][0]["attacks"]}["adaptive-whitebox"]
     assert c["baselines"]["noise"]["verdict"] == "undecided" and c["verdict"] == "undecided"
     assert out["verdict"] == "undecided"
-    # an interval that straddles a third of the unprotected value is undecided too: 15 of 60 vs 45 of 60
+    # an interval that straddles a third of the unprotected value is undecided too: 15 of 60 vs 45
+    # of 60
     out = check_claim(_results({**GOOD, "blackbox": _hits(15)}, noise=LEAKY_NOISE))
     c = {c["attack"]: c for c in out["settings"][0]["attacks"]}["blackbox"]
     assert c["ci95"][0] < 0.25 < c["ci95"][1] and c["ratio_verdict"] == "undecided"
@@ -127,3 +133,22 @@ def test_claim_not_eligible_beyond_the_utility_budget_and_rows_without_hits_unde
 def test_claim_needs_the_unprotected_reference() -> None:
     with pytest.raises(ValueError, match="'none'"):
         check_claim({"rows": [_row("crafter", 1.0, "whitebox", _hits(3), 0.9)]})
+
+
+def test_the_claim_asks_each_defence_for_its_traits_and_skips_unknown_names() -> None:
+    assert defense_trait("none", "raw_release") and not defense_trait("crafter", "raw_release")
+    assert defense_trait("crafter-fast", "crafts_features")
+    assert not defense_trait("distilled-crafter", "crafts_features")
+    assert not defense_trait("from-elsewhere", "crafts_features")  # not registered: no error
+    names = ["none", "crafter-z", "from-elsewhere", "noise", "amortized-crafter", "crafter"]
+    rows = [_row(d, 1.0, "whitebox", _hits(3), 0.9) for d in names + ["crafter-fast"]]
+    # the costliest first (the paper's full optimisation), not the order of the rows
+    assert claim_defenses({"rows": rows}) == [
+        "crafter",
+        "crafter-z",
+        "crafter-fast",
+        "amortized-crafter",
+    ]
+    # an unregistered defence is no unprotected reference either
+    with pytest.raises(ValueError, match="'none'"):
+        check_claim({"rows": [_row("from-elsewhere", None, "whitebox", _hits(3), 0.9)]})

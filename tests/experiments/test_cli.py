@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from facecraft.cli import _with_faces
-from facecraft.experiments.config import profile_config
+from facecraft.cli._common import _with_faces
+from facecraft.experiments.profiles import profile_config
 
 
 @pytest.mark.parametrize("cmd", [["demo"], ["sweep", "-g", "noise:sigma=1"]])

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from facecraft.experiments.config import profile_config
 from facecraft.experiments.pipeline import run_demo
+from facecraft.experiments.profiles import profile_config
 
 
 class _Kill(Exception):
@@ -59,7 +61,8 @@ def test_demo_writes_results_in_schema(demo_run: Path) -> None:
     n = r["n_images"]
     assert len(r["labels"]) == n and r["n_identities_attacked"] == len(set(r["labels"]))
     for row in r["rows"]:
-        # tiny: the white-box attack runs on 6 of the 8 faces (eval.n_images_by_attack), the same 6 for every defence
+        # tiny: the white-box attack runs on 6 of the 8 faces (eval.n_images_by_attack), the same 6
+        # for every defence
         m = row["n_faces"]
         if row["attack"] == "whitebox":
             assert m == 6 and len(set(row["faces"])) == 6 and max(row["faces"]) < n
@@ -111,7 +114,6 @@ def test_demo_grid_shows_every_setting_and_a_sweep_one_per_defence(
 ) -> None:
     import shutil
 
-    import facecraft.experiments.pipeline as pipeline
     import facecraft.experiments.report as report
 
     rows_drawn = []
@@ -121,10 +123,10 @@ def test_demo_grid_shows_every_setting_and_a_sweep_one_per_defence(
     )
     run = tmp_path / "run"
     shutil.copytree(demo_run, run)
-    pipeline.build_report(run)
+    report.build_report(run)
     assert {"crafter 1", "crafter 10", "none", "noise 1"} <= set(rows_drawn[-1])
-    monkeypatch.setattr(pipeline, "_GRID_ROWS", 3)  # the grid of a larger sweep
-    pipeline.build_report(run)
+    monkeypatch.setattr(report, "_GRID_ROWS", 3)  # the grid of a larger sweep
+    report.build_report(run)
     crafters = [label for label in rows_drawn[-1] if label.startswith("crafter ")]
     assert crafters == ["crafter 10"]  # the median of (1, 10)
 
@@ -252,10 +254,12 @@ def test_finished_only_reports_without_computing(demo_run: Path, tmp_path: Path)
 
 @pytest.mark.slow
 def test_cells_are_keyed_per_defence_setting(demo_run: Path) -> None:
-    """A changed defence recomputes only its own cells; a changed attack gets a fresh cells folder."""
+    """A changed defence recomputes only its own cells; a changed attack gets a fresh cells
+    folder."""
     import dataclasses
 
-    from facecraft.experiments.pipeline import StudyRunner, defense_grid, profile_setting
+    from facecraft.experiments.grid import defense_grid, profile_setting
+    from facecraft.experiments.runner import StudyRunner
     from facecraft.experiments.study import Study
     from facecraft.experiments.sweep import parse_axis, sweep_config
 
@@ -278,7 +282,7 @@ def test_cells_are_keyed_per_defence_setting(demo_run: Path) -> None:
 
 
 def test_settings_run_slowest_first_and_come_back_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
-    from facecraft.experiments import sweep
+    from facecraft.experiments import pool
 
     started = []
 
@@ -286,8 +290,8 @@ def test_settings_run_slowest_first_and_come_back_in_order(monkeypatch: pytest.M
         started.append(task["defense"])
         return [{"defense": task["defense"], "param": task["param"]}]
 
-    monkeypatch.setattr(sweep, "run_task", fake_task)
-    from facecraft.experiments.pipeline import Setting
+    monkeypatch.setattr(pool, "run_task", fake_task)
+    from facecraft.experiments.grid import Setting
 
     settings = [
         Setting("none", None, {}),
@@ -296,7 +300,7 @@ def test_settings_run_slowest_first_and_come_back_in_order(monkeypatch: pytest.M
         Setting("disco", 0.5, {}),
         Setting("crafter", 1.0, {}),
     ]
-    rows = sweep.run_settings(
+    rows = pool.run_settings(
         profile_config("tiny"), Path("unused"), settings, ["whitebox"], workers=1, backend="serial"
     )
     assert started == ["crafter", "crafter", "disco", "noise", "none"]
@@ -323,11 +327,11 @@ def test_a_model_trained_in_this_run_is_not_recorded_as_cached(tmp_path: Path) -
 
 @pytest.mark.slow
 def test_shared_models_train_in_two_lanes(tmp_path: Path) -> None:
-    """With workers, the prior and amortizer train in a second process; every stage is recorded as trained
-    (not cached) and the settings can then load them all."""
-    from facecraft.experiments.pipeline import StudyRunner
+    """With workers, the prior and amortizer train in a second process; every stage is recorded as
+    trained (not cached) and the settings can then load them all."""
+    from facecraft.experiments.pool import train_shared
+    from facecraft.experiments.runner import StudyRunner
     from facecraft.experiments.study import Study
-    from facecraft.experiments.sweep import train_shared
 
     cfg = profile_config("tiny", device="cpu")
     runner = StudyRunner(Study(cfg, tmp_path), None)
@@ -340,7 +344,7 @@ def test_shared_models_train_in_two_lanes(tmp_path: Path) -> None:
 
 
 def test_profile_setting_takes_the_swept_value_into_the_kwargs() -> None:
-    from facecraft.experiments.pipeline import UNPROTECTED, Setting, profile_setting
+    from facecraft.experiments.grid import UNPROTECTED, Setting, profile_setting
 
     cfg = profile_config("tiny")
     first = profile_setting(cfg, "crafter")
@@ -360,8 +364,10 @@ def test_profile_setting_takes_the_swept_value_into_the_kwargs() -> None:
 
 @pytest.mark.slow
 def test_crafter_fast_fits_its_critic_once_per_study(demo_run: Path) -> None:
-    """The fast Crafter's critic is trained on public faces by the first build, then loaded from its file."""
-    from facecraft.experiments.pipeline import StudyRunner, profile_setting
+    """The fast Crafter's critic is trained on public faces by the first build, then loaded from its
+    file."""
+    from facecraft.experiments.grid import profile_setting
+    from facecraft.experiments.runner import StudyRunner
     from facecraft.experiments.study import Study
 
     cfg = profile_config("tiny", device="cpu")
@@ -390,8 +396,9 @@ def _measured(row: dict) -> dict:
 
 @pytest.mark.slow
 def test_recomputed_noise_release_is_bit_identical(demo_run: Path, tmp_path: Path) -> None:
-    """Issue 20: delete the noise setting's public release and adaptive cells and rerun: the rows are the
-    same numbers (the noise stream restarts from (seed, release) instead of advancing across calls)."""
+    """Issue 20: delete the noise setting's public release and adaptive cells and rerun: the rows
+    are the same numbers (the noise stream restarts from (seed, release) instead of advancing across
+    calls)."""
     import shutil
 
     run = tmp_path / "run"
@@ -426,8 +433,9 @@ def test_recomputed_noise_release_is_bit_identical(demo_run: Path, tmp_path: Pat
 def test_demo_killed_anywhere_then_resumed_gives_the_same_numbers(
     demo_run: Path, tmp_path: Path
 ) -> None:
-    """Issue 20, the short soak: SIGKILL/SIGTERM a `facecraft demo` of the noise setting at random moments
-    (random --workers), finish it, and every measured number equals the uninterrupted run's."""
+    """Issue 20, the short soak: SIGKILL/SIGTERM a `facecraft demo` of the noise setting at random
+    moments (random --workers), finish it, and every measured number equals the uninterrupted
+    run's."""
     import importlib.util
     import random
     import shutil
@@ -477,8 +485,9 @@ def test_demo_killed_anywhere_then_resumed_gives_the_same_numbers(
 def test_sweep_on_a_local_ray_cluster_equals_the_process_backend(
     demo_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 20: a two-setting tiny sweep on a Ray cluster started on this machine (`ray start --head`,
-    reached through RAY_ADDRESS as an existing cluster would be) gives the process backend's numbers."""
+    """Issue 20: a two-setting tiny sweep on a Ray cluster started on this machine (`ray start
+    --head`, reached through RAY_ADDRESS as an existing cluster would be) gives the process
+    backend's numbers."""
     import shutil
     import socket
     import subprocess
@@ -553,3 +562,73 @@ def test_sweep_on_a_local_ray_cluster_equals_the_process_backend(
         subprocess.run([ray_cli, "stop", "--force"], capture_output=True)
     assert set(rows["ray"]) == {("none", None), ("noise", 0.5), ("noise", 2.0)}
     assert rows["ray"] == rows["process"]
+
+
+@pytest.mark.slow
+def test_a_new_defence_runs_through_demo_sweep_and_report_without_edits_elsewhere(
+    demo_run: Path, tmp_path: Path
+) -> None:
+    """Issue 19: adding a defence touches only its class and its registration; the demo, the sweep
+    and the report run it by asking its traits."""
+    from facecraft.defenses import DEFENSES, register_defense
+    from facecraft.defenses.base import FeatureDefense
+    from facecraft.experiments.report import build_report
+    from facecraft.experiments.sweep import parse_axis, run_sweep, sweep_config
+
+    class ScaledRelease(FeatureDefense):
+        """Release ``scale * Enc(X)``."""
+
+        relative_cost = 1
+
+        def __init__(self, encoder, head=None, *, scale: float = 0.5) -> None:
+            super().__init__(encoder, head)
+            self.scale = scale
+
+        @classmethod
+        def name(cls) -> str:
+            return "toy-scaled"
+
+        def protect(self, images: torch.Tensor) -> torch.Tensor:
+            return self.encoder(images) * self.scale
+
+    register_defense("toy-scaled", ScaledRelease)
+    try:
+        attacks = ["blackbox", "embedding", "adaptive-blackbox"]
+        base = profile_config("tiny", device="cpu")
+        cfg = dataclasses.replace(
+            base,
+            defenses={
+                "none": {},
+                "toy-scaled": {"sweep": {"param": "scale", "values": [0.5]}},
+            },
+        )
+        # the demo's trained models and data, not its cells or results
+        out = tmp_path / "toy"
+        shutil.copytree(
+            demo_run,
+            out,
+            ignore=shutil.ignore_patterns("cells", "sweeps", "report*", "results.json"),
+        )
+        report = run_demo(cfg, out, attacks=attacks)
+        rows = json.loads((out / "results.json").read_text())["rows"]
+        assert {(r["defense"], r["attack"]) for r in rows} == {
+            ("none", "blackbox"),
+            ("none", "embedding"),
+            ("toy-scaled", "blackbox"),
+            ("toy-scaled", "embedding"),
+            ("toy-scaled", "adaptive-blackbox"),
+        }
+        assert "toy-scaled" in report.read_text()
+        swept = sweep_config(base, [parse_axis("toy-scaled:scale=0.25,2")])
+        sweep_report = run_sweep(
+            swept, out, workers=1, backend="serial", attacks=attacks[:1], name="toy"
+        )
+        params = {
+            r["param"]
+            for r in json.loads(sweep_report.with_name("results.json").read_text())["rows"]
+            if r["defense"] == "toy-scaled"
+        }
+        assert params == {0.25, 2.0}
+        assert build_report(sweep_report.parent) == sweep_report
+    finally:
+        DEFENSES.unregister("toy-scaled")

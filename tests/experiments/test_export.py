@@ -1,4 +1,5 @@
-"""Tests for facecraft.experiments.export (the edge protector as one ONNX / TorchScript file; issue 16)."""
+"""Tests for facecraft.experiments.export (the edge protector as one ONNX / TorchScript file; issue
+16)."""
 
 from __future__ import annotations
 
@@ -139,7 +140,7 @@ def test_exportable_is_asked_of_the_defence() -> None:
 
 
 def test_study_export_refuses_before_building_anything(tmp_path: Path) -> None:
-    from facecraft.experiments.pipeline import Setting
+    from facecraft.experiments.grid import Setting
 
     class NoRunner:
         def build_defense(self, setting):  # pragma: no cover - must not be reached
@@ -204,9 +205,10 @@ def test_cli_export_refuses_crafter_in_one_line(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_runner(tmp_path_factory: pytest.TempPathFactory):
-    """A StudyRunner on the synthetic tiny profile (trains its small models once for this module)."""
-    from facecraft.experiments.config import profile_config
-    from facecraft.experiments.pipeline import StudyRunner
+    """A StudyRunner on the synthetic tiny profile (trains its small models once for this
+    module)."""
+    from facecraft.experiments.profiles import profile_config
+    from facecraft.experiments.runner import StudyRunner
     from facecraft.experiments.study import Study
 
     return StudyRunner(
@@ -218,7 +220,7 @@ def test_study_builds_the_distilled_protector_from_the_stored_teacher_release(
     tiny_runner, tmp_path: Path
 ) -> None:
     from facecraft._io import load_checkpoint
-    from facecraft.experiments.pipeline import Setting, profile_setting
+    from facecraft.experiments.grid import Setting, profile_setting
 
     setting = profile_setting(tiny_runner.cfg, "distilled-crafter")
     d = tiny_runner.build_defense(setting)
@@ -226,7 +228,7 @@ def test_study_builds_the_distilled_protector_from_the_stored_teacher_release(
     stem = tiny_runner.cells / f"{tiny_runner.stem(teacher)}-public-features"
     pairs = load_checkpoint(stem, kind="released-features")[0]["features"]
     assert (
-        pairs.shape[0] == tiny_runner.public_subset_indices().numel()
+        pairs.shape[0] == tiny_runner.attacker.public_subset_indices().numel()
     )  # the attacker's public faces
     assert d.fit_trained and d.crafter is not None
     record_file = stem.parent / (stem.name + ".json")
@@ -235,9 +237,10 @@ def test_study_builds_the_distilled_protector_from_the_stored_teacher_release(
         setting
     )  # the release and the fit are read back, not recomputed
     assert not again.fit_trained and record_file.stat().st_mtime_ns == made
-    x = tiny_runner.public_subset()[:4]
+    x = tiny_runner.attacker.public_subset()[:4]
     assert torch.equal(again(x), d(x))
-    # exported through the study: the sidecar names the setting; no cells finished, so no privacy yet
+    # exported through the study: the sidecar names the setting; no cells finished, so no privacy
+    # yet
     record = export_study_defense(
         tiny_runner, setting, tmp_path / "p.onnx", fmt="torchscript", attacks=["blackbox"]
     )
@@ -246,7 +249,8 @@ def test_study_builds_the_distilled_protector_from_the_stored_teacher_release(
 
 
 def test_no_protection_exports_the_bare_encoder(tiny_target, images, tmp_path: Path) -> None:
-    """`none` is exportable (the unprotected baseline a device would run); its file computes Enc(X)."""
+    """`none` is exportable (the unprotected baseline a device would run); its file computes
+    Enc(X)."""
     from facecraft.defenses import create_defense
 
     check_exportable("none")

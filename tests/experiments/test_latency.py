@@ -1,4 +1,5 @@
-"""``bench_protector_latency`` (issue 16): a defence's call and its exportable network, timed against the encoder.
+"""``bench_protector_latency`` (issue 16): a defence's call and its exportable network, timed
+against the encoder.
 
 A benchmark is a script, not a timed test: nothing here asserts a speed.
 """

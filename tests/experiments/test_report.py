@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from facecraft.experiments.report import _claim_rows, _worst_rows, headline
+from facecraft.experiments.report import headline
+from facecraft.experiments.tables import _claim_rows, _worst_rows
 
 from .test_claims import GOOD, LEAKY_NOISE, _hits, _results
 
@@ -45,3 +46,16 @@ def test_headline_names_each_setting_with_its_strongest_attack() -> None:
     assert line.startswith("faces identified under the strongest attack (dlib top-1): ")
     assert "crafter 1.0 15.0% (blackbox)" in line and line.endswith("; chance 1.0%")
     assert "\n" not in line and line.count("(") == len(_worst_rows(res)) + 1
+
+
+def test_claim_table_lists_the_crafter_family_by_trait_the_paper_method_first() -> None:
+    res = _results(GOOD, noise=LEAKY_NOISE)
+    others = [
+        {**r, "defense": d}
+        for d in ("crafter-z", "from-elsewhere")
+        for r in res["rows"]
+        if r["defense"] == "crafter"
+    ]
+    res["rows"] = res["rows"][:2] + others + res["rows"][2:]  # crafter-z's rows before crafter's
+    table = _claim_rows(res)
+    assert list(dict.fromkeys(r[0] for r in table)) == ["crafter", "crafter-z"]

@@ -1,4 +1,5 @@
-"""Issue 20: one writer per run directory, and pool workers that die with the command that started them."""
+"""Issue 20: one writer per run directory, and pool workers that die with the command that started
+them."""
 
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def test_the_lock_of_a_killed_writer_is_free(tmp_path: Path) -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_pool_workers_die_with_their_parent() -> None:
     code = (
-        "import time\nfrom facecraft.experiments.sweep import process_pool\n"
+        "import time\nfrom facecraft.experiments.pool import process_pool\n"
         "pool = process_pool(2)\n"
         "warm = [pool.apply_async(time.sleep, (2,)) for _ in range(2)]\n"
         "[w.get() for w in warm]\n"  # the workers have started (and run their initializer)

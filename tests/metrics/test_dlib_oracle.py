@@ -165,8 +165,10 @@ def test_resolution_invariance(oracle: DlibOracle, shared_data: Path, faces64: t
 def test_interrupted_embedding_resumes_from_its_checkpoint(
     faces64: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A kill part-way through a long embedding keeps the rows done so far; the same call resumes them and
-    returns what one uninterrupted call returns."""
+    """A kill part-way through a long embedding keeps the rows done so far.
+
+    The same call resumes them and returns what one uninterrupted call returns.
+    """
     x = faces64[2][:6]
     want = DlibOracle(batch_size=2).embed(x)
     stem = tmp_path / "partial"

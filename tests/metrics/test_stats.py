@@ -86,8 +86,9 @@ def test_mcnemar_rejects_unpaired_hits():
 
 
 def test_identity_bootstrap_on_two_opposite_identities():
-    # one identity always identified, one never, 5 faces each: a resample draws {A,A}, {A,B} or {B,B}
-    # with probabilities 1/4, 1/2, 1/4, so the statistic is 1, 0.5 or 0 and the 95% interval is [0, 1]
+    # one identity always identified, one never, 5 faces each: a resample draws {A,A}, {A,B} or
+    # {B,B} with probabilities 1/4, 1/2, 1/4, so the statistic is 1, 0.5 or 0 and the 95% interval
+    # is [0, 1]
     hits = [1] * 5 + [0] * 5
     groups = [0] * 5 + [1] * 5
     assert identity_bootstrap_interval(hits, groups, n_boot=4000) == (0.0, 1.0)

@@ -5,8 +5,10 @@ Importing this package registers every attack by name:
 - ``"whitebox"``: :class:`WhiteBoxAttack`, latent inversion through the GAN prior.
 - ``"blackbox"``: :class:`DecoderAttack`, a decoder trained on public ``(Enc(X), X)``.
 - ``"hybrid"``: :class:`HybridAttack`, decoder start refined in image space.
-- ``"adaptive-whitebox"``: :class:`AdaptiveWhiteBoxAttack` (A1), the prior retrained on protected features.
-- ``"adaptive-blackbox"``: :class:`AdaptiveBlackBoxAttack` (A1), the decoder fine-tuned on protected features.
+- ``"adaptive-whitebox"``: :class:`AdaptiveWhiteBoxAttack` (A1), the prior retrained on protected
+  features.
+- ``"adaptive-blackbox"``: :class:`AdaptiveBlackBoxAttack` (A1), the decoder fine-tuned on protected
+  features.
 - ``"alt-prior"``: :class:`AltPriorAttack` (A2), inversion through a different prior.
 - ``"average"``: :class:`AveragingAttack` (A3), mean of repeated releases.
 - ``"feature2id"``: :class:`Feature2IDAttack`, identity straight from features (an
@@ -18,12 +20,13 @@ Importing this package registers every attack by name:
 """
 
 from facecraft.attacks.adaptive_blackbox import AdaptiveBlackBoxAttack
+from facecraft.attacks.adaptive_embedding import AdaptiveEmbeddingAttack
 from facecraft.attacks.adaptive_whitebox import AdaptiveWhiteBoxAttack
 from facecraft.attacks.alt_prior import AltPriorAttack
 from facecraft.attacks.averaging import AveragingAttack, query_average
 from facecraft.attacks.base import DefenseFn, InversionAttack, ProgressFn
 from facecraft.attacks.decoder import DecoderAttack
-from facecraft.attacks.embedding import AdaptiveEmbeddingAttack, EmbeddingAttack
+from facecraft.attacks.embedding import EmbeddingAttack
 from facecraft.attacks.feature2id import Feature2IDAttack, FeatureClassifier, IdentityAttack
 from facecraft.attacks.hybrid import HybridAttack
 from facecraft.attacks.registry import (

@@ -22,14 +22,14 @@ Note:
 
 from __future__ import annotations
 
-import copy
 from typing import Optional
 
 import torch
 
 from facecraft._io import PathLike
 from facecraft._torchutils import make_generator
-from facecraft.attacks._common import AdaptiveAttack, EpochCallback, check_image_set
+from facecraft.attacks._adaptive import AdaptiveAttack, EpochCallback
+from facecraft.attacks._common import check_image_set, trainable_copy
 from facecraft.attacks.base import DefenseFn, ProgressFn
 from facecraft.attacks.decoder import DecoderAttack, train_decoder_epoch
 from facecraft.attacks.registry import register_attack
@@ -128,10 +128,7 @@ class AdaptiveBlackBoxAttack(AdaptiveAttack):
             raise RuntimeError(
                 "the decoder attack has no decoder yet: fit it before the adaptive attack"
             )
-        self.decoder = copy.deepcopy(self.decoder_attack.decoder)
-        for p in self.decoder.parameters():
-            p.requires_grad_(True)
-            p.grad = None
+        self.decoder = trainable_copy(self.decoder_attack.decoder)
         self._opt = torch.optim.Adam(self.decoder.parameters(), lr=self.lr)
         self.models = [self.decoder]
         return self.decoder

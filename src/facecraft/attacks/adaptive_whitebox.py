@@ -45,7 +45,6 @@ Note:
 
 from __future__ import annotations
 
-import copy
 from typing import Dict, Optional
 
 import torch
@@ -53,14 +52,9 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from facecraft._io import PathLike
-from facecraft._torchutils import frozen, make_generator
-from facecraft.attacks._common import (
-    AdaptiveAttack,
-    EpochCallback,
-    as_float_images,
-    check_image_set,
-    epoch_batches,
-)
+from facecraft._torchutils import as_float_images, frozen, make_generator
+from facecraft.attacks._adaptive import AdaptiveAttack, EpochCallback
+from facecraft.attacks._common import check_image_set, epoch_batches, trainable_copy
 from facecraft.attacks.base import DefenseFn, ProgressFn
 from facecraft.attacks.registry import register_attack
 from facecraft.attacks.whitebox import WhiteBoxAttack, invert_latent
@@ -154,10 +148,7 @@ class AdaptiveWhiteBoxAttack(AdaptiveAttack):
         self._set_early_stopping(val_fraction, patience)
         self.encoder = encoder
         self.original_generator = generator
-        self.generator = copy.deepcopy(generator)
-        for p in self.generator.parameters():
-            p.requires_grad_(True)
-            p.grad = None
+        self.generator = trainable_copy(generator)
         self.defense = defense
         self.amortizer = amortizer
         self.critic = critic
@@ -177,22 +168,26 @@ class AdaptiveWhiteBoxAttack(AdaptiveAttack):
         self.seed = seed
         self.epochs_done = 0
         self._opt = torch.optim.RMSprop(self.generator.parameters(), lr=lr)
-        self._inverter = WhiteBoxAttack(
-            encoder,
-            self.generator,
-            amortizer=amortizer,
-            critic=critic,
-            steps=steps,
-            lr=inv_lr,
-            momentum=momentum,
-            prior_weight=prior_weight,
-            seed=seed,
-        )
+        self._inverter = self._make_inverter()
         self.models = [m for m in (encoder, self.generator, amortizer, critic) if m is not None]
 
     @classmethod
     def name(cls) -> str:
         return "adaptive-whitebox"
+
+    def _make_inverter(self) -> WhiteBoxAttack:
+        """The white-box attack through the trained ``G`` (first latents, :meth:`reconstruct`)."""
+        return WhiteBoxAttack(
+            self.encoder,
+            self.generator,
+            amortizer=self.amortizer,
+            critic=self.critic,
+            steps=self.steps,
+            lr=self.inv_lr,
+            momentum=self.momentum,
+            prior_weight=self.prior_weight,
+            seed=self.seed,
+        )
 
     def _invert(self, features: torch.Tensor, z0: torch.Tensor, steps: int) -> torch.Tensor:
         return invert_latent(
@@ -265,28 +260,9 @@ class AdaptiveWhiteBoxAttack(AdaptiveAttack):
                 else:
                     assert feats is not None
                     f = feats[idx.to(device)]
-                new = ~seen[idx]
-                z0 = z_cache[idx.to(device)]
-                if bool(new.any()):
-                    z_new = self._inverter.initial_latents(f[new.to(device)], generator=gen)
-                    z_new = self._invert(f[new.to(device)], z_new, self.init_steps)
-                    z0[new.to(device)] = z_new
-                    seen[idx[new]] = True
-                old = ~new
-                if bool(old.any()):
-                    old_d = old.to(device)
-                    z0[old_d] = self._invert(f[old_d], z0[old_d], self.inner_steps)
+                z0 = self._warm_latents(f, idx, z_cache, seen, gen)
                 z_cache[idx.to(device)] = z0
-                # update G (eval mode: BN statistics stay the prior's)
-                with frozen(self.encoder):
-                    self.generator.eval()
-                    params = [q for q in self.generator.parameters() if q.requires_grad]
-                    loss = nnf.mse_loss(self.generator(z0), x)
-                    grads = torch.autograd.grad(loss, params)
-                    for q, g in zip(params, grads):
-                        q.grad = g
-                    self._opt.step()
-                    self._opt.zero_grad(set_to_none=True)
+                loss = self._update_generator(z0, x)
                 total += float(loss.detach()) * idx.numel()
             return total / n
 
@@ -307,6 +283,50 @@ class AdaptiveWhiteBoxAttack(AdaptiveAttack):
             state=lambda: {"z": z_cache, "seen": seen.to(torch.uint8)},
         )
         return self
+
+    def _warm_latents(
+        self,
+        f: torch.Tensor,
+        idx: torch.Tensor,
+        z_cache: torch.Tensor,
+        seen: torch.Tensor,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
+        """Latents ``z*`` of a batch's features ``f`` under the current ``G``.
+
+        Images never inverted before (``seen[idx]`` false, then set) start
+        from :meth:`WhiteBoxAttack.initial_latents` and take ``init_steps``;
+        the others start from their ``z_cache`` row and take ``inner_steps``.
+        """
+        device = z_cache.device
+        new = ~seen[idx]
+        z0 = z_cache[idx.to(device)]
+        if bool(new.any()):
+            z_new = self._inverter.initial_latents(f[new.to(device)], generator=gen)
+            z_new = self._invert(f[new.to(device)], z_new, self.init_steps)
+            z0[new.to(device)] = z_new
+            seen[idx[new]] = True
+        old = ~new
+        if bool(old.any()):
+            old_d = old.to(device)
+            z0[old_d] = self._invert(f[old_d], z0[old_d], self.inner_steps)
+        return z0
+
+    def _update_generator(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """One RMSProp step of ``G`` on ``MSE(G(z), x)``; returns the loss.
+
+        ``G`` runs in eval mode, so its batch-norm statistics stay the prior's.
+        """
+        with frozen(self.encoder):
+            self.generator.eval()
+            params = [q for q in self.generator.parameters() if q.requires_grad]
+            loss = nnf.mse_loss(self.generator(z), x)
+            grads = torch.autograd.grad(loss, params)
+            for q, g in zip(params, grads):
+                q.grad = g
+            self._opt.step()
+            self._opt.zero_grad(set_to_none=True)
+        return loss
 
     def reconstruct(
         self, features: torch.Tensor, *, progress: Optional[ProgressFn] = None

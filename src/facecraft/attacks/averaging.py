@@ -119,7 +119,8 @@ class AveragingAttack(InversionAttack):
     def reconstruct_from_queries(
         self, queries: Sequence[torch.Tensor], *, progress: Optional[ProgressFn] = None
     ) -> torch.Tensor:
-        """The base attack on the mean of several releases ``[F_1, ..., F_n]`` of the same images."""
+        """The base attack on the mean of several releases ``[F_1, ..., F_n]`` of the same
+        images."""
         if len(queries) == 0:
             raise ValueError("need at least one release to average")
         validate_tensors(list(queries), dim_range=(2, 5))
@@ -129,10 +130,11 @@ class AveragingAttack(InversionAttack):
     def reconstruct_images(
         self, images: torch.Tensor, *, progress: Optional[ProgressFn] = None
     ) -> torch.Tensor:
-        """Query the defence ``n_queries`` times on ``images`` and reconstruct from the mean release."""
+        """Reconstruct from the mean of ``n_queries`` releases of ``images`` by the defence."""
         if self.defense is None:
             raise RuntimeError(
-                "AveragingAttack.reconstruct_images needs the defence: pass defense= at construction"
+                "AveragingAttack.reconstruct_images needs the defence: "
+                "pass defense= at construction"
             )
         return self(query_average(self.defense, images, self.n_queries), progress=progress)
 

@@ -24,7 +24,8 @@ __all__ = ["InversionAttack", "ProgressFn", "DefenseFn"]
 #: ``progress(done, total, description)``: called by long loops; the CLI draws a bar.
 ProgressFn = Callable[[int, int, str], None]
 
-#: A defence used as a black box by adaptive attacks: images ``(N, 3, S, S)`` in [0, 1] -> released features.
+#: A defence used as a black box by adaptive attacks: images ``(N, 3, S, S)`` in [0, 1] ->
+#: released features.
 DefenseFn = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -48,7 +49,10 @@ class InversionAttack(abc.ABC):
     def fit(
         self, public_images: torch.Tensor, *, progress: Optional[ProgressFn] = None
     ) -> "InversionAttack":
-        """Learn from the attacker's public images ``(N, 3, S, S)`` in [0, 1]; default: nothing to learn."""
+        """Learn from the attacker's public images ``(N, 3, S, S)`` in [0, 1].
+
+        The default has nothing to learn.
+        """
         return self
 
     @abc.abstractmethod

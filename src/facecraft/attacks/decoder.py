@@ -24,10 +24,9 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
-from facecraft._io import PathLike
-from facecraft._torchutils import eval_mode, frozen, make_generator, seeded
-from facecraft.attacks._common import as_float_images, check_image_set, epoch_batches
-from facecraft.attacks._state import checkpoint_exists, load_state, save_state
+from facecraft._io import PathLike, checkpoint_exists, load_state, save_state
+from facecraft._torchutils import as_float_images, eval_mode, frozen, make_generator, seeded
+from facecraft.attacks._common import check_image_set, epoch_batches
 from facecraft.attacks.base import InversionAttack, ProgressFn
 from facecraft.attacks.registry import register_attack
 from facecraft.models import Decoder, feature_shape
@@ -301,7 +300,8 @@ class DecoderAttack(InversionAttack):
         check_image_set(images)
         if features.shape[0] != images.shape[0]:
             raise ValueError(
-                f"features and images must pair up, got {features.shape[0]} and {images.shape[0]} rows"
+                f"features and images must pair up, "
+                f"got {features.shape[0]} and {images.shape[0]} rows"
             )
         if self.decoder is None:
             self._build(images.shape[-1])

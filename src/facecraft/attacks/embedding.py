@@ -13,9 +13,8 @@ interface (:class:`EmbeddingAttack`: ``fit(features, embeddings)``,
 :class:`~facecraft.attacks.feature2id.IdentityAttack`, and callers tell it
 apart with ``isinstance(attack, EmbeddingAttack)``.
 
-:class:`AdaptiveEmbeddingAttack` is its A1 adaptive version: the attacker runs
-the defence on its public faces and trains (from a copy of a regressor fitted
-on raw features, if it has one) on the pairs ``(defense(X), embedding(X))``.
+Its A1 adaptive version is
+:class:`~facecraft.attacks.adaptive_embedding.AdaptiveEmbeddingAttack`.
 
 References:
     Wang et al., "Crafter: Facial Feature Crafting against Inversion-based
@@ -38,7 +37,6 @@ Note:
 
 from __future__ import annotations
 
-import copy
 import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -47,16 +45,23 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
-from facecraft._io import CheckpointError, PathLike, read_json
-from facecraft._torchutils import eval_mode, make_generator, modules_device, seeded
+from facecraft._io import (
+    CheckpointError,
+    PathLike,
+    checkpoint_exists,
+    load_state,
+    read_json,
+    save_state,
+)
+from facecraft._torchutils import eval_mode, modules_device, seeded
 from facecraft._validation import validate_tensors
-from facecraft.attacks._common import epoch_batches, held_out_split
-from facecraft.attacks._state import checkpoint_exists, load_state, save_state
+from facecraft.attacks._common import held_out_split
+from facecraft.attacks._embedding_fit import check_pairs, train_regressor
 from facecraft.attacks.base import ProgressFn
 from facecraft.attacks.feature2id import FeatureClassifier
 from facecraft.attacks.registry import register_attack
 
-__all__ = ["AdaptiveEmbeddingAttack", "EmbeddingAttack", "embedding_loss"]
+__all__ = ["EmbeddingAttack", "embedding_loss"]
 
 _KIND = "embedding-attack"
 _REDUCTIONS = ("none", "mean", "sum")
@@ -272,7 +277,7 @@ class EmbeddingAttack:
             facecraft._io.CheckpointError: the checkpoint holds another attack
                 or other shapes.
         """
-        _check_pairs(features, embeddings)
+        check_pairs(features, embeddings)
         fshape = tuple(int(v) for v in features.shape[1:])
         dim = int(embeddings.shape[1])
         if checkpoint_stem is not None and checkpoint_exists(checkpoint_stem):
@@ -290,82 +295,20 @@ class EmbeddingAttack:
         )
         reg = self._start(fshape, dim)
         self.history, self.best_epoch, self.val_index = [], None, val_idx
-        self._train(reg, features.detach(), embeddings.detach(), train_idx, val_idx, progress)
+        train_regressor(
+            self,
+            reg,
+            features.detach(),
+            embeddings.detach(),
+            train_idx,
+            val_idx,
+            loss_fn=embedding_loss,
+            progress=progress,
+        )
         self.fit_trained = True
         if checkpoint_stem is not None:
             self.save(checkpoint_stem)
         return self
-
-    def _train(
-        self,
-        reg: FeatureClassifier,
-        x_all: torch.Tensor,
-        e_all: torch.Tensor,
-        train_idx: torch.Tensor,
-        val_idx: Optional[torch.Tensor],
-        progress: Optional[ProgressFn],
-    ) -> None:
-        """The epoch loop with early stopping on ``val_idx``; restores the best state."""
-        p0 = next(reg.parameters())
-        params = [p for p in reg.parameters() if p.requires_grad]
-        opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-        gen = make_generator(self.seed)
-        best_loss, best_state, stale = math.inf, None, 0
-        desc = f"{self.name()} regressor training"
-        was = reg.training
-        try:
-            with seeded(self.seed):  # dropout masks
-                for epoch in range(self.epochs):
-                    reg.train()
-                    total = 0.0
-                    for batch in _batches(train_idx.numel(), self.batch_size, gen):
-                        rows = train_idx[batch]
-                        x = x_all[rows.to(x_all.device)].to(p0.device, p0.dtype)
-                        e = e_all[rows.to(e_all.device)].to(p0.device, p0.dtype)
-                        loss = embedding_loss(reg(x), e)
-                        grads = torch.autograd.grad(loss, params)
-                        for p, g in zip(params, grads, strict=True):
-                            p.grad = g
-                        opt.step()
-                        opt.zero_grad(set_to_none=True)
-                        total += float(loss.detach()) * rows.numel()
-                    val_loss = None
-                    if val_idx is not None:
-                        val_loss = self._held_out_loss(reg, x_all, e_all, val_idx)
-                    self.history.append(
-                        {"epoch": epoch, "loss": total / train_idx.numel(), "val_loss": val_loss}
-                    )
-                    if progress is not None:
-                        progress(epoch + 1, self.epochs, desc)
-                    if val_loss is None:
-                        self.best_epoch = epoch
-                        continue
-                    if val_loss < best_loss:
-                        best_loss, self.best_epoch, stale = val_loss, epoch, 0
-                        best_state = {k: v.detach().clone() for k, v in reg.state_dict().items()}
-                    else:
-                        stale += 1
-                        if stale >= self.patience:
-                            if progress is not None:
-                                progress(self.epochs, self.epochs, desc)
-                            break
-        finally:
-            reg.train(was)
-        if best_state is not None:
-            reg.load_state_dict(best_state)
-
-    def _held_out_loss(
-        self, reg: nn.Module, x_all: torch.Tensor, e_all: torch.Tensor, rows: torch.Tensor
-    ) -> float:
-        p0 = next(reg.parameters())
-        total = 0.0
-        with eval_mode(reg), torch.no_grad():
-            for i in range(0, rows.numel(), 512):
-                r = rows[i : i + 512]
-                x = x_all[r.to(x_all.device)].to(p0.device, p0.dtype)
-                e = e_all[r.to(e_all.device)].to(p0.device, p0.dtype)
-                total += float(embedding_loss(reg(x), e, reduction="sum"))
-        return total / rows.numel()
 
     # ---------------------------------------------------------------- attack
     def predict(self, features: torch.Tensor) -> torch.Tensor:
@@ -445,97 +388,4 @@ class EmbeddingAttack:
         return f"{type(self).__name__}({inner})"
 
 
-class AdaptiveEmbeddingAttack(EmbeddingAttack):
-    r"""A1 adaptive feature-to-embedding attack: train on the defence's releases.
-
-    The attacker runs the defence on its own public faces and trains on the
-    pairs ``(defense(X), embedding(X))`` (the caller passes the released
-    features). When ``base`` is fitted, every :meth:`fit` starts from a deep
-    copy of its regressor (the base is never modified, and its width wins
-    over ``width``); otherwise from a fresh seeded network, exactly as
-    :class:`EmbeddingAttack`.
-
-    Args:
-        base: an :class:`EmbeddingAttack` fitted on raw features, or ``None``
-            (Default: None).
-        epochs, batch_size, lr, width, weight_decay, val_fraction, patience,
-            seed, device: as for :class:`EmbeddingAttack` (same defaults).
-
-    Shape:
-        - features: ``(N, C, h, w)`` or ``(N, D)``, released by the defence;
-          the base's feature shape when ``base`` is fitted.
-        - embeddings: ``(N, E)``, the base's ``E`` when ``base`` is fitted.
-        - output: ``(N, E)``.
-
-    References:
-        Wang et al., NDSS 2024, https://arxiv.org/abs/2401.07205 (adaptive attacks).
-
-    Example:
-        >>> f, e = torch.randn(16, 8), torch.randn(16, 4)
-        >>> base = EmbeddingAttack(epochs=1, width=4).fit(f, e)
-        >>> ada = AdaptiveEmbeddingAttack(base, epochs=0).fit(f + 0.1, e)
-        >>> torch.equal(ada(f), base(f))
-        True
-    """
-
-    def __init__(self, base: Optional[EmbeddingAttack] = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if base is not None and not isinstance(base, EmbeddingAttack):
-            raise TypeError(f"base must be an EmbeddingAttack or None, got {type(base).__name__}")
-        self.base = base
-
-    @classmethod
-    def name(cls) -> str:
-        return "adaptive-embedding"
-
-    def _start(self, feature_shape: Tuple[int, ...], dim: int) -> FeatureClassifier:
-        """A deep copy of the fitted base's regressor, else a fresh seeded network."""
-        base = self.base
-        if base is None or base.regressor is None:
-            return self._build(feature_shape, dim)
-        if base._fshape != feature_shape or base.embedding_dim != dim:
-            raise ValueError(
-                f"the base maps {base._fshape} -> {base.embedding_dim}, "
-                f"the data is {feature_shape} -> {dim}"
-            )
-        reg = copy.deepcopy(base.regressor)
-        for p in reg.parameters():
-            p.requires_grad_(True)
-            p.grad = None
-        self.width = base.width
-        self._set_regressor(reg, feature_shape, dim)
-        return reg
-
-
-def _check_pairs(features: torch.Tensor, embeddings: torch.Tensor) -> None:
-    """Validate ``fit``'s ``(features, embeddings)`` (finiteness last, with a message naming which)."""
-    validate_tensors([features], dim_range=(2, 4))
-    if not torch.is_tensor(embeddings):
-        raise TypeError(f"embeddings: expected a torch.Tensor, got {type(embeddings).__name__}")
-    if embeddings.dim() != 2:
-        raise ValueError(f"embeddings must be 2-D (N, E), got shape {tuple(embeddings.shape)}")
-    if embeddings.shape[0] != features.shape[0]:
-        raise ValueError(
-            f"features and embeddings must have the same number of rows, "
-            f"got {features.shape[0]} and {embeddings.shape[0]}"
-        )
-    if features.shape[0] < 2:
-        raise ValueError(f"need at least 2 (feature, embedding) pairs, got {features.shape[0]}")
-    if embeddings.shape[1] < 1:
-        raise ValueError("embeddings must have at least one column")
-    for label, t in (("features", features), ("embeddings", embeddings)):
-        if not torch.isfinite(t).all():
-            raise ValueError(f"{label} must be finite, found NaN or infinite values")
-
-
-def _batches(n: int, batch_size: int, gen: torch.Generator) -> List[torch.Tensor]:
-    """One shuffled epoch over ``n >= 2`` rows in batches of at least two (for batch norm)."""
-    batches = list(epoch_batches(n, max(batch_size, 2), gen))
-    if len(batches) >= 2 and batches[-1].numel() == 1:
-        last = batches.pop()
-        batches[-1] = torch.cat([batches[-1], last])
-    return batches
-
-
 register_attack("embedding", EmbeddingAttack)  # type: ignore[arg-type]
-register_attack("adaptive-embedding", AdaptiveEmbeddingAttack)  # type: ignore[arg-type]

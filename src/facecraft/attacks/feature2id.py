@@ -35,11 +35,10 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
-from facecraft._io import CheckpointError, PathLike, read_json
+from facecraft._io import CheckpointError, PathLike, load_state, read_json, save_state
 from facecraft._torchutils import eval_mode, make_generator, modules_device
 from facecraft._validation import validate_tensors
 from facecraft.attacks._common import epoch_batches
-from facecraft.attacks._state import load_state, save_state
 from facecraft.attacks.base import ProgressFn
 from facecraft.attacks.registry import register_attack
 

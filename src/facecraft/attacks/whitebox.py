@@ -60,7 +60,7 @@ _RELEASE_SCALE = 100.0 / math.sqrt(128.0)
 def inversion_loss(
     encoder: nn.Module, generator: nn.Module, features: torch.Tensor, z: torch.Tensor
 ) -> torch.Tensor:
-    """Per-sample ``L_inv(F, z) = ||F - Enc(G(z))||^2 / dim(F)``, shape ``(N,)`` (CRAFTER.md section 3).
+    """Per-sample ``L_inv(F, z) = ||F - Enc(G(z))||^2 / dim(F)``, ``(N,)`` (CRAFTER.md section 3).
 
     Dividing by ``dim(F)`` keeps step sizes independent of the feature size.
     """

@@ -1,7 +1,8 @@
 """Face data: dataset adapters, identity-disjoint splits and the uint8 cache (CRAFTER.md section 1).
 
-- :mod:`~facecraft.data.sources`: scanners for CelebA chips, official CelebA, LFW
-  and folder-per-identity sets.
+- :mod:`~facecraft.data.sources`: scanners for CelebA chips, official CelebA
+  (:mod:`~facecraft.data.celeba`), LFW and folder-per-identity sets
+  (:mod:`~facecraft.data.folders`), returning :mod:`~facecraft.data.records`.
 - :mod:`~facecraft.data.split`: the seeded identity-disjoint split.
 - :mod:`~facecraft.data.decode`: decode, crop and resize once.
 - :mod:`~facecraft.data.cache`: the safetensors cache and its manifest.

@@ -1,7 +1,7 @@
 """The data configuration: which faces, how they are split and at what size.
 
-It lives in the data layer because :func:`facecraft.data.prepare_data` reads it; the run's other configs and
-the profiles are in :mod:`facecraft.experiments.config`, which re-exports it.
+It lives in the data layer because :func:`facecraft.data.prepare_data` reads it; the run's
+other configs and the profiles are in :mod:`facecraft.experiments.config`, which re-exports it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ DATASETS = ("celeba", "celeba-official", "lfw", "folder", "synthetic")
 
 
 def positive(obj: Any, *names: str) -> None:
-    """Raise ``ValueError`` naming ``type(obj).<name>`` if any of the named attributes is set and <= 0."""
+    """Raise ``ValueError`` naming ``type(obj).<name>`` if a named attribute is set and <= 0."""
     for n in names:
         v = getattr(obj, n)
         if v is not None and v <= 0:

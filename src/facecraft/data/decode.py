@@ -20,7 +20,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from facecraft.data.errors import DataError
-from facecraft.data.sources import centre_square_box
+from facecraft.data.records import centre_square_box
 from facecraft.data.types import ProgressFn
 
 __all__ = ["load_image", "decode_images"]
@@ -37,7 +37,7 @@ def load_image(path: Path, size: int, crop_fraction: float = 1.0) -> Tuple[np.nd
         path: the image file.
         size: output side in pixels.
         crop_fraction: centred square crop before resizing (see
-            :func:`~facecraft.data.sources.centre_square_box`).
+            :func:`~facecraft.data.records.centre_square_box`).
 
     Returns:
         ``(pixels, original_mode)``; ``original_mode`` is PIL's mode before the

@@ -18,7 +18,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
@@ -33,9 +33,10 @@ from facecraft.data.cache import (
 from facecraft.data.config import DataConfig
 from facecraft.data.decode import decode_images
 from facecraft.data.errors import DataError
+from facecraft.data.records import DEFAULT_CROP_FRACTION, SourceScan, centre_square_box
 from facecraft.data.root import resolve_dataset_root
-from facecraft.data.sources import DEFAULT_CROP_FRACTION, centre_square_box, scan_dataset
-from facecraft.data.split import SPLITS, facesets_from_plan, plan_split
+from facecraft.data.sources import scan_dataset
+from facecraft.data.split import SPLITS, SplitPlan, facesets_from_plan, plan_split
 from facecraft.data.synthetic import make_synthetic
 from facecraft.data.types import PreparedData, ProgressFn
 
@@ -73,7 +74,7 @@ def prepare_data(
         progress: called as ``progress(done, total, description)`` while decoding.
         force: rebuild even when the cache matches.
         crop_fraction: override the dataset's default centred crop (see
-            :data:`~facecraft.data.sources.DEFAULT_CROP_FRACTION`).
+            :data:`~facecraft.data.records.DEFAULT_CROP_FRACTION`).
         num_workers: decoding threads (default ``min(4, cpu_count)``).
 
     Returns:
@@ -185,20 +186,7 @@ def _prepare_real(
         max_private_identities=cfg.max_private_identities,
         seed=cfg.seed,
     )
-    order = [i for s in SPLITS for i in plan.indices(s)]
-    images, converted = decode_images(
-        [scan.root / files[i] for i in order],
-        cfg.image_size,
-        crop_fraction=crop,
-        num_workers=num_workers,
-        progress=progress,
-    )
-    parts: Dict[str, torch.Tensor] = {}
-    start = 0
-    for s in SPLITS:
-        n = len(plan.indices(s))
-        parts[s] = images[start : start + n]
-        start += n
+    parts, converted = _decode_splits(scan, plan, cfg.image_size, crop, num_workers, progress)
     attrs = None
     if scan.has_attributes:
         attrs = torch.tensor([r.attributes for r in scan.records], dtype=torch.float32)
@@ -228,8 +216,38 @@ def _prepare_real(
     )
 
 
+def _decode_splits(
+    scan: SourceScan,
+    plan: SplitPlan,
+    image_size: int,
+    crop: float,
+    num_workers: Optional[int],
+    progress: Optional[ProgressFn],
+) -> Tuple[Dict[str, torch.Tensor], int]:
+    """Decode the images ``plan`` keeps, once, split by split.
+
+    Returns:
+        ``(split name -> uint8 images in the plan's order, images converted to RGB)``.
+    """
+    order = [i for s in SPLITS for i in plan.indices(s)]
+    images, converted = decode_images(
+        [scan.root / scan.records[i].file for i in order],
+        image_size,
+        crop_fraction=crop,
+        num_workers=num_workers,
+        progress=progress,
+    )
+    parts: Dict[str, torch.Tensor] = {}
+    start = 0
+    for s in SPLITS:
+        n = len(plan.indices(s))
+        parts[s] = images[start : start + n]
+        start += n
+    return parts, converted
+
+
 def root_listing(root: Path) -> Dict[str, Any]:
-    """Count and SHA-256 of a data root's file list: relative name, size and mtime (ns) of every file.
+    """Count and SHA-256 of a data root's file list: relative name, size, mtime (ns) of each file.
 
     Keys a prepared split to the files it was made from, so that adding, removing,
     replacing or touching a file invalidates the split. File contents are not read
@@ -244,9 +262,8 @@ def root_listing(root: Path) -> Dict[str, Any]:
         base = Path(dirpath)
         for d in dirnames:
             if (base / d).is_symlink():
-                h.update(
-                    f"L\t{(base / d).relative_to(root).as_posix()}\t{os.readlink(base / d)}\n".encode()
-                )
+                link = f"{(base / d).relative_to(root).as_posix()}\t{os.readlink(base / d)}"
+                h.update(f"L\t{link}\n".encode())
         for name in sorted(n for n in filenames if not n.startswith(".")):
             path = base / name
             try:

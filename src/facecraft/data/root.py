@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from facecraft.data.errors import DataError
-from facecraft.data.sources import IMAGE_EXTENSIONS
+from facecraft.data.records import IMAGE_EXTENSIONS
 
 __all__ = ["DATA_ENV_VAR", "resolve_dataset_root", "data_layout_help"]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
 
@@ -125,14 +125,45 @@ def plan_split(
         )
     g = torch.Generator()
     g.manual_seed(int(seed))
+    by_id = _records_by_identity(identities, files)
+    labels = sort_labels(list(by_id))
+    private = _private_identities(
+        labels, by_id, threshold, min_private_images, max_private_identities, g
+    )
+    eval_train, eval_test = _split_private(private, by_id, files, eval_test_fraction, g)
+    public_pool = _public_pool(labels, set(private), by_id, max_public, threshold, g)
+    public_labels = sort_labels([identities[i] for i in public_pool])
+    plan = SplitPlan(public_pool, eval_train, eval_test, public_labels, private)
+    validate_split(plan, identities)
+    return plan
 
+
+def _records_by_identity(identities: Sequence[str], files: Sequence[str]) -> Dict[str, List[int]]:
+    """Record indices of each identity, each list ordered by file."""
     by_id: Dict[str, List[int]] = {}
     for i, ident in enumerate(identities):
         by_id.setdefault(ident, []).append(i)
     for idx in by_id.values():
         idx.sort(key=lambda i: files[i])
-    labels = sort_labels(list(by_id))
+    return by_id
 
+
+def _private_identities(
+    labels: List[str],
+    by_id: Dict[str, List[int]],
+    threshold: int,
+    min_private_images: int,
+    max_private_identities: Optional[int],
+    g: torch.Generator,
+) -> List[str]:
+    """The private identities, in ``labels`` order.
+
+    Those with ``threshold`` images or more; at most ``max_private_identities``
+    of them, drawn at random.
+
+    Raises:
+        DataError: no identity has enough images.
+    """
     eligible = [lab for lab in labels if len(by_id[lab]) >= threshold]
     if not eligible:
         most = max(len(v) for v in by_id.values())
@@ -141,13 +172,26 @@ def plan_split(
             f" (the most any has is {most});"
             " lower min_private_images or use a dataset with more images per person"
         )
-    private = eligible
-    if max_private_identities is not None and max_private_identities < len(eligible):
-        pick = torch.randperm(len(eligible), generator=g)[:max_private_identities].tolist()
-        chosen = {eligible[i] for i in pick}
-        private = [lab for lab in eligible if lab in chosen]
-    private_set = set(private)
+    if max_private_identities is None or max_private_identities >= len(eligible):
+        return eligible
+    pick = torch.randperm(len(eligible), generator=g)[:max_private_identities].tolist()
+    chosen = {eligible[i] for i in pick}
+    return [lab for lab in eligible if lab in chosen]
 
+
+def _split_private(
+    private: List[str],
+    by_id: Dict[str, List[int]],
+    files: Sequence[str],
+    eval_test_fraction: float,
+    g: torch.Generator,
+) -> Tuple[List[int], List[int]]:
+    """``(eval_train, eval_test)`` record indices of the private identities.
+
+    Each identity's images are shuffled and ``round(n * eval_test_fraction)``
+    of them, clamped to ``[1, n - 1]``, go to ``eval_test``; within an identity
+    both parts are ordered by file.
+    """
     eval_train: List[int] = []
     eval_test: List[int] = []
     for lab in private:
@@ -159,8 +203,23 @@ def plan_split(
         train = sorted((idx[j] for j in perm[n_test:]), key=lambda i: files[i])
         eval_test.extend(test)
         eval_train.extend(train)
+    return eval_train, eval_test
 
-    public_pool = [i for lab in labels if lab not in private_set for i in by_id[lab]]
+
+def _public_pool(
+    labels: List[str],
+    private: Set[str],
+    by_id: Dict[str, List[int]],
+    max_public: Optional[int],
+    threshold: int,
+    g: torch.Generator,
+) -> List[int]:
+    """The records of every non-private identity, at most ``max_public`` drawn at random.
+
+    Raises:
+        DataError: no public image is left.
+    """
+    public_pool = [i for lab in labels if lab not in private for i in by_id[lab]]
     if max_public is not None and max_public < len(public_pool):
         keep = set(torch.randperm(len(public_pool), generator=g)[:max_public].tolist())
         public_pool = [i for j, i in enumerate(public_pool) if j in keep]
@@ -169,11 +228,7 @@ def plan_split(
             f"no public images left: all {len(labels)} identities have at least {threshold} images;"
             " raise min_private_images or cap max_private_identities"
         )
-    public_labels = sort_labels([identities[i] for i in public_pool])
-
-    plan = SplitPlan(public_pool, eval_train, eval_test, public_labels, private)
-    validate_split(plan, identities)
-    return plan
+    return public_pool
 
 
 def validate_split(plan: SplitPlan, identities: Sequence[str]) -> None:

@@ -11,7 +11,8 @@ faces then go through the same identity-disjoint split as real data
 (:mod:`facecraft.data.split`).
 
 Rendering is pure torch: soft-edged ellipses and strokes painted back to
-front on a pixel grid, batched over images.
+front on a pixel grid, batched over images
+(:mod:`facecraft.data._synthetic_render`).
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 
+from facecraft.data._synthetic_render import render_faces
 from facecraft.data.cache import build_manifest
-from facecraft.data.sources import ImageRecord, SourceScan
+from facecraft.data.records import ImageRecord, SourceScan
 from facecraft.data.split import SPLITS, facesets_from_plan, plan_split
-from facecraft.data.types import PreparedData
+from facecraft.data.types import FaceSet, PreparedData
 
 __all__ = ["SYNTHETIC_ATTRIBUTES", "make_synthetic", "render_synthetic_pool"]
 
@@ -89,18 +91,13 @@ def make_synthetic(
         >>> tuple(data.public.images.shape), data.eval_train.num_identities
         ((20, 3, 32, 32), 4)
     """
-    if n_identities < 1 or n_public_identities < 1:
-        raise ValueError(
-            f"need at least one private and one public identity, got {n_identities}, "
-            f"{n_public_identities}"
-        )
-    if images_per_identity < 2:
-        raise ValueError(f"images_per_identity must be >= 2, got {images_per_identity}")
-    if not 1 <= public_images_per_identity < images_per_identity:
-        raise ValueError(
-            f"public_images_per_identity must be in [1, {images_per_identity}),"
-            f" got {public_images_per_identity}"
-        )
+    sizes = {
+        "n_identities": n_identities,
+        "images_per_identity": images_per_identity,
+        "n_public_identities": n_public_identities,
+        "public_images_per_identity": public_images_per_identity,
+    }
+    _check_sizes(**sizes)
     counts = [images_per_identity] * n_identities + [
         public_images_per_identity
     ] * n_public_identities
@@ -127,10 +124,50 @@ def make_synthetic(
             "max_private_identities": None,
             "seed": seed,
         }
+    manifest = _manifest(sets, files, labels, config, sizes)
+    return PreparedData(
+        sets["public"],
+        sets["eval_train"],
+        sets["eval_test"],
+        list(SYNTHETIC_ATTRIBUTES),
+        manifest,
+        synthetic=True,
+    )
+
+
+def _check_sizes(
+    n_identities: int,
+    images_per_identity: int,
+    n_public_identities: int,
+    public_images_per_identity: int,
+) -> None:
+    """Raise ``ValueError`` unless the identity and image counts of :func:`make_synthetic` fit."""
+    if n_identities < 1 or n_public_identities < 1:
+        raise ValueError(
+            f"need at least one private and one public identity, got {n_identities}, "
+            f"{n_public_identities}"
+        )
+    if images_per_identity < 2:
+        raise ValueError(f"images_per_identity must be >= 2, got {images_per_identity}")
+    if not 1 <= public_images_per_identity < images_per_identity:
+        raise ValueError(
+            f"public_images_per_identity must be in [1, {images_per_identity}),"
+            f" got {public_images_per_identity}"
+        )
+
+
+def _manifest(
+    sets: Dict[str, FaceSet],
+    files: List[str],
+    labels: List[str],
+    config: Dict,
+    sizes: Dict[str, int],
+) -> Dict:
+    """The cache manifest of a synthetic set (``"synthetic": true``, drawing sizes recorded)."""
     src = SourceScan(
         "synthetic", Path("."), [ImageRecord(f, lab) for f, lab in zip(files, labels, strict=True)]
     )
-    manifest = build_manifest(
+    return build_manifest(
         sets,
         dataset="synthetic",
         root=None,
@@ -141,21 +178,8 @@ def make_synthetic(
         synthetic=True,
         extra={
             "converted_to_rgb": 0,
-            "synthetic_params": {
-                "n_identities": n_identities,
-                "images_per_identity": images_per_identity,
-                "n_public_identities": n_public_identities,
-                "public_images_per_identity": public_images_per_identity,
-            },
+            "synthetic_params": dict(sizes),
         },
-    )
-    return PreparedData(
-        sets["public"],
-        sets["eval_train"],
-        sets["eval_test"],
-        list(SYNTHETIC_ATTRIBUTES),
-        manifest,
-        synthetic=True,
     )
 
 
@@ -201,7 +225,7 @@ def render_synthetic_pool(
     with _single_thread():
         for start in range(0, n, batch):
             sl = slice(start, min(n, start + batch))
-            img = _render({k: v[sl] for k, v in params.items()}, image_size)
+            img = render_faces({k: v[sl] for k, v in params.items()}, image_size)
             img = img + per["noise"][sl, None, None, None] * torch.randn(img.shape, generator=ng)
             out[sl] = img.clamp_(0, 1).mul_(255).round_().to(torch.uint8)
     attrs = torch.stack(
@@ -293,95 +317,3 @@ def _image_params(n: int, glasses_p: torch.Tensor, g: torch.Generator) -> Dict[s
         "light_amt": _u(n, 0.0, 0.25, g),
         "noise": _u(n, 0.01, 0.035, g),
     }
-
-
-def _render(p: Dict[str, torch.Tensor], size: int) -> torch.Tensor:
-    """Paint a batch of faces; returns float ``(n, 3, S, S)`` roughly in [0, 1]."""
-    n = p["dx"].shape[0]
-    coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
-    y, x = torch.meshgrid(coords, coords, indexing="ij")
-    x, y = x.expand(n, size, size), y.expand(n, size, size)
-
-    def col(v: torch.Tensor) -> torch.Tensor:
-        return v[:, None, None]
-
-    cos, sin = torch.cos(p["rot"]), torch.sin(p["rot"])
-    xs, ys = x - col(p["dx"]), y - col(p["dy"])
-    u = (col(cos) * xs + col(sin) * ys) / col(p["scale"])
-    v = (-col(sin) * xs + col(cos) * ys) / col(p["scale"])
-    soft = 1.4 / size
-
-    def step(d: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(d / soft)
-
-    def ellipse(
-        cx: torch.Tensor,
-        cy: torch.Tensor,
-        a: torch.Tensor,
-        b: torch.Tensor,
-        uu: Optional[torch.Tensor] = None,
-        vv: Optional[torch.Tensor] = None,
-    ) -> torch.Tensor:
-        uu = u if uu is None else uu
-        vv = v if vv is None else vv
-        a, b = col(a), col(b)
-        q = torch.sqrt(((uu - col(cx)) / a) ** 2 + ((vv - col(cy)) / b) ** 2 + 1e-12)
-        return step((1 - q) * torch.minimum(a, b))
-
-    img = (p["bg"][:, :, None, None] * (1 - 0.25 * (y + 1)[:, None] / 2)).contiguous()
-    zero = torch.zeros(n)
-
-    def paint(colour: torch.Tensor, mask: torch.Tensor) -> None:
-        img.lerp_(colour[:, :, None, None].expand_as(img), mask[:, None])
-
-    face_cy = torch.full((n,), 0.05)
-    a, b = p["face_a"], p["face_b"]
-    hair_cy = face_cy - p["hair_top"] / 2
-    back = ellipse(zero, hair_cy, a + 0.09, b + p["hair_top"] / 2) * step(
-        col(face_cy + p["hair_len"]) - v
-    )
-    paint(p["hair"], back)
-    paint(p["skin"] * 0.9, ellipse(zero, face_cy + b * 0.95, a * 0.35, b * 0.35))  # neck
-    paint(p["skin"], ellipse(zero, face_cy, a, b))
-    fringe_v = col(face_cy - b * p["fringe"]) + 0.03 * torch.sin(u * 9 + col(p["hair_top"] * 40))
-    paint(p["hair"], ellipse(zero, face_cy, a * 1.01, b * 1.01) * step(fringe_v - v))
-    for s in (-1.0, 1.0):
-        ex = s * p["eye_dx"]
-        paint(torch.ones(n, 3) * 0.95, ellipse(ex, p["eye_y"], p["eye_r"] * 1.35, p["eye_r"]))
-        paint(p["eye_col"], ellipse(ex, p["eye_y"], p["eye_r"] * 0.62, p["eye_r"] * 0.8))
-        tilt_v = v + s * col(p["brow_tilt"]) * (u - col(ex))
-        paint(
-            p["hair"] * 0.8,
-            ellipse(ex, p["eye_y"] - p["brow_gap"], p["eye_r"] * 1.8, p["brow_th"], vv=tilt_v),
-        )
-    paint(
-        p["skin"] * 0.78,
-        ellipse(
-            zero, p["eye_y"] + 0.06 + p["nose_len"] / 2, torch.full((n,), 0.03), p["nose_len"] / 2
-        ),
-    )
-    smile = p["smiling"]
-    width = p["mouth_w"] * (1 + 0.25 * smile)
-    k = smile * 0.11 / width**2
-    centre = col(p["mouth_y"]) - col(k) * u**2
-    half = col(0.022 + 0.05 * p["mouth_open"])
-    mouth = step(half - (v - centre).abs()) * step(col(width) - u.abs())
-    lips = torch.tensor([0.72, 0.28, 0.32]).expand(n, 3)
-    inside = torch.tensor([0.22, 0.04, 0.07]).expand(n, 3)
-    paint(torch.where(p["mouth_open"][:, None] > 0, inside, lips), mouth)
-    teeth = step(col(0.02 * p["mouth_open"]) - (v - centre + col(0.02 * p["mouth_open"])).abs())
-    paint(torch.full((n, 3), 0.95), mouth * teeth * col(smile))
-    # glasses: two rings and a bridge
-    t = 0.02 + 1.0 / size
-    ring_r = col(p["eye_r"] * 2.0)
-    glasses = torch.zeros_like(u)
-    for s in (-1.0, 1.0):
-        r = torch.sqrt((u - col(s * p["eye_dx"])) ** 2 + (v - col(p["eye_y"])) ** 2)
-        glasses = torch.maximum(glasses, step(t - (r - ring_r).abs()))
-    bridge = step(t - (v - col(p["eye_y"])).abs()) * step(col(p["eye_dx"]) - ring_r - u.abs())
-    glasses = torch.maximum(glasses, bridge) * col(p["glasses"])
-    paint(torch.tensor([0.08, 0.08, 0.10]).expand(n, 3), glasses)
-    # lighting: overall brightness and a directional gradient in image coordinates
-    grad = col(torch.cos(p["light_dir"])) * x + col(torch.sin(p["light_dir"])) * y
-    shade = col(p["bright"]) * (1 + col(p["light_amt"]) * grad)
-    return img * shade[:, None]

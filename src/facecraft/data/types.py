@@ -40,7 +40,8 @@ class FaceSet:
         n = self.images.shape[0]
         if self.images.dtype != torch.uint8 or self.images.dim() != 4 or self.images.shape[1] != 3:
             raise ValueError(
-                f"images must be uint8 (N, 3, S, S), got {self.images.dtype} {tuple(self.images.shape)}"
+                f"images must be uint8 (N, 3, S, S), "
+                f"got {self.images.dtype} {tuple(self.images.shape)}"
             )
         if self.identities.shape != (n,):
             raise ValueError(

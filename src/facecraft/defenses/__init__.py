@@ -18,18 +18,24 @@ Importing this package registers every defence by name:
 
 :func:`fit_defender_critic` trains Crafter's critic once on public faces (its fast configuration);
 :class:`Protector` and :func:`load_protector` package any of them for the edge;
-:mod:`facecraft.defenses.hypergrad` holds the implicit-gradient maths.
+:mod:`facecraft.defenses.hypergrad` holds the implicit-gradient maths and :class:`IHVPSolver`,
+the frozen settings of its inverse-Hessian-vector product.
 """
 
-from facecraft.defenses._critic import fit_defender_critic
 from facecraft.defenses.advlearn import AdversarialLearning
 from facecraft.defenses.amortized_crafter import AmortizedCrafter, FeatureCrafter
 from facecraft.defenses.base import FeatureDefense
 from facecraft.defenses.crafter import Crafter, FastCrafter
 from facecraft.defenses.crafter_z import CrafterZ
+from facecraft.defenses.critic_pretraining import fit_defender_critic
 from facecraft.defenses.disco import DISCO, ChannelPruner
 from facecraft.defenses.distilled import DistilledCrafter, EdgeProtector
-from facecraft.defenses.hypergrad import cg_ihvp, implicit_feature_grad, neumann_ihvp
+from facecraft.defenses.hypergrad import (
+    IHVPSolver,
+    cg_ihvp,
+    implicit_feature_grad,
+    neumann_ihvp,
+)
 from facecraft.defenses.noise import GaussianNoise
 from facecraft.defenses.none import NoDefense
 from facecraft.defenses.protector import Protector, load_protector
@@ -55,6 +61,7 @@ __all__ = [
     "FeatureCrafter",
     "FeatureDefense",
     "GaussianNoise",
+    "IHVPSolver",
     "NoDefense",
     "Protector",
     "available_defenses",

@@ -5,28 +5,38 @@ reconstructions and its prior in Kantorovich-Rubinstein dual form,
 ``EMD ~ E[D'(G(z_r))] - E[D'(G(z*))]``, and is trained to maximise that
 estimate minus a gradient penalty (Gulrajani et al., NeurIPS 2017, eq. 3).
 
-:class:`CriticDefense` is the base both variants share: the networks they
-hold, the per-call seeding, one critic round of an optimisation step, the
-prior term of the EMD estimate and the per-step record.
+:class:`CriticConfig` holds the critic's settings and :class:`CriticDefense`
+is the base both variants (and the amortized Crafter) share: the networks
+they hold, the per-call seeding, one critic round of an optimisation step,
+the prior term of the EMD estimate and the per-step record. Pre-training the
+critic once on public faces is :mod:`facecraft.defenses.critic_pretraining`.
+
+Note:
+    Prior samples ``z_r`` are redrawn for every critic step and for the EMD
+    estimate; the Crafter authors' code fixes one set per batch and sub-samples
+    32 of them per critic step. Their code also doubles the GP weight when the
+    penalty exceeds 1; we keep it fixed.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Dict, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
 
 from facecraft._torchutils import frozen, make_generator
-from facecraft.attacks.whitebox import invert_latent
-from facecraft.defenses.base import FeatureDefense
-from facecraft.defenses.hypergrad import implicit_feature_grad
+from facecraft._validation import MAX_WIDTH, check_number
+from facecraft.defenses.base import ConfigField, FeatureDefense
+from facecraft.defenses.hypergrad import IHVPSolver, implicit_feature_grad
 from facecraft.models import Critic, gradient_penalty
 
 __all__ = [
+    "CriticConfig",
     "CriticDefense",
-    "fit_defender_critic",
+    "PrivacyRound",
     "latent_dim_of",
     "new_critic",
     "prior_latents",
@@ -35,6 +45,63 @@ __all__ = [
 ]
 
 ProgressFn = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class CriticConfig:
+    """The defender's critic ``D'`` and its training schedule, validated on construction.
+
+    Crafter, Crafter-z and the amortized Crafter build it from their flat
+    ``critic_*`` arguments (named in the messages).
+
+    Attributes:
+        steps: WGAN-GP updates per step, >= 0 (``critic_steps``; Default: 10, the paper's).
+        init_steps: updates of a newly initialised critic in its first round, >= 0, so a
+            cheap per-step ``steps`` starts from a critic that already tells ``G(z*)``
+            from the prior (``critic_init_steps``; Default: None: ``steps``).
+        width: base width of a fresh :class:`~facecraft.models.Critic`
+            (``critic_width``; Default: 64, the paper's critic).
+        gp_weight: gradient-penalty weight, >= 0 (Default: 20, the paper's).
+        lr: Adam learning rate, > 0 (``critic_lr``; Default: 5e-4, the authors' code).
+        persistent: keep one critic (and its optimiser) for a whole batch; else a
+            fresh one every step (``persistent_critic``; Default: True, as CRAFTER.md
+            and the authors' code: one critic per batch, updated ``steps`` times at
+            every outer step; re-initialising it every step gives a far weaker EMD
+            estimate from only ``steps`` updates).
+    """
+
+    steps: int = 10
+    init_steps: Optional[int] = None
+    width: int = 64
+    gp_weight: float = 20.0
+    lr: float = 5e-4
+    persistent: bool = True
+
+    def __post_init__(self) -> None:
+        for name, value in (
+            ("critic_steps", self.steps),
+            ("critic_init_steps", self.init_steps or 0),
+        ):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        check_number("critic_lr", self.lr, low=0.0, low_open=True)
+        check_number("gp_weight", self.gp_weight, low=0.0)
+        check_number("critic_width", self.width, low=1, high=MAX_WIDTH, integer=True)
+
+
+class PrivacyRound(NamedTuple):
+    """What :meth:`CriticDefense._privacy_round` returns."""
+
+    #: the critic after the round, and its optimiser
+    critic: nn.Module
+    critic_opt: Optional[torch.optim.Optimizer]
+    #: ``E[D'(G(z_r))]`` and ``E[D'(G(z*))]``
+    d_prior: torch.Tensor
+    d_star: torch.Tensor
+    #: ``G(z*)``, detached
+    reconstruction: torch.Tensor
+    #: the hypergradient ``dL_p/dF``
+    grad_p: torch.Tensor
 
 
 def seeded_init(build, seed_gen: torch.Generator) -> nn.Module:
@@ -122,89 +189,6 @@ def train_critic(
     critic.eval()
 
 
-def fit_defender_critic(
-    encoder: nn.Module,
-    generator: nn.Module,
-    amortizer: Optional[nn.Module],
-    images: torch.Tensor,
-    *,
-    steps: int = 200,
-    inner_steps: int = 40,
-    width: int = 64,
-    lr: float = 5e-4,
-    gp_weight: float = 20.0,
-    batch_size: int = 32,
-    seed: int = 0,
-) -> nn.Module:
-    r"""A critic ``D'`` trained once, on public faces, to tell the attacker's reconstructions from its prior.
-
-    Beyond the paper, which starts every batch from a fresh critic and trains it
-    ``critic_steps`` times per outer step. The critic's job at the start of a
-    batch is the same for every batch: tell ``G(z*(Enc(X)))`` (the white-box
-    attacker's reconstructions of undefended faces: ``Amor(F)`` + ``inner_steps``
-    iterations of :func:`~facecraft.attacks.whitebox.invert_latent`) from
-    ``G(z_r)``, ``z_r ~ N(0, I)``. Trained once here on public ``images`` (WGAN-GP,
-    :func:`train_critic`, one random ``batch_size`` of reconstructions per update)
-    and passed as Crafter's ``critic``, it is copied for each batch and fine-tuned
-    by a few ``critic_steps``: from the first outer step on, the hypergradient
-    follows a critic that already sees the reconstructions' difference from the prior.
-
-    Args:
-        encoder, generator, amortizer: ``Enc``, the attacker's prior ``G`` and its
-            amortizer (None: a random ``N(0, I)`` start).
-        images: public faces ``(M, 3, S, S)`` in [0, 1] (never the private ones).
-        steps: critic updates (Default: 200).
-        inner_steps: inversion iterations per reconstruction (Default: 40).
-        width, lr, gp_weight: the critic's base width, Adam rate and gradient-penalty
-            weight (Defaults: 64, 5e-4, 20, as Crafter's).
-        batch_size: reconstructions (and prior samples) per update, and faces per
-            inversion batch (Default: 32).
-        seed: seeds the initialisation, the draws and the prior samples (Default: 0).
-
-    Returns:
-        The trained critic, in eval mode with ``requires_grad`` off.
-    """
-    if steps < 1 or batch_size < 1:
-        raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
-    if images.dim() != 4 or images.shape[0] < 2:
-        raise ValueError(f"images: expected (M >= 2, 3, S, S), got {tuple(images.shape)}")
-    seed_gen = make_generator(seed, "cpu")
-    gp_gen = make_generator(seed, images.device)
-    zd = latent_dim_of(generator)
-    with frozen(encoder, generator, amortizer):
-        fakes = []
-        for i in range(0, images.shape[0], batch_size):
-            with torch.no_grad():
-                feats = encoder(images[i : i + batch_size])
-                z0 = (
-                    amortizer(feats)
-                    if amortizer is not None
-                    else prior_latents(feats.shape[0], zd, like=feats, seed_gen=seed_gen)
-                )
-            z = invert_latent(encoder, generator, feats, z0, steps=inner_steps)
-            with torch.no_grad():
-                fakes.append(generator(z))
-        fake = torch.cat(fakes)
-        critic, opt = new_critic(images.shape[-1], width, lr, like=fake, seed_gen=seed_gen)
-        take = min(batch_size, fake.shape[0])
-        for _ in range(steps):
-            pick = torch.randperm(fake.shape[0], generator=seed_gen)[:take].to(fake.device)
-            train_critic(
-                critic,
-                opt,
-                generator,
-                fake[pick],
-                steps=1,
-                gp_weight=gp_weight,
-                seed_gen=seed_gen,
-                gp_gen=gp_gen,
-            )
-    critic.eval()
-    for p in critic.parameters():
-        p.requires_grad_(False)
-    return critic
-
-
 def latent_dim_of(generator: nn.Module) -> int:
     zd = getattr(generator, "latent_dim", None)
     if zd is None:
@@ -221,9 +205,9 @@ class CriticDefense(FeatureDefense):
     that are the same in both: seeding a call (:meth:`_begin_call`), one
     critic round (:meth:`_critic_round`), the prior term of the EMD estimate
     (:meth:`_prior_score`) and the per-step record (:meth:`_record_step`).
-    Subclasses store the hyperparameters annotated below under these names
-    (their constructor arguments) and implement :meth:`protect` and
-    :meth:`name`.
+    Subclasses store the networks annotated below, build :attr:`critic_config`
+    from their ``critic_*`` arguments (read back under those names) and
+    implement :meth:`protect` and :meth:`name`.
 
     Args:
         encoder: the edge encoder ``Enc``.
@@ -235,15 +219,16 @@ class CriticDefense(FeatureDefense):
 
     generator: nn.Module
     amortizer: Optional[nn.Module]
-    critic_steps: int
-    critic_width: int
-    gp_weight: float
-    critic_lr: float
     critic: Optional[nn.Module]
-    persistent_critic: bool
     seed: int
-    #: updates of a newly initialised critic in its first round (None: ``critic_steps``)
-    critic_init_steps: Optional[int] = None
+    #: the critic's settings; the flat constructor arguments below read from it
+    critic_config: CriticConfig
+    critic_steps = ConfigField("critic_config", "steps")
+    critic_init_steps = ConfigField("critic_config", "init_steps")
+    critic_width = ConfigField("critic_config", "width")
+    gp_weight = ConfigField("critic_config", "gp_weight")
+    critic_lr = ConfigField("critic_config", "lr")
+    persistent_critic = ConfigField("critic_config", "persistent")
 
     def __init__(self, encoder: nn.Module, head: Optional[nn.Module]) -> None:
         super().__init__(encoder, head)
@@ -258,6 +243,14 @@ class CriticDefense(FeatureDefense):
         if self.critic is not None:
             nets["critic"] = self.critic
         return nets
+
+    @staticmethod
+    def _check_generator(generator: nn.Module) -> None:
+        """Raise ``ValueError`` unless ``generator`` has the ``latent_dim`` the defence draws."""
+        if getattr(generator, "latent_dim", None) is None:
+            raise ValueError(
+                f"the generator ({type(generator).__name__}) needs a latent_dim attribute"
+            )
 
     def _begin_call(self, device: torch.device) -> Tuple[torch.Generator, torch.Generator, int]:
         """``(seed_gen, gp_gen, call)`` for a :meth:`protect` call on ``device``.
@@ -292,19 +285,15 @@ class CriticDefense(FeatureDefense):
         Returns:
             The (possibly new) critic and its optimiser.
         """
+        cfg = self.critic_config
         with torch.no_grad():
             fake = self.generator(z)
-        steps = self.critic_steps
-        if critic is None or not self.persistent_critic:
-            if self.critic_init_steps is not None:
-                steps = self.critic_init_steps
+        steps = cfg.steps
+        if critic is None or not cfg.persistent:
+            if cfg.init_steps is not None:
+                steps = cfg.init_steps
             critic, critic_opt = new_critic(
-                image_size,
-                self.critic_width,
-                self.critic_lr,
-                like=fake,
-                seed_gen=seed_gen,
-                init=self.critic,
+                image_size, cfg.width, cfg.lr, like=fake, seed_gen=seed_gen, init=self.critic
             )
         train_critic(
             critic,
@@ -312,7 +301,7 @@ class CriticDefense(FeatureDefense):
             self.generator,
             fake,
             steps=steps,
-            gp_weight=self.gp_weight,
+            gp_weight=cfg.gp_weight,
             seed_gen=seed_gen,
             gp_gen=gp_gen,
         )
@@ -338,27 +327,17 @@ class CriticDefense(FeatureDefense):
         *,
         seed_gen: torch.Generator,
         gp_gen: torch.Generator,
-        **solver: Any,
-    ) -> Tuple[
-        nn.Module,
-        Optional[torch.optim.Optimizer],
-        torch.Tensor,
-        torch.Tensor,
-        torch.Tensor,
-        torch.Tensor,
-    ]:
-        """The privacy side of one step of the feature-space Crafter objective (CRAFTER.md section 3).
+        solver: IHVPSolver,
+    ) -> PrivacyRound:
+        """The privacy side of one step of the feature-space Crafter objective (CRAFTER.md s. 3).
 
         At the attacker's best response ``z* = z*(F)``: one critic round
         (:meth:`_critic_round`), the prior term ``E[D'(G(z_r))]``
         (:meth:`_prior_score`), ``E[D'(G(z*))]`` with its gradient in ``z*``,
         and the implicit hypergradient ``dL_p/dF`` of ``L_p = -E[D'(G(z*(F)))]``
-        (:func:`~facecraft.defenses.hypergrad.implicit_feature_grad`, with the
-        ``solver`` keyword arguments). Shared by Crafter (per batch) and the
-        amortized Crafter (per training step), in this order of random draws.
-
-        Returns:
-            ``(critic, critic_opt, d_prior, d_star, G(z*) detached, dL_p/dF)``.
+        (:func:`~facecraft.defenses.hypergrad.implicit_feature_grad` with
+        ``solver``). Shared by Crafter (per batch) and the amortized Crafter
+        (per training step), in this order of random draws.
         """
         critic, critic_opt = self._critic_round(
             critic, critic_opt, z_star, image_size, seed_gen=seed_gen, gp_gen=gp_gen
@@ -370,9 +349,9 @@ class CriticDefense(FeatureDefense):
             d_star = critic(x).mean()
             (grad_z,) = torch.autograd.grad(-d_star, zs)
         grad_p = implicit_feature_grad(
-            self.encoder, self.generator, features, z_star, grad_z, **solver
+            self.encoder, self.generator, features, z_star, grad_z, solver=solver
         )
-        return critic, critic_opt, d_prior, d_star, x.detach(), grad_p
+        return PrivacyRound(critic, critic_opt, d_prior, d_star, x.detach(), grad_p)
 
     def _record_step(
         self,

@@ -1,13 +1,14 @@
-"""Shared plumbing for defences trained on public data (adversarial learning, DISCO).
+"""Shared plumbing for defences trained on public data (adversarial learning, DISCO, distilled).
 
 Seeded epoch permutations, pseudo-labels, the decoder adversary (its seeded
-construction and its update), the resumable epoch loop, and checkpoints that
-bundle several modules and optimisers into one safetensors + JSON pair via
-:mod:`facecraft._io`.
+construction and its update), the resumable epoch loop, early stopping on a
+held-out loss, and checkpoints that bundle several modules and optimisers into
+one safetensors + JSON pair via :mod:`facecraft._io`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
@@ -29,6 +30,7 @@ from facecraft.defenses._critic import seeded_init
 from facecraft.models import Decoder
 
 __all__ = [
+    "EarlyStopping",
     "FittedDefense",
     "check_public",
     "decoder_step",
@@ -59,8 +61,36 @@ class FittedDefense(Protocol):
     def get_config(self) -> Dict[str, Any]: ...
 
 
+@dataclass
+class EarlyStopping:
+    """Early stopping on a held-out loss: the best value, its epoch, and the epochs since.
+
+    Args:
+        patience: epochs without a strictly lower held-out loss before stopping.
+    """
+
+    patience: int
+    best_val: float = float("inf")
+    best_epoch: Optional[int] = None
+    stale: int = 0
+
+    @property
+    def stopped(self) -> bool:
+        """Whether ``patience`` epochs have passed without a better loss."""
+        return self.stale >= self.patience
+
+    def update(self, value: float, epoch: int) -> bool:
+        """Record ``epoch``'s held-out loss ``value``; True when it is the best so far."""
+        if value < self.best_val:
+            self.best_val, self.best_epoch, self.stale = value, epoch, 0
+            return True
+        self.stale += 1
+        return False
+
+
 def check_public(images: torch.Tensor, attributes: Optional[torch.Tensor]) -> None:
-    """Validate public training images (non-empty, float32) and (optional) binary attributes ``(N, K)``."""
+    """Validate public training images (non-empty, float32) and optional binary attributes
+    ``(N, K)``."""
     validate_images(images, dtype=torch.float32, allow_empty=False)
     if attributes is not None and (
         not torch.is_tensor(attributes)

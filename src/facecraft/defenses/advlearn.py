@@ -108,7 +108,8 @@ class AdversarialLearning(FeatureDefense):
         self.decoder_steps = decoder_steps
         self.seed = seed
         self.decoder: Optional[nn.Module] = None
-        #: whether :meth:`fit` ran (or a saved fitted state was loaded); unfitted, it would release Enc(X)
+        #: whether :meth:`fit` ran (or a saved fitted state was loaded); unfitted, it would release
+        #: Enc(X)
         self.fitted = False
 
     @classmethod

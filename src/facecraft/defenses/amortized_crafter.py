@@ -32,54 +32,104 @@ References:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
+from facecraft._io import checkpoint_exists, load_state, save_state
 from facecraft._torchutils import frozen, make_generator
 from facecraft._validation import MAX_WIDTH, check_number, validate_images
-from facecraft.attacks._state import checkpoint_exists, load_state, save_state
-from facecraft.attacks.whitebox import invert_latent
-from facecraft.defenses._critic import CriticDefense, latent_dim_of, new_critic, seeded_init
-from facecraft.defenses.hypergrad import SOLVERS
+from facecraft.defenses._critic import (
+    CriticConfig,
+    CriticDefense,
+    latent_dim_of,
+    new_critic,
+    seeded_init,
+)
+from facecraft.defenses.base import ConfigField
+from facecraft.defenses.best_response import InnerInversion
+from facecraft.defenses.feature_crafter import FeatureCrafter
+from facecraft.defenses.hypergrad import IHVPSolver
 from facecraft.defenses.registry import register_defense
 
-__all__ = ["FeatureCrafter", "AmortizedCrafter"]
+__all__ = ["AmortizedTraining", "FeatureCrafter", "AmortizedCrafter"]
 
 ProgressFn = Callable[[int, int, str], None]
 _KIND = "amortized-crafter-fit"
 
 
-class FeatureCrafter(nn.Module):
-    """``C``: features ``(N, C, h, w)`` -> a residual of the same shape.
+@dataclass(frozen=True)
+class AmortizedTraining:
+    """How :meth:`AmortizedCrafter.fit` trains ``C``; validated on construction.
 
-    Two 3x3 convolutions of ``width`` channels (ReLU) and a 1x1 convolution
-    back to ``C`` channels, initialised at zero so ``F + C(F) = F`` before
-    training.
+    The fields are the amortized Crafter's arguments of the same names (see
+    :class:`AmortizedCrafter`); ``beta`` and ``loss_scale`` are >= 0 and > 0,
+    the others positive.
     """
 
-    def __init__(self, channels: int, width: int = 64) -> None:
-        super().__init__()
-        self.channels = channels
-        self.width = width
-        self.net = nn.Sequential(
-            nn.Conv2d(channels, width, 3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(width, channels, 1),
-        )
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 1e-3
+    width: int = 64
+    beta: float = 1.0
+    loss_scale: float = 100.0
+    checkpoint_every: int = 50
 
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return self.net(f)
+    def __post_init__(self) -> None:
+        for name, value in (
+            ("steps", self.steps),
+            ("batch_size", self.batch_size),
+            ("width", self.width),
+            ("checkpoint_every", self.checkpoint_every),
+        ):
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        check_number("beta", self.beta, low=0.0)
+        check_number("lr", self.lr, low=0.0, low_open=True)
+        check_number("loss_scale", self.loss_scale, low=0.0, low_open=True)
+        check_number("width", self.width, low=1, high=MAX_WIDTH, integer=True)
+
+
+@dataclass
+class _FitState:
+    """What :meth:`AmortizedCrafter.fit` carries from step to step and checkpoints."""
+
+    crafter: FeatureCrafter
+    opt: torch.optim.Optimizer
+    seed_gen: torch.Generator
+    gp_gen: torch.Generator
+    batch_gen: torch.Generator
+    critic: Optional[nn.Module] = None
+    critic_opt: Optional[torch.optim.Optimizer] = None
+
+    def load(self, stem: Path) -> Dict[str, Any]:
+        """Restore the state saved at ``stem`` (with the critic rebuilt); returns its meta."""
+        extra, meta = load_state(stem, **self._parts())
+        self.seed_gen.set_state(extra["seed_gen"].cpu())
+        self.gp_gen.set_state(extra["gp_gen"].cpu())
+        return meta
+
+    def save(self, stem: Path, meta: Dict[str, Any]) -> None:
+        """Save the state to ``stem`` (safetensors + JSON) with ``meta``."""
+        extra = {"seed_gen": self.seed_gen.get_state(), "gp_gen": self.gp_gen.get_state()}
+        save_state(stem, **self._parts(), extra=extra, meta=meta)
+
+    def _parts(self) -> Dict[str, Any]:
+        return {
+            "kind": _KIND,
+            "modules": {"crafter": self.crafter, "critic": self.critic},
+            "optimizers": {"crafter": self.opt, "critic": self.critic_opt},
+            "rng": self.batch_gen,
+        }
 
 
 class AmortizedCrafter(CriticDefense):
     r"""Crafter amortized into a network: ``F' = Enc(X) + C(Enc(X))`` (module docstring).
+
+    The flat keyword arguments are grouped into frozen, validated configs, by section.
 
     Args:
         encoder: the edge encoder ``Enc``.
@@ -87,23 +137,31 @@ class AmortizedCrafter(CriticDefense):
         generator: the attacker's prior ``G`` used to train ``C`` (not needed to protect).
         amortizer: the attacker's amortizer, the inner solve's start (Default: None:
             a random start with ``inner_steps`` iterations).
+        critic: an initial critic, copied at the start of :meth:`fit` and never modified;
+            with ``critic_steps=0`` it stays fixed (Default: None: a fresh critic).
+        seed: seeds ``C``'s initialisation, batches, critic and prior samples (Default: 0).
+        crafter: an already trained ``C`` (e.g. loaded by the caller) (Default: None).
+
+    Training of ``C`` (:attr:`fitting`, an :class:`AmortizedTraining`):
         beta: utility weight, ``L_u = ||F' - Enc(X)||^2 / dim(F)`` (Default: 1.0).
         width: channels of ``C`` (Default: 64).
         steps: training steps on public batches (Default: 2000).
         batch_size: public faces per step (Default: 32).
         lr: Adam learning rate of ``C`` (Default: 1e-3, cosine-decayed).
-        inner_steps: inversion iterations after ``Amor(F')`` per step (Default: 20).
-        inner_lr, inner_momentum: the attacker's inversion step (Default: 5e-3, 0.9).
-        critic_steps, critic_width, gp_weight, critic_lr: the persistent critic ``D'``
-            (Defaults: 5, 64, 20, 5e-4).
-        critic: an initial critic, copied at the start of :meth:`fit` and never modified;
-            with ``critic_steps=0`` it stays fixed (Default: None: a fresh critic).
-        solver, cg_iters, neumann_alpha, neumann_iters: the inverse-HVP
-            (Default: ``"gn-cg"`` with 10 iterations).
         loss_scale: multiplies the surrogate loss before Adam (Default: 100, as Crafter).
         checkpoint_every: steps between resumable checkpoints of :meth:`fit` (Default: 50).
-        seed: seeds ``C``'s initialisation, batches, critic and prior samples (Default: 0).
-        crafter: an already trained ``C`` (e.g. loaded by the caller) (Default: None).
+
+    Inner inversion (:attr:`inner`, an :class:`~facecraft.defenses.best_response.InnerInversion`):
+        inner_steps: inversion iterations after ``Amor(F')`` per step (Default: 20).
+        inner_lr, inner_momentum: the attacker's inversion step (Default: 5e-3, 0.9).
+
+    Critic (:attr:`critic_config`, a :class:`~facecraft.defenses._critic.CriticConfig`):
+        critic_steps, critic_width, gp_weight, critic_lr: the persistent critic ``D'``
+            (Defaults: 5, 64, 20, 5e-4).
+
+    Hypergradient (:attr:`ihvp`, an :class:`~facecraft.defenses.hypergrad.IHVPSolver`):
+        solver, cg_iters, neumann_alpha, neumann_iters: the inverse-HVP
+            (Default: ``"gn-cg"`` with 10 iterations).
 
     Shape:
         - images: ``(N, 3, S, S)`` in [0, 1]; output ``(N, *F)`` like ``Enc(X)``.
@@ -118,7 +176,21 @@ class AmortizedCrafter(CriticDefense):
     fits_on = "prior"
     relative_cost = 4
 
-    persistent_critic = True
+    # the flat constructor arguments, read from the configs (get_config, sweeps, repr)
+    beta = ConfigField("fitting")
+    width = ConfigField("fitting")
+    steps = ConfigField("fitting")
+    batch_size = ConfigField("fitting")
+    lr = ConfigField("fitting")
+    loss_scale = ConfigField("fitting")
+    checkpoint_every = ConfigField("fitting")
+    inner_steps = ConfigField("inner", "steps")
+    inner_lr = ConfigField("inner", "lr")
+    inner_momentum = ConfigField("inner", "momentum")
+    solver = ConfigField("ihvp", "kind")
+    cg_iters = ConfigField("ihvp")
+    neumann_alpha = ConfigField("ihvp")
+    neumann_iters = ConfigField("ihvp")
 
     def __init__(
         self,
@@ -150,50 +222,17 @@ class AmortizedCrafter(CriticDefense):
         crafter: Optional[nn.Module] = None,
     ) -> None:
         super().__init__(encoder, head)
-        if solver not in SOLVERS:
-            raise ValueError(f"unknown IHVP solver {solver!r}; choose one of {SOLVERS}")
-        for name, value in (
-            ("steps", steps),
-            ("batch_size", batch_size),
-            ("width", width),
-            ("checkpoint_every", checkpoint_every),
-        ):
-            if value <= 0:
-                raise ValueError(f"{name} must be positive, got {value}")
-        check_number("beta", beta, low=0.0)
-        for name, value in (
-            ("lr", lr),
-            ("inner_lr", inner_lr),
-            ("critic_lr", critic_lr),
-            ("neumann_alpha", neumann_alpha),
-            ("loss_scale", loss_scale),
-        ):
-            check_number(name, value, low=0.0, low_open=True)
-        check_number("inner_momentum", inner_momentum, low=0.0)
-        check_number("gp_weight", gp_weight, low=0.0)
-        check_number("width", width, low=1, high=MAX_WIDTH, integer=True)
-        check_number("critic_width", critic_width, low=1, high=MAX_WIDTH, integer=True)
+        self.ihvp = IHVPSolver(solver, neumann_alpha, neumann_iters, cg_iters)
+        self.fitting = AmortizedTraining(
+            steps, batch_size, lr, width, beta, loss_scale, checkpoint_every
+        )
+        self.inner = InnerInversion(inner_steps, inner_lr, inner_momentum)
+        self.critic_config = CriticConfig(
+            critic_steps, width=critic_width, gp_weight=gp_weight, lr=critic_lr
+        )
         self.generator = generator  # type: ignore[assignment]
         self.amortizer = amortizer
-        self.beta = beta
-        self.width = width
-        self.steps = steps
-        self.batch_size = batch_size
-        self.lr = lr
-        self.inner_steps = inner_steps
-        self.inner_lr = inner_lr
-        self.inner_momentum = inner_momentum
-        self.critic_steps = critic_steps
-        self.critic_width = critic_width
-        self.gp_weight = gp_weight
-        self.critic_lr = critic_lr
         self.critic = critic
-        self.solver = solver
-        self.cg_iters = cg_iters
-        self.neumann_alpha = neumann_alpha
-        self.neumann_iters = neumann_iters
-        self.loss_scale = loss_scale
-        self.checkpoint_every = checkpoint_every
         self.seed = seed
         self.crafter = crafter
 
@@ -209,10 +248,6 @@ class AmortizedCrafter(CriticDefense):
             nets["crafter"] = self.crafter
         return nets
 
-    def _new_crafter(self, channels: int, device: torch.device) -> FeatureCrafter:
-        gen = make_generator(self.seed)
-        return seeded_init(lambda: FeatureCrafter(channels, self.width), gen).to(device)
-
     def fit(
         self,
         public_images: torch.Tensor,
@@ -221,7 +256,7 @@ class AmortizedCrafter(CriticDefense):
         progress: Optional[ProgressFn] = None,
         checkpoint_stem: Optional[Union[str, Path]] = None,
     ) -> "AmortizedCrafter":
-        """Train ``C`` with the Crafter objective on public faces (resumable from ``checkpoint_stem``).
+        """Train ``C`` with the Crafter objective on public faces (resumable from a checkpoint).
 
         Args:
             public_images: ``(N, 3, S, S)`` float in [0, 1] or uint8 (attributes are not needed:
@@ -234,6 +269,25 @@ class AmortizedCrafter(CriticDefense):
         Returns:
             ``self`` with a trained :attr:`crafter`.
         """
+        self._check_public(public_images)
+        cfg = self.fitting
+        state, probe = self._new_state(public_images)
+        start = 0
+        stem = Path(checkpoint_stem) if checkpoint_stem is not None else None
+        if stem is not None and checkpoint_exists(stem):
+            start = self._resume(state, stem, public_images.shape[-1], probe)
+        self.fit_trained = start < cfg.steps
+        with frozen(self.encoder, self.generator, self.amortizer):
+            for step in range(start, cfg.steps):
+                self._train_step(state, public_images, step, progress)
+                done = step + 1
+                if stem is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+                    meta = {"step": done, "history": self.history, "config": self.get_config()}
+                    state.save(stem, meta)
+        self.crafter = state.crafter.eval()
+        return self
+
+    def _check_public(self, public_images: torch.Tensor) -> None:
         if self.generator is None:
             raise ValueError("amortized-crafter needs the attacker's generator to be fitted")
         if public_images.dim() != 4 or public_images.shape[0] == 0:
@@ -242,110 +296,84 @@ class AmortizedCrafter(CriticDefense):
             )
         if public_images.dtype != torch.uint8:
             validate_images(public_images)
-        enc, gen, amor = self.encoder, self.generator, self.amortizer
+
+    def _new_state(self, public_images: torch.Tensor) -> Tuple[_FitState, torch.Tensor]:
+        """A new ``C``, its Adam and the seeded generators, and ``Enc`` of the first face."""
         dev = self.device
         with torch.no_grad():
-            probe = enc(self._floats(public_images[:1], dev))
-        crafter = self._new_crafter(probe.shape[1], dev)
-        opt = torch.optim.Adam(crafter.parameters(), lr=self.lr)
+            probe = self.encoder(self._floats(public_images[:1], dev))
+        gen = make_generator(self.seed)
+        crafter = seeded_init(lambda: FeatureCrafter(probe.shape[1], self.fitting.width), gen)
+        crafter = crafter.to(dev)
+        opt = torch.optim.Adam(crafter.parameters(), lr=self.fitting.lr)
         seed_gen, gp_gen, _ = self._begin_call(dev)
         batch_gen = make_generator(self.seed + 1)
-        critic: Optional[nn.Module] = None
-        critic_opt: Optional[torch.optim.Optimizer] = None
-        start = 0
-        stem = Path(checkpoint_stem) if checkpoint_stem is not None else None
-        if stem is not None and checkpoint_exists(stem):
-            # the critic and its optimiser are rebuilt, then loaded with the rest of the state
-            critic, critic_opt = new_critic(
-                public_images.shape[-1],
-                self.critic_width,
-                self.critic_lr,
-                like=probe,
-                seed_gen=seed_gen,
-                init=self.critic,
-            )
-            extra, meta = load_state(
-                stem,
-                kind=_KIND,
-                modules={"crafter": crafter, "critic": critic},
-                optimizers={"crafter": opt, "critic": critic_opt},
-                rng=batch_gen,
-            )
-            seed_gen.set_state(extra["seed_gen"].cpu())
-            gp_gen.set_state(extra["gp_gen"].cpu())
-            start = int(meta["step"])
-            self.history = list(meta.get("history", []))
+        return _FitState(crafter, opt, seed_gen, gp_gen, batch_gen), probe
+
+    def _resume(self, state: _FitState, stem: Path, image_size: int, probe: torch.Tensor) -> int:
+        """Rebuild the critic, load ``stem`` into ``state`` and :attr:`history`; its step."""
+        cfg = self.critic_config
+        state.critic, state.critic_opt = new_critic(
+            image_size, cfg.width, cfg.lr, like=probe, seed_gen=state.seed_gen, init=self.critic
+        )
+        meta = state.load(stem)
+        self.history = list(meta.get("history", []))
+        return int(meta["step"])
+
+    def _train_step(
+        self,
+        state: _FitState,
+        public_images: torch.Tensor,
+        step: int,
+        progress: Optional[ProgressFn],
+    ) -> None:
+        """One step: ``F' = F0 + C(F0)`` on a public batch, ``z*(F')``, a privacy round and an
+        Adam step on ``C``."""
+        cfg, enc, gen = self.fitting, self.encoder, self.generator
+        for g in state.opt.param_groups:
+            g["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
         n = public_images.shape[0]
-        image_size = public_images.shape[-1]
-        self.fit_trained = start < self.steps
-        with frozen(enc, gen, amor):
-            for step in range(start, self.steps):
-                for g in opt.param_groups:
-                    g["lr"] = self.lr * 0.5 * (1 + math.cos(math.pi * step / self.steps))
-                idx = torch.randint(0, n, (min(self.batch_size, n),), generator=batch_gen)
-                x = self._floats(public_images[idx], dev)
-                with torch.no_grad():
-                    f0 = enc(x)
-                crafter.train()
-                feat = f0 + crafter(f0)
-                fd = feat.detach()
-                with torch.no_grad():
-                    z0 = (
-                        amor(fd)
-                        if amor is not None
-                        else torch.randn(fd.shape[0], latent_dim_of(gen), generator=seed_gen).to(fd)
-                    )
-                z_star = invert_latent(
-                    enc,
-                    gen,
-                    fd,
-                    z0,
-                    steps=self.inner_steps,
-                    lr=self.inner_lr,
-                    momentum=self.inner_momentum,
-                )
-                critic, critic_opt, d_prior, d_star, _, grad_p = self._privacy_round(
-                    critic,
-                    critic_opt,
-                    fd,
-                    z_star,
-                    image_size,
-                    seed_gen=seed_gen,
-                    gp_gen=gp_gen,
-                    solver=self.solver,
-                    neumann_alpha=self.neumann_alpha,
-                    neumann_iters=self.neumann_iters,
-                    cg_iters=self.cg_iters,
-                )
-                l_u = (feat - f0).flatten(1).pow(2).mean(dim=1).mean()
-                # d/dtheta of this surrogate is (dL_p/dF')^T dF'/dtheta + beta dL_u/dtheta
-                surrogate = (grad_p.detach() * feat).sum() + self.beta * l_u
-                opt.zero_grad(set_to_none=True)
-                (self.loss_scale * surrogate).backward()
-                opt.step()
-                self._record_step(
-                    0,
-                    step,
-                    self.steps,
-                    d_prior,
-                    d_star,
-                    l_u,
-                    progress=progress,
-                    desc="amortized crafter (training C)",
-                )
-                done = step + 1
-                if stem is not None and (done % self.checkpoint_every == 0 or done == self.steps):
-                    save_state(
-                        stem,
-                        kind=_KIND,
-                        modules={"crafter": crafter, "critic": critic},
-                        optimizers={"crafter": opt, "critic": critic_opt},
-                        rng=batch_gen,
-                        extra={"seed_gen": seed_gen.get_state(), "gp_gen": gp_gen.get_state()},
-                        meta={"step": done, "history": self.history, "config": self.get_config()},
-                    )
-        self.crafter = crafter.eval()
-        return self
+        idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=state.batch_gen)
+        x = self._floats(public_images[idx], self.device)
+        with torch.no_grad():
+            f0 = enc(x)
+        state.crafter.train()
+        feat = f0 + state.crafter(f0)
+        fd = feat.detach()
+        with torch.no_grad():
+            z0 = (
+                self.amortizer(fd)
+                if self.amortizer is not None
+                else torch.randn(fd.shape[0], latent_dim_of(gen), generator=state.seed_gen).to(fd)
+            )
+        z_star = self.inner.solve(enc, gen, fd, z0)
+        rnd = self._privacy_round(
+            state.critic,
+            state.critic_opt,
+            fd,
+            z_star,
+            public_images.shape[-1],
+            seed_gen=state.seed_gen,
+            gp_gen=state.gp_gen,
+            solver=self.ihvp,
+        )
+        state.critic, state.critic_opt = rnd.critic, rnd.critic_opt
+        l_u = (feat - f0).flatten(1).pow(2).mean(dim=1).mean()
+        # d/dtheta of this surrogate is (dL_p/dF')^T dF'/dtheta + beta dL_u/dtheta
+        surrogate = (rnd.grad_p.detach() * feat).sum() + cfg.beta * l_u
+        state.opt.zero_grad(set_to_none=True)
+        (cfg.loss_scale * surrogate).backward()
+        state.opt.step()
+        self._record_step(
+            0,
+            step,
+            cfg.steps,
+            rnd.d_prior,
+            rnd.d_star,
+            l_u,
+            progress=progress,
+            desc="amortized crafter (training C)",
+        )
 
     @staticmethod
     def _floats(x: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import inspect
 import json
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, NoReturn, Optional, Tuple
 
 import torch
 from torch import nn
@@ -20,7 +20,7 @@ from torch import nn
 from facecraft._torchutils import eval_mode
 from facecraft._validation import validate_images
 
-__all__ = ["FeatureDefense", "numeric_parameters"]
+__all__ = ["ConfigField", "FeatureDefense", "numeric_parameters"]
 
 
 class FeatureDefense(abc.ABC):
@@ -34,24 +34,28 @@ class FeatureDefense(abc.ABC):
 
     #: whether :meth:`protect` is randomised (A3 query averaging applies).
     randomized: bool = False
-    #: whether :meth:`edge_module` gives one network a device can run (``facecraft export``, issue 16):
-    #: not for a per-image optimisation (Crafter) or a random draw (noise)
+    #: whether :meth:`edge_module` gives one network a device can run (``facecraft export``,
+    #: issue 16): not for a per-image optimisation (Crafter) or a random draw (noise)
     exportable: bool = False
 
     # Traits the study reads (issue 19): a runner, report or sweep asks the defence, never its name.
-    #: whether the release comes from the target's own encoder, so the attacker's decoder, amortizer and
-    #: embedding regressor trained on that encoder apply (False where the defence retrains the encoder)
+    #: whether the release comes from the target's own encoder, so the attacker's decoder,
+    #: amortizer and embedding regressor trained on that encoder apply (False where the defence
+    #: retrains the encoder)
     keeps_encoder: bool = True
-    #: whether the release is ``Enc(X)`` unchanged (no protection): an adaptive attack is then its plain one
+    #: whether the release is ``Enc(X)`` unchanged (no protection): an adaptive attack is then its
+    #: plain one
     raw_release: bool = False
-    #: whether this is a feature-crafting defence (Crafter's family): the subject of the report's claim table
+    #: whether this is a feature-crafting defence (Crafter's family): the subject of the report's
+    #: claim table
     crafts_features: bool = False
-    #: constructor arguments the study supplies beyond ``encoder`` and ``head``: any of ``"generator"`` and
-    #: ``"amortizer"`` (the attacker-side prior), ``"image_size"``
+    #: constructor arguments the study supplies beyond ``encoder`` and ``head``: any of
+    #: ``"generator"`` and ``"amortizer"`` (the attacker-side prior), ``"image_size"``
     study_inputs: Tuple[str, ...] = ()
-    #: what :meth:`fit` learns from in a study: ``None`` (nothing), ``"attributes"`` (public faces and their
-    #: attributes), ``"prior"`` (public faces through the study's prior and amortizer) or ``"teacher"``
-    #: (another defence's release of the attacker's public faces, :meth:`teacher_setting`)
+    #: what :meth:`fit` learns from in a study: ``None`` (nothing), ``"attributes"`` (public faces
+    #: and their attributes), ``"prior"`` (public faces through the study's prior and amortizer)
+    #: or ``"teacher"`` (another defence's release of the attacker's public faces,
+    #: :meth:`teacher_setting`)
     fits_on: Optional[str] = None
     #: rough cost of one setting in a study, for scheduling (a sweep starts the costliest first)
     relative_cost: int = 10
@@ -60,7 +64,8 @@ class FeatureDefense(abc.ABC):
         self.encoder = encoder
         self.head = head
         self.history: List[Dict[str, Any]] = []
-        #: whether the last :meth:`fit` trained anything (False: nothing to learn, or a finished checkpoint)
+        #: whether the last :meth:`fit` trained anything (False: nothing to learn, or a finished
+        #: checkpoint)
         self.fit_trained = False
 
     @classmethod
@@ -87,8 +92,9 @@ class FeatureDefense(abc.ABC):
         return next(self.encoder.parameters()).device
 
     def __call__(self, images: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        """Validate ``images`` (a non-empty float32 batch, finite, in [0, 1]) and run :meth:`protect`
-        (extra keywords passed on) in eval mode; a non-finite release raises ``ValueError``."""
+        """Validate ``images`` (a non-empty float32 batch, finite, in [0, 1]) and run
+        :meth:`protect` (extra keywords passed on) in eval mode; a non-finite release raises
+        ``ValueError``."""
         validate_images(images, dtype=torch.float32, allow_empty=False)
         # defences optimise internally (Crafter, Crafter-z), so gradients stay on even when the
         # caller queries the defence under torch.no_grad() (as adaptive attackers do)
@@ -101,12 +107,12 @@ class FeatureDefense(abc.ABC):
         return out.detach()
 
     def edge_module(self) -> nn.Module:
-        """Images in [0, 1] -> released features as one module (:attr:`exportable` defences only)."""
+        """Images in [0, 1] -> released features as one module (:attr:`exportable` ones only)."""
         raise NotImplementedError(f"{type(self).__name__} cannot be exported as one network")
 
     def fit_key(self) -> Optional[Tuple[str, Dict[str, Any]]]:
-        """``(name, config)`` under which a study stores this defence's fit when several settings share it
-        (e.g. one pre-trained critic for every beta); ``None``: one fit per setting."""
+        """``(name, config)`` under which a study stores this defence's fit when several settings
+        share it (e.g. one pre-trained critic for every beta); ``None``: one fit per setting."""
         return None
 
     def teacher_setting(self) -> Tuple[str, Optional[float], Dict[str, Any]]:
@@ -115,11 +121,11 @@ class FeatureDefense(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} learns from no teacher")
 
     def reseed(self, key: str) -> None:
-        """Restart the defence's random stream from its seed and ``key`` (a randomised defence only).
+        """Restart the defence's random stream from its seed and ``key`` (randomised ones only).
 
         The study calls it before each stored release (``key`` names the release), so the release
-        depends on the seed, the key and the images, never on the calls made before: a resumed run or
-        another worker recomputes it bit for bit (issue 20). A deterministic defence ignores it.
+        depends on the seed, the key and the images, never on the calls made before: a resumed run
+        or another worker recomputes it bit for bit (issue 20). A deterministic defence ignores it.
         """
 
     def networks(self) -> Dict[str, nn.Module]:
@@ -140,8 +146,10 @@ class FeatureDefense(abc.ABC):
 
         Read from the attributes named like the constructor's parameters
         (every defence stores its hyperparameters under their argument
-        names); a constructor that passes ``**kwargs`` on to its parent's
-        (a preset such as ``crafter-fast``) also gets the parent's parameters.
+        names, or reads them from a frozen config through a
+        :class:`ConfigField` of that name); a constructor that passes ``**kwargs``
+        on to its parent's (a preset such as ``crafter-fast``) also gets the
+        parent's parameters.
         Networks (values that are modules) are left out; see :meth:`networks`.
 
         Raises:
@@ -180,18 +188,55 @@ class FeatureDefense(abc.ABC):
             )
 
     def __repr__(self) -> str:
-        params = {
-            k: v
-            for k, v in vars(self).items()
-            if isinstance(v, (int, float, str, bool)) and not k.startswith("_")
-        }
+        params = {k: v for k, v in vars(self).items() if _scalar(v) and not k.startswith("_")}
+        for k in _constructor_parameters(type(self)):  # those read from frozen configs
+            v = getattr(self, k, None)
+            if _scalar(v):
+                params.setdefault(k, v)
         return (
             f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in sorted(params.items()))})"
         )
 
 
+class ConfigField:
+    """A defence's read-only attribute that reads one field of a frozen config it holds.
+
+    A defence that groups its flat constructor arguments into frozen
+    dataclasses (e.g. Crafter's :class:`~facecraft.defenses.hypergrad.IHVPSolver`)
+    declares each argument as ``name = ConfigField("group", "field")`` (``field``
+    defaults to ``name``), so :meth:`FeatureDefense.get_config`, sweeps and saved
+    protectors keep finding it under its constructor name. Assigning it raises
+    ``AttributeError``: the config is frozen, so build a new defence instead.
+
+    Args:
+        group: the attribute holding the config.
+        field: the config's field (Default: None: the attribute's own name).
+    """
+
+    def __init__(self, group: str, field: Optional[str] = None) -> None:
+        self.group = group
+        self.field = field
+        self.name = field or group
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+        if self.field is None:
+            self.field = name
+
+    def __get__(self, obj: Any, owner: Optional[type] = None) -> Any:
+        if obj is None:
+            return self
+        return getattr(getattr(obj, self.group), self.field or self.name)
+
+    def __set__(self, obj: Any, value: Any) -> NoReturn:
+        raise AttributeError(
+            f"{type(obj).__name__}.{self.name} is read from its frozen {self.group!r} config; "
+            "build a new defence to change it"
+        )
+
+
 def numeric_parameters(cls: type) -> List[str]:
-    """Constructor parameters of a defence class whose default is a number (the ones a sweep can vary)."""
+    """Constructor parameters of a defence class whose default is a number (what a sweep varies)."""
     return [
         p.name
         for p in _init_parameters(cls)
@@ -200,14 +245,19 @@ def numeric_parameters(cls: type) -> List[str]:
     ]
 
 
+def _scalar(value: Any) -> bool:
+    return isinstance(value, (int, float, str, bool))
+
+
 def _constructor_parameters(cls: type) -> List[str]:
-    """Named parameters of ``cls.__init__``, then those of each parent whose ``__init__`` receives ``**kwargs``."""
+    """Named parameters of ``cls.__init__``, then those of each parent whose ``__init__`` receives
+    ``**kwargs``."""
     return [p.name for p in _init_parameters(cls)]
 
 
 def _init_parameters(cls: type) -> List[inspect.Parameter]:
-    """The named parameters (``self`` and ``*args`` / ``**kwargs`` apart) of ``cls.__init__``, then of each
-    parent's whose child passes ``**kwargs`` on, first occurrence of a name kept."""
+    """The named parameters (``self`` and ``*args`` / ``**kwargs`` apart) of ``cls.__init__``,
+    then of each parent's whose child passes ``**kwargs`` on, first occurrence of a name kept."""
     found: Dict[str, inspect.Parameter] = {}
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")

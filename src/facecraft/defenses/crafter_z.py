@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from facecraft._torchutils import frozen
-from facecraft._validation import MAX_WIDTH, check_number
+from facecraft._validation import check_number
 from facecraft.attacks.whitebox import invert_latent
-from facecraft.defenses._critic import CriticDefense, latent_dim_of, prior_latents
+from facecraft.defenses._critic import CriticConfig, CriticDefense, latent_dim_of, prior_latents
 from facecraft.defenses.registry import register_defense
 
 __all__ = ["CrafterZ"]
@@ -34,6 +34,9 @@ ProgressFn = Callable[[int, int, str], None]
 
 class CrafterZ(CriticDefense):
     r"""Crafter-z: push the latent of the face towards the prior, release its encoding.
+
+    The critic's arguments (``critic_*``, ``gp_weight``, ``persistent_critic``) make up
+    :attr:`critic_config`, a frozen :class:`~facecraft.defenses._critic.CriticConfig`.
 
     Args:
         encoder: the edge encoder ``Enc``.
@@ -102,17 +105,19 @@ class CrafterZ(CriticDefense):
         seed: int = 0,
     ) -> None:
         super().__init__(encoder, head)
-        if getattr(generator, "latent_dim", None) is None:
-            raise ValueError(
-                f"the generator ({type(generator).__name__}) needs a latent_dim attribute"
-            )
+        self._check_generator(generator)
         if steps < 0 or critic_steps < 0:
             raise ValueError(f"steps and critic_steps must be >= 0, got {steps}, {critic_steps}")
         check_number("beta", beta, low=0.0)
-        for name, value in (("lr", lr), ("inner_lr", inner_lr), ("critic_lr", critic_lr)):
+        for name, value in (("lr", lr), ("inner_lr", inner_lr)):
             check_number(name, value, low=0.0, low_open=True)
-        check_number("gp_weight", gp_weight, low=0.0)
-        check_number("critic_width", critic_width, low=1, high=MAX_WIDTH, integer=True)
+        self.critic_config = CriticConfig(
+            critic_steps,
+            width=critic_width,
+            gp_weight=gp_weight,
+            lr=critic_lr,
+            persistent=persistent_critic,
+        )
         self.generator = generator
         self.amortizer = amortizer
         self.beta = beta
@@ -120,12 +125,7 @@ class CrafterZ(CriticDefense):
         self.lr = lr
         self.init_steps = init_steps
         self.inner_lr = inner_lr
-        self.critic_steps = critic_steps
-        self.critic_width = critic_width
-        self.gp_weight = gp_weight
-        self.critic_lr = critic_lr
         self.critic = critic
-        self.persistent_critic = persistent_critic
         self.seed = seed
 
     @classmethod

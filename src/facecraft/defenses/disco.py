@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as nnf
@@ -27,6 +27,7 @@ from torch import nn
 from facecraft._torchutils import frozen
 from facecraft.defenses._critic import seeded_init
 from facecraft.defenses._fitting import (
+    StepFn,
     check_public,
     decoder_step,
     new_decoder,
@@ -240,10 +241,44 @@ class DISCO(FeatureDefense):
             device=dev,
         )
         eh_params = (list(enc.parameters()) if self.train_encoder else []) + list(head.parameters())
-        pr_params, dec_params = list(pruner.parameters()), list(dec.parameters())
         opt_eh = torch.optim.Adam(eh_params, lr=self.lr)
-        opt_pr = torch.optim.Adam(pr_params, lr=self.lr)
-        opt_dec = torch.optim.Adam(dec_params, lr=self.lr)
+        opt_pr = torch.optim.Adam(pruner.parameters(), lr=self.lr)
+        opt_dec = torch.optim.Adam(dec.parameters(), lr=self.lr)
+        step = self._pruning_step(enc, head, dec, eh_params, (opt_eh, opt_pr, opt_dec))
+        train_epochs(
+            self,
+            public_images,
+            targets,
+            name="disco",
+            modules={"encoder": enc, "head": head, "pruner": pruner, "decoder": dec},
+            optimizers={"encoder_head": opt_eh, "pruner": opt_pr, "decoder": opt_dec},
+            step=step,
+            device=dev,
+            eval_modules=() if self.train_encoder else ("encoder",),
+            checkpoint_stem=checkpoint_stem,
+            progress=progress,
+        )
+        self.encoder, self.head, self.decoder = enc.eval(), head.eval(), dec.eval()
+        pruner.eval()
+        return self
+
+    def _pruning_step(
+        self,
+        enc: nn.Module,
+        head: nn.Module,
+        dec: nn.Module,
+        eh_params: List[torch.Tensor],
+        opts: Tuple[torch.optim.Optimizer, torch.optim.Optimizer, torch.optim.Optimizer],
+    ) -> StepFn:
+        """DISCO's minibatch update ``step(x, y) -> (task, adv)`` for :func:`train_epochs`.
+
+        One adversary step on the pruned features, then the pruner's step on
+        ``(1 - lam) * task - lam * adv`` and the encoder/head's (``eh_params``)
+        on the task loss; ``opts`` are the encoder/head's, the pruner's and the
+        decoder's optimisers.
+        """
+        pruner, (opt_eh, opt_pr, opt_dec) = self.pruner, opts
+        pr_params, dec_params = list(pruner.parameters()), list(dec.parameters())
 
         def step(x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
             with torch.set_grad_enabled(self.train_encoder):
@@ -266,22 +301,7 @@ class DISCO(FeatureDefense):
             opt_eh.zero_grad(set_to_none=True)
             return task, adv
 
-        train_epochs(
-            self,
-            public_images,
-            targets,
-            name="disco",
-            modules={"encoder": enc, "head": head, "pruner": pruner, "decoder": dec},
-            optimizers={"encoder_head": opt_eh, "pruner": opt_pr, "decoder": opt_dec},
-            step=step,
-            device=dev,
-            eval_modules=() if self.train_encoder else ("encoder",),
-            checkpoint_stem=checkpoint_stem,
-            progress=progress,
-        )
-        self.encoder, self.head, self.decoder = enc.eval(), head.eval(), dec.eval()
-        pruner.eval()
-        return self
+        return step
 
     def protect(self, images: torch.Tensor) -> torch.Tensor:
         with frozen(self.encoder, self.pruner), torch.no_grad():

@@ -1,11 +1,11 @@
-r"""Distilled Crafter: Crafter's releases learned by regression, one forward pass at the edge (issue 16).
+r"""Distilled Crafter: Crafter's releases learned by regression, one edge forward pass (issue 16).
 
 Crafter (:mod:`facecraft.defenses.crafter`) optimises every release: seconds
 per face on a CPU. Its fast configuration (``crafter-fast``) has already
 released the adaptive attacker's public faces in every study (the study stores
-them, :meth:`facecraft.experiments.pipeline.StudyRunner.public_released`). The
+them, :meth:`facecraft.experiments.runner.StudyRunner.public_released`). The
 distilled protector fits a small residual network ``C``
-(:class:`~facecraft.defenses.amortized_crafter.FeatureCrafter`) to those
+(:class:`~facecraft.defenses.feature_crafter.FeatureCrafter`) to those
 pairs,
 
 .. code-block:: text
@@ -34,6 +34,7 @@ Note:
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
@@ -41,13 +42,17 @@ import torch
 from torch import nn
 
 from facecraft._io import CheckpointError
-from facecraft._torchutils import frozen, make_generator
+from facecraft._torchutils import frozen, make_generator, query_in_batches
 from facecraft._validation import check_number, validate_images
-from facecraft.attacks._common import query_in_batches
 from facecraft.defenses._critic import seeded_init
-from facecraft.defenses._fitting import epoch_batches, load_fit_state, save_fit_state
-from facecraft.defenses.amortized_crafter import FeatureCrafter
+from facecraft.defenses._fitting import (
+    EarlyStopping,
+    epoch_batches,
+    load_fit_state,
+    save_fit_state,
+)
 from facecraft.defenses.base import FeatureDefense
+from facecraft.defenses.feature_crafter import FeatureCrafter
 from facecraft.defenses.registry import register_defense
 
 __all__ = ["DistilledCrafter", "EdgeProtector"]
@@ -57,7 +62,8 @@ _KIND = "distilled-crafter-fit"
 
 
 class EdgeProtector(nn.Module):
-    """Encoder and residual crafter as one module: images ``(N, 3, S, S)`` in [0, 1] -> ``Enc(X) + C(Enc(X))``.
+    """Encoder and residual crafter as one module: images ``(N, 3, S, S)`` in [0, 1] ->
+    ``Enc(X) + C(Enc(X))``.
 
     What :mod:`facecraft.experiments.export` writes to ONNX or TorchScript (issue 16).
     """
@@ -72,17 +78,34 @@ class EdgeProtector(nn.Module):
         return f0 if self.crafter is None else f0 + self.crafter(f0)
 
 
+@dataclass
+class _Regression:
+    """One :meth:`DistilledCrafter.fit`'s state: ``C``, the best epoch's copy, Adam, the noise
+    generator and the early stopping."""
+
+    crafter: nn.Module
+    best: nn.Module
+    opt: torch.optim.Optimizer
+    noise_gen: torch.Generator
+    stop: EarlyStopping
+
+    @property
+    def modules(self) -> Dict[str, nn.Module]:
+        return {"crafter": self.crafter, "best": self.best}
+
+
 class DistilledCrafter(FeatureDefense):
-    r"""``F' = Enc(X) + C(Enc(X))`` with ``C`` regressed on a teacher defence's releases (module docstring).
+    r"""``F' = Enc(X) + C(Enc(X))``, ``C`` regressed on a teacher defence's releases (module doc).
 
     Args:
         encoder: the edge encoder ``Enc``.
         head: the cloud head ``f`` (kept for utility measurement).
-        crafter: an already trained ``C`` (e.g. rebuilt by :func:`~facecraft.defenses.load_protector`)
-            (Default: None: :meth:`fit` trains one).
+        crafter: an already trained ``C`` (e.g. rebuilt by
+            :func:`~facecraft.defenses.load_protector`) (Default: None: :meth:`fit` trains one).
         beta: the teacher's utility weight: the teacher setting distilled is
             ``teacher`` with ``{**teacher_kwargs, "beta": beta}`` (Default: 0.1).
-        teacher: registered name of the defence whose releases are distilled (Default: ``"crafter-fast"``).
+        teacher: registered name of the defence whose releases are distilled
+            (Default: ``"crafter-fast"``).
         teacher_kwargs: the teacher's other constructor arguments, so the study finds its stored
             releases (Default: none).
         width: channels of ``C`` (Default: 32: about 1.4x the small profile's encoder at batch 1).
@@ -115,7 +138,8 @@ class DistilledCrafter(FeatureDefense):
 
     fits_on = "teacher"
 
-    #: one forward pass of fixed networks: :mod:`facecraft.experiments.export` can write it to a file
+    #: one forward pass of fixed networks: :mod:`facecraft.experiments.export` can write it to a
+    #: file
     exportable = True
 
     def __init__(
@@ -183,7 +207,8 @@ class DistilledCrafter(FeatureDefense):
         return nets
 
     def edge_module(self) -> nn.Module:
-        """Images in [0, 1] -> released features as one module (what export writes); raises if not fitted."""
+        """Images in [0, 1] -> released features as one module (what export writes); raises if not
+        fitted."""
         if self.crafter is None:
             raise RuntimeError("distilled-crafter is not trained: call fit() first")
         return EdgeProtector(self.encoder, self.crafter).eval()
@@ -200,7 +225,8 @@ class DistilledCrafter(FeatureDefense):
         """Regress ``C`` on ``(Enc(X), F*_teacher - Enc(X))`` (resumable from ``checkpoint_stem``).
 
         Args:
-            public_images: ``(N, 3, S, S)`` float in [0, 1] or uint8: the faces the teacher released.
+            public_images: ``(N, 3, S, S)`` float in [0, 1] or uint8: the faces the teacher
+                released.
             public_attributes: ignored (accepted for the common ``fit`` signature).
             teacher_features: ``(N, *F)`` the teacher's releases of ``public_images``, row for row.
             progress: optional ``progress(epoch, epochs, desc)``.
@@ -211,9 +237,51 @@ class DistilledCrafter(FeatureDefense):
             ``self`` with :attr:`crafter` set to the best held-out epoch's weights.
 
         Raises:
-            ValueError: missing or mismatched ``teacher_features``, or too few pairs to hold some out.
+            ValueError: missing or mismatched ``teacher_features``, or too few pairs to hold
+                some out.
             CheckpointError: a checkpoint at ``checkpoint_stem`` was written with other settings.
         """
+        f0, target = self._pairs(public_images, teacher_features)
+        n, dev = f0.shape[0], self.device
+        val, train = self._split(n)
+        crafter = seeded_init(
+            lambda: FeatureCrafter(f0.shape[1], self.width), make_generator(self.seed)
+        ).to(dev)
+        fit = _Regression(
+            crafter,
+            copy.deepcopy(crafter),
+            torch.optim.Adam(crafter.parameters(), lr=self.lr, weight_decay=self.weight_decay),
+            make_generator(self.seed + 11),
+            EarlyStopping(self.patience),
+        )
+        self.best_epoch, self.history = None, []
+        start = self._resume(fit, checkpoint_stem, n) if checkpoint_stem is not None else 0
+        identity = float(target[val].pow(2).mean())
+        self.fit_trained = start < self.epochs
+        for epoch in range(start, self.epochs):
+            train_loss = self._train_epoch(fit, f0, target, train, epoch)
+            crafter.eval()
+            with torch.no_grad():
+                v = float((crafter(f0[val.to(dev)]) - target[val.to(dev)]).pow(2).mean())
+            if fit.stop.update(v, epoch):
+                fit.best.load_state_dict(crafter.state_dict())
+            self.best_epoch = fit.stop.best_epoch
+            self.history.append(
+                {"epoch": epoch, "train": train_loss, "val": v, "val_identity": identity}
+            )
+            if checkpoint_stem is not None:
+                self._save(fit, checkpoint_stem, epoch, n)
+            if progress is not None:
+                progress(epoch + 1, self.epochs, "distilled crafter (regressing C)")
+            if fit.stop.stopped:
+                break
+        self.crafter = fit.best.eval()
+        return self
+
+    def _pairs(
+        self, public_images: torch.Tensor, teacher_features: Optional[torch.Tensor]
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Validated ``(Enc(X), F*_teacher - Enc(X))`` on the encoder's device."""
         if public_images.dim() != 4 or public_images.shape[0] == 0:
             raise ValueError(
                 f"expected public images (N, 3, S, S), got {tuple(public_images.shape)}"
@@ -225,7 +293,6 @@ class DistilledCrafter(FeatureDefense):
                 f"distilled-crafter learns from a teacher's releases: pass teacher_features "
                 f"(the {self.teacher} release of public_images)"
             )
-        n = public_images.shape[0]
         dev = self.device
         with frozen(self.encoder):
             f0 = query_in_batches(self.encoder, public_images, dev, 256)
@@ -234,7 +301,10 @@ class DistilledCrafter(FeatureDefense):
                 f"teacher_features: expected shape {tuple(f0.shape)} (one release per image), "
                 f"got {tuple(teacher_features.shape)}"
             )
-        target = teacher_features.to(dev, f0.dtype) - f0
+        return f0, teacher_features.to(dev, f0.dtype) - f0
+
+    def _split(self, n: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The seeded held-out and training indices of ``n`` pairs."""
         n_val = int(round(self.val_fraction * n))
         if n_val < 1 or n - n_val < 1:
             raise ValueError(
@@ -242,88 +312,75 @@ class DistilledCrafter(FeatureDefense):
                 "into training and held-out pairs"
             )
         perm = torch.randperm(n, generator=make_generator(self.seed + 7))
-        val, train = perm[:n_val], perm[n_val:]
-        crafter = seeded_init(
-            lambda: FeatureCrafter(f0.shape[1], self.width), make_generator(self.seed)
-        ).to(dev)
-        best = copy.deepcopy(crafter)
-        opt = torch.optim.Adam(crafter.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        noise_gen = make_generator(self.seed + 11)
-        start, best_val, self.best_epoch, stale = 0, float("inf"), None, 0
-        self.history = []
-        if checkpoint_stem is not None:
-            meta = load_fit_state(
-                checkpoint_stem,
-                kind=_KIND,
-                modules={"crafter": crafter, "best": best},
-                optimizers={"crafter": opt},
-                config=self.get_config(),
+        return perm[:n_val], perm[n_val:]
+
+    def _train_epoch(
+        self,
+        fit: _Regression,
+        f0: torch.Tensor,
+        target: torch.Tensor,
+        train: torch.Tensor,
+        epoch: int,
+    ) -> float:
+        """One pass over the training pairs in the epoch's seeded order; the mean loss per pair."""
+        fit.crafter.train()
+        total, count = 0.0, 0
+        for b in epoch_batches(train.numel(), self.batch_size, self.seed, epoch):
+            idx = train[b].to(self.device)
+            x = f0[idx]
+            if self.input_noise > 0:
+                x = x + self.input_noise * torch.randn(x.shape, generator=fit.noise_gen).to(x)
+            loss = (fit.crafter(x) - target[idx]).pow(2).mean()
+            fit.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            fit.opt.step()
+            total, count = total + float(loss.detach()) * idx.numel(), count + idx.numel()
+        return total / count
+
+    def _resume(self, fit: _Regression, checkpoint_stem: Union[str, Path], n: int) -> int:
+        """Load a fit saved at ``checkpoint_stem`` (if any) into ``fit``; the epoch to go on."""
+        meta = load_fit_state(
+            checkpoint_stem,
+            kind=_KIND,
+            modules=fit.modules,
+            optimizers={"crafter": fit.opt},
+            config=self.get_config(),
+        )
+        if meta is None:
+            return 0
+        if meta.get("n_pairs") != n:
+            raise CheckpointError(
+                f"{checkpoint_stem}: fitted on {meta.get('n_pairs')} pairs, given {n}"
             )
-            if meta is not None:
-                if meta.get("n_pairs") != n:
-                    raise CheckpointError(
-                        f"{checkpoint_stem}: fitted on {meta.get('n_pairs')} pairs, given {n}"
-                    )
-                start, stale = int(meta["epoch"]), int(meta["stale"])
-                best_val, self.best_epoch = float(meta["best_val"]), meta["best_epoch"]
-                self.history = list(meta.get("history", []))
-                noise_gen.set_state(torch.tensor(meta["noise_state"], dtype=torch.uint8))
-                if (
-                    stale >= self.patience
-                ):  # stopped early: nothing left to learn (more epochs change nothing)
-                    start = max(start, self.epochs)
-        identity = float(target[val].pow(2).mean())
-        self.fit_trained = start < self.epochs
-        for epoch in range(start, self.epochs):
-            crafter.train()
-            total, count = 0.0, 0
-            for b in epoch_batches(train.numel(), self.batch_size, self.seed, epoch):
-                idx = train[b].to(dev)
-                x = f0[idx]
-                if self.input_noise > 0:
-                    x = x + self.input_noise * torch.randn(x.shape, generator=noise_gen).to(x)
-                loss = (crafter(x) - target[idx]).pow(2).mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total, count = total + float(loss.detach()) * idx.numel(), count + idx.numel()
-            crafter.eval()
-            with torch.no_grad():
-                v = float((crafter(f0[val.to(dev)]) - target[val.to(dev)]).pow(2).mean())
-            if v < best_val:
-                best_val, self.best_epoch, stale = v, epoch, 0
-                best.load_state_dict(crafter.state_dict())
-            else:
-                stale += 1
-            self.history.append(
-                {"epoch": epoch, "train": total / count, "val": v, "val_identity": identity}
-            )
-            stopped = stale >= self.patience
-            if checkpoint_stem is not None:
-                save_fit_state(
-                    checkpoint_stem,
-                    kind=_KIND,
-                    modules={"crafter": crafter, "best": best},
-                    optimizers={"crafter": opt},
-                    meta={
-                        "defense": self.name(),
-                        "config": self.get_config(),
-                        "epoch": epoch + 1,
-                        "history": self.history,
-                        "best_val": best_val,
-                        "best_epoch": self.best_epoch,
-                        "stale": stale,
-                        "stopped": stopped,
-                        "n_pairs": n,
-                        "noise_state": noise_gen.get_state().tolist(),
-                    },
-                )
-            if progress is not None:
-                progress(epoch + 1, self.epochs, "distilled crafter (regressing C)")
-            if stopped:
-                break
-        self.crafter = best.eval()
-        return self
+        fit.stop.stale, fit.stop.best_val = int(meta["stale"]), float(meta["best_val"])
+        fit.stop.best_epoch = self.best_epoch = meta["best_epoch"]
+        self.history = list(meta.get("history", []))
+        fit.noise_gen.set_state(torch.tensor(meta["noise_state"], dtype=torch.uint8))
+        # stopped early: nothing left to learn (more epochs change nothing)
+        return max(int(meta["epoch"]), self.epochs) if fit.stop.stopped else int(meta["epoch"])
+
+    def _save(
+        self, fit: _Regression, checkpoint_stem: Union[str, Path], epoch: int, n: int
+    ) -> None:
+        """Save the fit after ``epoch`` (atomically) to ``checkpoint_stem``."""
+        save_fit_state(
+            checkpoint_stem,
+            kind=_KIND,
+            modules=fit.modules,
+            optimizers={"crafter": fit.opt},
+            meta={
+                "defense": self.name(),
+                "config": self.get_config(),
+                "epoch": epoch + 1,
+                "history": self.history,
+                "best_val": fit.stop.best_val,
+                "best_epoch": fit.stop.best_epoch,
+                "stale": fit.stop.stale,
+                "stopped": fit.stop.stopped,
+                "n_pairs": n,
+                "noise_state": fit.noise_gen.get_state().tolist(),
+            },
+        )
 
     def protect(self, images: torch.Tensor) -> torch.Tensor:
         """``Enc(X) + C(Enc(X))``: one forward pass of the encoder and ``C``."""

@@ -10,10 +10,12 @@ theorem, with ``H = d^2 L_inv / dz^2`` at ``z*``,
 
     dL/dF = dL/dF|direct - (dL/dz*) H^{-1} (d^2 L_inv / dz dF)        (Crafter, section 4)
 
-This module supplies the inverse-Hessian-vector product (IHVP) ``H^{-1} v``
-three ways, all using only matrix-vector products and all working per
-sample on a batch (the inner problems of different samples are independent,
-so ``H`` is block diagonal and every product is one batched call):
+This module supplies the products with ``H`` and the Jacobian of the
+inversion, and solves the inverse-Hessian-vector product (IHVP) ``H^{-1} v``
+one of three ways (:class:`IHVPSolver`), all using only matrix-vector
+products and all working per sample on a batch (the inner problems of
+different samples are independent, so ``H`` is block diagonal and every
+product is one batched call; the solvers are in :mod:`facecraft.defenses.linsolve`):
 
 * ``"neumann"``: the paper's truncated Neumann series
   ``H^{-1} v ~ alpha * sum_{j=0..i} (I - alpha H)^j v`` (:func:`neumann_ihvp`);
@@ -29,6 +31,9 @@ Example:
     >>> v = torch.tensor([[1.0, -1.0]])
     >>> x = cg_ihvp(hvp, v, iters=10, tol=1e-10)
     >>> bool(torch.allclose(x, torch.linalg.solve(A[0], v[0])[None], atol=1e-5))
+    True
+    >>> y = ihvp(IHVPSolver("cg", cg_iters=10, cg_tol=1e-10), v, hvp=hvp)
+    >>> bool(torch.equal(x, y))
     True
 
 References:
@@ -46,16 +51,20 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Optional, Tuple
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import nn
 
 from facecraft._torchutils import frozen
+from facecraft._validation import check_number
 from facecraft.attacks.whitebox import inversion_loss
+from facecraft.defenses.linsolve import MatVec, cg_ihvp, extreme_eigenvalues, neumann_ihvp
 
 __all__ = [
     "SOLVERS",
+    "IHVPSolver",
     "MatVec",
     "cg_ihvp",
     "extreme_eigenvalues",
@@ -67,163 +76,57 @@ __all__ = [
     "neumann_ihvp",
 ]
 
-#: the IHVP solvers :func:`implicit_feature_grad` accepts.
+#: the IHVP solvers :class:`IHVPSolver` accepts.
 SOLVERS = ("neumann", "cg", "gn-cg")
 
-#: a batched, per-sample symmetric matrix-vector product ``v (N, ...) -> H v (N, ...)``.
-MatVec = Callable[[torch.Tensor], torch.Tensor]
 
+@dataclass(frozen=True)
+class IHVPSolver:
+    """How :func:`implicit_feature_grad` solves ``H^{-1} v``: the solver and its settings.
 
-def neumann_ihvp(
-    hvp: MatVec, v: torch.Tensor, *, alpha: float = 1e-3, iters: int = 120
-) -> torch.Tensor:
-    r"""Truncated Neumann series ``H^{-1} v ~ alpha * sum_{j=0..i} (I - alpha H)^j v``.
+    Validated on construction; the defences build one from their flat
+    keyword arguments (``solver``, ``neumann_alpha``, ...), so the messages
+    name those arguments.
 
-    Uses ``iters`` products with ``H`` (terms ``j = 0..iters``). The series
-    converges to ``H^{-1} v`` when ``0 < alpha * lambda < 2`` for every
-    eigenvalue ``lambda`` of ``H``; the truncation error of a component along
-    eigenvalue ``lambda`` is ``(1 - alpha lambda)^(iters + 1)``. A
-    ``RuntimeWarning`` is issued when the last term is larger than ``v``
-    (the series is diverging: ``alpha`` too large or ``H`` indefinite).
+    Attributes:
+        kind: ``"neumann"``, ``"cg"`` (both use exact Hessian products) or
+            ``"gn-cg"`` (Gauss-Newton products) (Default: ``"neumann"``, the paper's).
+        neumann_alpha: Neumann step ``alpha``, > 0 (Default: 1e-3, the paper's).
+        neumann_iters: Neumann terms ``i``, >= 0 (Default: 120, the paper's).
+        cg_iters: CG iterations, >= 0 (Default: 20; the CG solvers need >= 1).
+        cg_tol: CG relative residual tolerance, >= 0 (Default: 1e-6).
+        damping: Tikhonov damping added to ``H`` by the CG solvers, in the units
+            of ``H``, >= 0; ignored by Neumann (Default: 0).
 
-    Args:
-        hvp: ``v -> H v``, batched per sample (block-diagonal ``H``).
-        v: right-hand side ``(N, ...)``.
-        alpha: step ``alpha`` (Default: 1e-3, the paper's).
-        iters: number of Hessian-vector products ``i`` (Default: 120, the paper's).
+    Raises:
+        ValueError: an unknown ``kind`` or a value out of range.
+        TypeError: a value that is not a number.
 
-    Returns:
-        The approximation of ``H^{-1} v``, same shape as ``v``.
-
-    References:
-        arXiv 2401.07205, section 4 (``i = 120``, ``alpha = 1e-3``);
-        Lorraine et al., AISTATS 2020, algorithm 3.
+    Example:
+        >>> IHVPSolver("gn-cg", cg_iters=1).cg_iters
+        1
+        >>> IHVPSolver(cg_iters=-1)
+        Traceback (most recent call last):
+        ...
+        ValueError: cg_iters must be >= 0, got -1
     """
-    if alpha <= 0:
-        raise ValueError(f"neumann_ihvp: alpha must be > 0, got {alpha}")
-    if iters < 0:
-        raise ValueError(f"neumann_ihvp: iters must be >= 0, got {iters}")
-    term = v
-    acc = v.clone()
-    for _ in range(iters):
-        term = term - alpha * hvp(term)
-        acc = acc + term
-    if iters > 0:
-        grow = _norms(term) > _norms(v) * (1 + 1e-6)
-        if bool(grow.any()):
-            warnings.warn(
-                "neumann_ihvp: the Neumann series is diverging (alpha * lambda_max(H) >= 2 or H is "
-                "indefinite at z*); lower alpha or use solver='cg' / 'gn-cg'",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-    return alpha * acc
 
+    kind: str = "neumann"
+    neumann_alpha: float = 1e-3
+    neumann_iters: int = 120
+    cg_iters: int = 20
+    cg_tol: float = 1e-6
+    damping: float = 0.0
 
-def cg_ihvp(
-    hvp: MatVec,
-    v: torch.Tensor,
-    *,
-    iters: int = 20,
-    tol: float = 1e-6,
-    damping: float = 0.0,
-) -> torch.Tensor:
-    r"""Conjugate gradient for ``(H + damping I) x = v``, run independently for each sample.
-
-    Each sample has its own step sizes and stops when its residual norm falls
-    below ``tol * ||v_n||``. A sample that meets non-positive curvature
-    (``p^T H p <= 0``, possible with the exact Hessian at an inexact ``z*``)
-    takes one last step with the curvature's absolute value and stops, as in
-    truncated-Newton methods; with a positive-definite ``H`` (e.g. the
-    Gauss-Newton matrix plus damping) this never happens.
-
-    Args:
-        hvp: ``v -> H v``, batched per sample; ``H`` symmetric.
-        v: right-hand side ``(N, ...)``.
-        iters: maximum iterations (each one ``hvp`` call) (Default: 20).
-        tol: relative residual tolerance (Default: 1e-6).
-        damping: Tikhonov damping added to ``H`` (Default: 0).
-
-    Returns:
-        ``x ~ (H + damping I)^{-1} v``, same shape as ``v``.
-
-    References:
-        Hestenes & Stiefel 1952; Nocedal & Wright, "Numerical Optimization",
-        2nd ed., algorithm 5.2 (CG) and 7.1 (negative curvature in truncated Newton).
-    """
-    if iters < 1:
-        raise ValueError(f"cg_ihvp: iters must be >= 1, got {iters}")
-    if tol < 0 or damping < 0:
-        raise ValueError(f"cg_ihvp: tol and damping must be >= 0, got tol={tol}, damping={damping}")
-    n = v.shape[0]
-    shape = (n,) + (1,) * (v.dim() - 1)
-    x = torch.zeros_like(v)
-    r = v.clone()
-    p = r.clone()
-    rs = _dots(r, r)
-    stop = rs.sqrt() <= tol * _norms(v)
-    for _ in range(iters):
-        if bool(stop.all()):
-            break
-        ap = hvp(p)
-        if damping:
-            ap = ap + damping * p
-        pap = _dots(p, ap)
-        neg = pap <= 0
-        step = torch.where(
-            stop, torch.zeros_like(rs), rs / torch.where(neg, pap.abs(), pap).clamp_min(1e-300)
-        )
-        step = torch.where(pap == 0, torch.zeros_like(step), step)
-        x = x + step.view(shape) * p
-        r = r - step.view(shape) * ap
-        rs_new = _dots(r, r)
-        stop = stop | neg | (rs_new.sqrt() <= tol * _norms(v))
-        beta = torch.where(stop, torch.zeros_like(rs), rs_new / rs.clamp_min(1e-300))
-        p = r + beta.view(shape) * p
-        rs = rs_new
-    return x
-
-
-def extreme_eigenvalues(
-    matvec: MatVec, like: torch.Tensor, *, iters: int = 40, seed: int = 0
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    r"""Per-sample ``(lambda_max, lambda_min)`` of a symmetric ``matvec`` by power iteration.
-
-    ``lambda_max`` from ``iters`` power iterations on ``H``, ``lambda_min`` from
-    as many on the shifted ``1.01 * lambda_max * I - H``; both are Rayleigh
-    quotients, so ``lambda_max`` is a lower bound and ``lambda_min`` an upper
-    bound, tight once the iterations converge. It tells whether the Neumann
-    series converges (``alpha * lambda_max < 2``) and how fast (its error along
-    ``lambda_min`` shrinks as ``(1 - alpha * lambda_min)^i``), and the
-    condition number that CG's cost grows with (its square root).
-
-    Args:
-        matvec: ``v (N, ...) -> H v``, batched per sample.
-        like: a tensor of the vectors' shape ``(N, ...)`` (dtype, device).
-        iters: power iterations for each end (Default: 40).
-        seed: seed of the start vectors (Default: 0).
-
-    Returns:
-        ``(lambda_max, lambda_min)``, each of shape ``(N,)``.
-    """
-    if iters < 1:
-        raise ValueError(f"iters must be >= 1, got {iters}")
-    gen = torch.Generator().manual_seed(seed)
-
-    def rayleigh(op: MatVec) -> torch.Tensor:
-        v = torch.randn(like.shape, generator=gen).to(like)
-        lam = torch.zeros(like.shape[0], dtype=like.dtype, device=like.device)
-        for _ in range(iters):
-            v = v / _norms(v).clamp_min(1e-30).view(-1, *([1] * (v.dim() - 1)))
-            hv = op(v)
-            lam = _dots(v, hv)
-            v = hv
-        return lam
-
-    lam_max = rayleigh(matvec)
-    shift = 1.01 * lam_max.view(-1, *([1] * (like.dim() - 1)))
-    lam_min = 1.01 * lam_max - rayleigh(lambda v: shift * v - matvec(v))
-    return lam_max, lam_min
+    def __post_init__(self) -> None:
+        if self.kind not in SOLVERS:
+            raise ValueError(f"unknown IHVP solver {self.kind!r}; choose one of {SOLVERS}")
+        for name, value in (("neumann_iters", self.neumann_iters), ("cg_iters", self.cg_iters)):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        check_number("neumann_alpha", self.neumann_alpha, low=0.0, low_open=True)
+        check_number("cg_tol", self.cg_tol, low=0.0)
+        check_number("damping", self.damping, low=0.0)
 
 
 def inversion_hvp(
@@ -318,44 +221,35 @@ def feature_jvp(
 
 
 def ihvp(
-    solver: str,
+    solver: IHVPSolver,
     v: torch.Tensor,
     *,
     hvp: Optional[MatVec] = None,
     gnvp: Optional[MatVec] = None,
-    neumann_alpha: float = 1e-3,
-    neumann_iters: int = 120,
-    cg_iters: int = 20,
-    cg_tol: float = 1e-6,
-    damping: float = 0.0,
 ) -> torch.Tensor:
-    """Dispatch ``H^{-1} v`` to one of :data:`SOLVERS`.
+    """Dispatch ``H^{-1} v`` to the solver ``solver.kind`` with its settings.
 
     Args:
-        solver: ``"neumann"`` or ``"cg"`` (use ``hvp``), ``"gn-cg"`` (uses ``gnvp``).
+        solver: the :class:`IHVPSolver`; ``"neumann"`` and ``"cg"`` use ``hvp``,
+            ``"gn-cg"`` uses ``gnvp``.
         v: right-hand side ``(N, ...)``.
         hvp: exact Hessian products (``"neumann"``, ``"cg"``).
         gnvp: Gauss-Newton products (``"gn-cg"``).
-        neumann_alpha: see :func:`neumann_ihvp` (Default: 1e-3).
-        neumann_iters: see :func:`neumann_ihvp` (Default: 120).
-        cg_iters: see :func:`cg_ihvp` (Default: 20).
-        cg_tol: see :func:`cg_ihvp` (Default: 1e-6).
-        damping: added to ``H`` by the CG solvers; ignored by Neumann (Default: 0).
 
     Raises:
-        ValueError: unknown solver or missing product.
+        TypeError: ``solver`` is not an :class:`IHVPSolver`.
+        ValueError: the product the solver needs is missing.
     """
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown IHVP solver {solver!r}; choose one of {SOLVERS}")
-    if solver == "gn-cg":
+    _check_solver(solver)
+    if solver.kind == "gn-cg":
         if gnvp is None:
             raise ValueError("solver 'gn-cg' needs gnvp")
-        return cg_ihvp(gnvp, v, iters=cg_iters, tol=cg_tol, damping=damping)
+        return cg_ihvp(gnvp, v, iters=solver.cg_iters, tol=solver.cg_tol, damping=solver.damping)
     if hvp is None:
-        raise ValueError(f"solver {solver!r} needs hvp")
-    if solver == "neumann":
-        return neumann_ihvp(hvp, v, alpha=neumann_alpha, iters=neumann_iters)
-    return cg_ihvp(hvp, v, iters=cg_iters, tol=cg_tol, damping=damping)
+        raise ValueError(f"solver {solver.kind!r} needs hvp")
+    if solver.kind == "neumann":
+        return neumann_ihvp(hvp, v, alpha=solver.neumann_alpha, iters=solver.neumann_iters)
+    return cg_ihvp(hvp, v, iters=solver.cg_iters, tol=solver.cg_tol, damping=solver.damping)
 
 
 def implicit_feature_grad(
@@ -365,12 +259,7 @@ def implicit_feature_grad(
     z_star: torch.Tensor,
     grad_z: torch.Tensor,
     *,
-    solver: str = "neumann",
-    neumann_alpha: float = 1e-3,
-    neumann_iters: int = 120,
-    cg_iters: int = 20,
-    cg_tol: float = 1e-6,
-    damping: float = 0.0,
+    solver: IHVPSolver = IHVPSolver(),
 ) -> torch.Tensor:
     r"""Hypergradient ``dL/dF`` of a loss ``L(z*(F))`` through the attacker's inversion.
 
@@ -403,12 +292,8 @@ def implicit_feature_grad(
         features: ``F`` at which ``z*`` was solved, ``(N, *F)``.
         z_star: the inner solution ``z*(F)``, ``(N, zd)``.
         grad_z: ``dL/dz*``, ``(N, zd)``.
-        solver: one of ``"neumann"``, ``"cg"``, ``"gn-cg"`` (Default: ``"neumann"``, the paper's).
-        neumann_alpha: Neumann step ``alpha`` (Default: 1e-3, the paper's).
-        neumann_iters: Neumann terms ``i`` (Default: 120, the paper's).
-        cg_iters: CG iterations (Default: 20).
-        cg_tol: CG relative residual tolerance (Default: 1e-6).
-        damping: Tikhonov damping for the CG solvers, in the units of ``H`` (Default: 0).
+        solver: the IHVP solver and its settings (Default: ``IHVPSolver()``: the
+            paper's 120-term Neumann series with ``alpha = 1e-3``).
 
     Returns:
         ``dL/dF`` of shape ``(N, *F)``, detached.
@@ -435,38 +320,22 @@ def implicit_feature_grad(
             "with the same N; "
             f"got {tuple(features.shape)}, {tuple(z_star.shape)}, {tuple(grad_z.shape)}"
         )
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown IHVP solver {solver!r}; choose one of {SOLVERS}")
+    _check_solver(solver)
     with frozen(encoder, generator):
-        if solver == "gn-cg":
-            u = ihvp(
-                solver,
-                grad_z.detach(),
-                gnvp=gauss_newton_vp(encoder, generator, z_star),
-                cg_iters=cg_iters,
-                cg_tol=cg_tol,
-                damping=damping,
-            )
+        if solver.kind == "gn-cg":
+            u = ihvp(solver, grad_z.detach(), gnvp=gauss_newton_vp(encoder, generator, z_star))
         else:
             u = ihvp(
-                solver,
-                grad_z.detach(),
-                hvp=inversion_hvp(encoder, generator, features, z_star),
-                neumann_alpha=neumann_alpha,
-                neumann_iters=neumann_iters,
-                cg_iters=cg_iters,
-                cg_tol=cg_tol,
-                damping=damping,
+                solver, grad_z.detach(), hvp=inversion_hvp(encoder, generator, features, z_star)
             )
         return 2.0 * feature_jvp(encoder, generator, z_star, u)
 
 
-def _dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a * b).flatten(1).sum(dim=1)
-
-
-def _norms(a: torch.Tensor) -> torch.Tensor:
-    return a.flatten(1).norm(dim=1)
+def _check_solver(solver: object) -> None:
+    if not isinstance(solver, IHVPSolver):
+        raise TypeError(
+            f"solver: expected an IHVPSolver (e.g. IHVPSolver({solver!r})), got {solver!r}"
+        )
 
 
 def _feature_dim(features: torch.Tensor) -> int:

@@ -76,7 +76,10 @@ class GaussianNoise(FeatureDefense):
         return "noise"
 
     def reseed(self, key: str) -> None:
-        """Restart the noise stream at ``derive_seed(seed, key)`` (:meth:`FeatureDefense.reseed`)."""
+        """Restart the noise stream at ``derive_seed(seed, key)``.
+
+        See :meth:`FeatureDefense.reseed`.
+        """
         self._gen = make_generator(derive_seed(self.seed, key), "cpu")
 
     def protect(self, images: torch.Tensor) -> torch.Tensor:

@@ -28,8 +28,8 @@ from torch import nn
 
 from facecraft._io import CheckpointError, load_checkpoint, save_checkpoint
 from facecraft._validation import MAX_WIDTH, MAX_WIDTH_MULTIPLIER, check_number
-from facecraft.defenses.amortized_crafter import FeatureCrafter
 from facecraft.defenses.base import FeatureDefense
+from facecraft.defenses.feature_crafter import FeatureCrafter
 from facecraft.defenses.registry import get_defense_class
 from facecraft.models import (
     TARGET_ARCHS,
@@ -315,7 +315,8 @@ def _spec(name: str, module: nn.Module, protector: Protector) -> Dict[str, Any]:
         return {"type": "FeatureCrafter", "channels": module.channels, "width": module.width}
     raise ValueError(
         f"Protector.save: cannot describe network {name!r} of type {type(module).__name__} "
-        "for rebuilding (supported: the target's encoder/head, Generator, Amortizer, Critic, FeatureCrafter)"
+        "for rebuilding (supported: the target's encoder/head, Generator, Amortizer, Critic, "
+        "FeatureCrafter)"
     )
 
 

@@ -34,13 +34,21 @@ leave their checks undecided.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from facecraft.defenses import get_defense_class
 from facecraft.metrics.stats import as_hits, compare_paired, paired_bootstrap
 
-__all__ = ["BASELINES", "PLAIN_COUNTERPART", "check_claim", "matched_baseline"]
+__all__ = [
+    "BASELINES",
+    "PLAIN_COUNTERPART",
+    "check_claim",
+    "claim_defenses",
+    "defense_trait",
+    "matched_baseline",
+]
 
 #: defences the claim compares Crafter against
 BASELINES = ("noise", "advlearn", "disco")
@@ -50,6 +58,26 @@ PLAIN_COUNTERPART = {
     "adaptive-blackbox": "blackbox",
     "adaptive-embedding": "embedding",
 }
+
+
+def defense_trait(name: str, trait: str) -> bool:
+    """Whether the defence class registered as ``name`` sets the trait ``trait`` (an attribute of
+    :class:`~facecraft.defenses.FeatureDefense` such as ``raw_release`` or ``crafts_features``);
+    ``False`` for a name that is not registered (results written elsewhere)."""
+    try:
+        cls = get_defense_class(name)
+    except ValueError:
+        return False
+    return bool(getattr(cls, trait))
+
+
+def claim_defenses(results: Dict[str, Any]) -> List[str]:
+    """The feature-crafting defences (trait ``crafts_features``) in ``results``: the subjects of the
+    claim, the costliest first (``relative_cost``: the paper's full optimisation before its cheaper
+    approximations), equal costs in the order of the rows. Unregistered names are left out."""
+    names = dict.fromkeys(r["defense"] for r in results["rows"])
+    crafters = [d for d in names if defense_trait(d, "crafts_features")]
+    return sorted(crafters, key=lambda d: -get_defense_class(d).relative_cost)
 
 
 def _acc(row: Dict[str, Any], oracle: str) -> Optional[float]:
@@ -62,8 +90,9 @@ def _hits(row: Dict[str, Any], oracle: str) -> Optional[np.ndarray]:
 
 
 def _row_groups(results: Dict[str, Any], row: Dict[str, Any], oracle: str) -> np.ndarray:
-    """The identities of the faces ``row`` was measured on (``results["labels"]``, at the row's ``faces``
-    positions when its attack ran on a subset); without labels each face is its own group."""
+    """The identities of the faces ``row`` was measured on (``results["labels"]``, at the row's
+    ``faces`` positions when its attack ran on a subset); without labels each face is its own
+    group."""
     labels = results.get("labels")
     if labels is None:
         h = _hits(row, oracle)
@@ -79,7 +108,8 @@ def _combine(verdicts: List[str]) -> str:
 
 
 def _neighbour(cell: Optional[Dict[str, Any]], oracle: str) -> Optional[Dict[str, Any]]:
-    """A baseline neighbour's summary in :func:`matched_baseline`'s result (``None`` when absent)."""
+    """A baseline neighbour's summary in :func:`matched_baseline`'s result (``None`` when
+    absent)."""
     if cell is None:
         return None
     return {"param": cell["param"], "mean_auc": cell["mean_auc"], "eval_acc": _acc(cell, oracle)}
@@ -95,31 +125,19 @@ def matched_baseline(
     alpha: float = 0.05,
     seed: int = 0,
 ) -> Dict[str, Any]:
-    """Compare ``row`` (a Crafter cell) with one baseline's cells ``candidates`` (same attack) at the
-    same mean AUC, as the module docstring describes.
+    """Compare ``row`` (a Crafter cell) with one baseline's cells ``candidates`` (same attack) at
+    the same mean AUC, as the module docstring describes.
 
     Returns:
         ``{"below", "above"}`` (the neighbours' labels and Eval Acc), ``"interpolated"`` (the
         baseline's Eval Acc at ``row``'s AUC, when both neighbours exist), ``"bootstrap"`` (paired
-        difference row minus interpolated baseline), ``"mcnemar_p"`` of the deciding comparison (``None`` when
-        none decides; each neighbour's own test is in ``below`` / ``above`` as ``"test"`` and
-        ``"mcnemar_p"``) and
-        ``"verdict"``: ``"meets"``, ``"fails"``, ``"undecided"`` or ``"not testable"``.
+        difference row minus interpolated baseline), ``"mcnemar_p"`` of the deciding comparison
+        (``None`` when none decides; each neighbour's own test is in ``below`` / ``above`` as
+        ``"test"`` and ``"mcnemar_p"``) and ``"verdict"``: ``"meets"``, ``"fails"``,
+        ``"undecided"`` or ``"not testable"``.
     """
     auc = row["mean_auc"]
-    usable = [
-        c for c in candidates if c.get("mean_auc") is not None and _acc(c, oracle) is not None
-    ]
-    below = max(
-        (c for c in usable if c["mean_auc"] <= auc + auc_match),
-        key=lambda c: c["mean_auc"],
-        default=None,
-    )
-    above = min(
-        (c for c in usable if c["mean_auc"] >= auc - auc_match),
-        key=lambda c: c["mean_auc"],
-        default=None,
-    )
+    below, above = _neighbours(candidates, auc, oracle, auc_match)
     out: Dict[str, Any] = {
         "below": _neighbour(below, oracle),
         "above": _neighbour(above, oracle),
@@ -132,17 +150,9 @@ def matched_baseline(
         return out
     mine = _hits(row, oracle)
     if below is not None and above is not None:
-        span = above["mean_auc"] - below["mean_auc"]
-        w = 0.5 if span <= 0 else min(1.0, max(0.0, (auc - below["mean_auc"]) / span))
-        out["interpolated"] = (1 - w) * _acc(below, oracle) + w * _acc(above, oracle)
-        hb, ha = _hits(below, oracle), _hits(above, oracle)
-        if (
-            mine is not None
-            and hb is not None
-            and ha is not None
-            and hb.shape == ha.shape == mine.shape
-        ):
-            out["bootstrap"] = paired_bootstrap(mine, (1 - w) * hb + w * ha, groups, seed=seed)
+        out["interpolated"], out["bootstrap"] = _interpolate(
+            mine, below, above, auc, groups, oracle, seed
+        )
     out["verdict"] = "undecided"
     if mine is None:
         return out
@@ -159,6 +169,53 @@ def matched_baseline(
         if cmp["verdict"] == wanted and out["verdict"] == "undecided":
             out["verdict"], out["mcnemar_p"] = verdict, cmp["mcnemar_p"]
     return out
+
+
+def _neighbours(
+    candidates: List[Dict[str, Any]], auc: float, oracle: str, auc_match: float
+) -> Tuple[Optional[Dict[str, Any]], Optional[Dict[str, Any]]]:
+    """A baseline's cells just below and just above ``auc`` (``auc_match`` of slack on either side)
+    among those with a mean AUC and an Eval Acc; ``None`` where there is none."""
+    usable = [
+        c for c in candidates if c.get("mean_auc") is not None and _acc(c, oracle) is not None
+    ]
+    below = max(
+        (c for c in usable if c["mean_auc"] <= auc + auc_match),
+        key=lambda c: c["mean_auc"],
+        default=None,
+    )
+    above = min(
+        (c for c in usable if c["mean_auc"] >= auc - auc_match),
+        key=lambda c: c["mean_auc"],
+        default=None,
+    )
+    return below, above
+
+
+def _interpolate(
+    mine: Optional[np.ndarray],
+    below: Dict[str, Any],
+    above: Dict[str, Any],
+    auc: float,
+    groups: Any,
+    oracle: str,
+    seed: int,
+) -> Tuple[float, Optional[Dict[str, Any]]]:
+    """The baseline's Eval Acc at ``auc``, linear between its two neighbours, and the paired
+    bootstrap of the difference (the row's hits ``mine`` minus the same mix of the neighbours';
+    ``None`` without per-face hits of matching shape)."""
+    span = above["mean_auc"] - below["mean_auc"]
+    w = 0.5 if span <= 0 else min(1.0, max(0.0, (auc - below["mean_auc"]) / span))
+    interpolated = (1 - w) * _acc(below, oracle) + w * _acc(above, oracle)
+    hb, ha = _hits(below, oracle), _hits(above, oracle)
+    if (
+        mine is not None
+        and hb is not None
+        and ha is not None
+        and hb.shape == ha.shape == mine.shape
+    ):
+        return interpolated, paired_bootstrap(mine, (1 - w) * hb + w * ha, groups, seed=seed)
+    return interpolated, None
 
 
 def _ratio_check(
@@ -202,59 +259,34 @@ def check_claim(
 
     ``results["labels"]`` (the attacked faces' identities; a row's ``faces``
     picks its subset) groups faces for the bootstraps; without it every face is
-    its own group.
+    its own group. The unprotected reference is the rows of the defence whose
+    class sets ``raw_release`` (``"none"``).
 
     Returns:
         ``{"reference_auc", "settings": [{"param", "mean_auc", "auc_drop", "eligible", "attacks":
         [{"attack", "eval_acc", "ci95", "none", "ratio", "ratio_verdict", "baselines": {name:
-        matched_baseline(...)}, "baseline_verdict", "verdict"}], "verdict"}], "verdict"}``; a verdict
-        is ``"meets"``, ``"fails"``, ``"undecided"`` or (a setting) ``"not eligible"``. The claim's
-        overall verdict is ``"meets"`` when some eligible setting meets it.
+        matched_baseline(...)}, "baseline_verdict", "verdict"}], "verdict"}], "verdict"}``; a
+        verdict is ``"meets"``, ``"fails"``, ``"undecided"`` or (a setting) ``"not eligible"``. The
+        claim's overall verdict is ``"meets"`` when some eligible setting meets it.
     """
     rows = results["rows"]
-    none = {r["attack"]: r for r in rows if r["defense"] == "none"}
-    if not none:
-        raise ValueError(
-            "the results hold no 'none' rows: the claim needs the unprotected reference"
-        )
-    ref_auc = next(iter(none.values())).get("mean_auc")
-    if ref_auc is None:
-        raise ValueError("the results hold no mean AUC: the claim needs utility")
+    none, ref_auc = _reference(rows)
     settings: List[Dict[str, Any]] = []
     for param in dict.fromkeys(r["param"] for r in rows if r["defense"] == defense):
         mine = [r for r in rows if r["defense"] == defense and r["param"] == param]
         auc = mine[0]["mean_auc"]
-        checks = []
-        for r in mine:
-            base = none.get(PLAIN_COUNTERPART.get(r["attack"], r["attack"]))
-            entry: Dict[str, Any] = {
-                "attack": r["attack"],
-                **_ratio_check(r, None if base is None else _acc(base, oracle), oracle, max_ratio),
-            }
-            verdicts = [entry["ratio_verdict"]]
-            if r["attack"] in PLAIN_COUNTERPART:
-                groups = _row_groups(results, r, oracle)
-                entry["baselines"] = {
-                    b: matched_baseline(
-                        r,
-                        [c for c in rows if c["defense"] == b and c["attack"] == r["attack"]],
-                        groups,
-                        oracle=oracle,
-                        auc_match=auc_match,
-                        alpha=alpha,
-                    )
-                    for b in BASELINES
-                    if any(c["defense"] == b and c["attack"] == r["attack"] for c in rows)
-                }
-                tested = [
-                    m["verdict"]
-                    for m in entry["baselines"].values()
-                    if m["verdict"] != "not testable"
-                ]
-                entry["baseline_verdict"] = _combine(tested) if tested else "not testable"
-                verdicts.append(entry["baseline_verdict"])
-            entry["verdict"] = _combine(verdicts)
-            checks.append(entry)
+        checks = [
+            _check_attack(
+                results,
+                r,
+                none,
+                oracle=oracle,
+                max_ratio=max_ratio,
+                auc_match=auc_match,
+                alpha=alpha,
+            )
+            for r in mine
+        ]
         eligible = ref_auc - auc <= max_auc_drop
         settings.append(
             {
@@ -266,14 +298,6 @@ def check_claim(
                 "verdict": _combine([c["verdict"] for c in checks]) if eligible else "not eligible",
             }
         )
-    eligible = [s["verdict"] for s in settings if s["eligible"]]
-    overall = (
-        "meets"
-        if "meets" in eligible
-        else "fails"
-        if eligible and all(v == "fails" for v in eligible)
-        else "undecided"
-    )
     return {
         "defense": defense,
         "oracle": oracle,
@@ -282,5 +306,82 @@ def check_claim(
         "max_ratio": max_ratio,
         "alpha": alpha,
         "settings": settings,
-        "verdict": overall,
+        "verdict": _overall([s["verdict"] for s in settings if s["eligible"]]),
     }
+
+
+def _reference(rows: List[Dict[str, Any]]) -> Tuple[Dict[str, Dict[str, Any]], float]:
+    """The unprotected rows by attack and their mean AUC; raises ``ValueError`` without either."""
+    none = {r["attack"]: r for r in rows if defense_trait(r["defense"], "raw_release")}
+    if not none:
+        raise ValueError(
+            "the results hold no 'none' rows: the claim needs the unprotected reference"
+        )
+    ref_auc = next(iter(none.values())).get("mean_auc")
+    if ref_auc is None:
+        raise ValueError("the results hold no mean AUC: the claim needs utility")
+    return none, ref_auc
+
+
+def _check_attack(
+    results: Dict[str, Any],
+    row: Dict[str, Any],
+    none: Dict[str, Dict[str, Any]],
+    *,
+    oracle: str,
+    max_ratio: float,
+    auc_match: float,
+    alpha: float,
+) -> Dict[str, Any]:
+    """One attack's checks on a setting: the ratio to no protection and, for an adaptive attack,
+    each baseline at the same mean AUC."""
+    base = none.get(PLAIN_COUNTERPART.get(row["attack"], row["attack"]))
+    entry: Dict[str, Any] = {
+        "attack": row["attack"],
+        **_ratio_check(row, None if base is None else _acc(base, oracle), oracle, max_ratio),
+    }
+    verdicts = [entry["ratio_verdict"]]
+    if row["attack"] in PLAIN_COUNTERPART:
+        entry["baselines"] = _baseline_checks(
+            results, row, oracle=oracle, auc_match=auc_match, alpha=alpha
+        )
+        tested = [
+            m["verdict"] for m in entry["baselines"].values() if m["verdict"] != "not testable"
+        ]
+        entry["baseline_verdict"] = _combine(tested) if tested else "not testable"
+        verdicts.append(entry["baseline_verdict"])
+    entry["verdict"] = _combine(verdicts)
+    return entry
+
+
+def _baseline_checks(
+    results: Dict[str, Any], row: Dict[str, Any], *, oracle: str, auc_match: float, alpha: float
+) -> Dict[str, Dict[str, Any]]:
+    """:func:`matched_baseline` against each of :data:`BASELINES` measured under ``row``'s
+    attack."""
+    rows = results["rows"]
+    groups = _row_groups(results, row, oracle)
+    return {
+        b: matched_baseline(
+            row,
+            [c for c in rows if c["defense"] == b and c["attack"] == row["attack"]],
+            groups,
+            oracle=oracle,
+            auc_match=auc_match,
+            alpha=alpha,
+        )
+        for b in BASELINES
+        if any(c["defense"] == b and c["attack"] == row["attack"] for c in rows)
+    }
+
+
+def _overall(eligible: List[str]) -> str:
+    """The claim's verdict from its eligible settings' verdicts: meets when one meets, fails when
+    every one fails, else undecided."""
+    return (
+        "meets"
+        if "meets" in eligible
+        else "fails"
+        if eligible and all(v == "fails" for v in eligible)
+        else "undecided"
+    )

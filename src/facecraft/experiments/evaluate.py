@@ -33,6 +33,7 @@ __all__ = [
     "embedding_privacy_metrics",
     "utility_metrics",
     "oracle_ceiling",
+    "spread_over_identities",
 ]
 
 ProgressFn = Callable[[int, int, str], None]
@@ -47,7 +48,8 @@ class EvalContext:
         labels: their 0-based identities ``(N,)``.
         attributes: their attributes ``(N, A)`` in {0, 1}, or ``None``.
         dlib: a fitted :class:`~facecraft.metrics.dlib_oracle.DlibOracle`.
-        evalnet: a trained :class:`~facecraft.metrics.evalnet.EvalNet`, or ``None`` to report only dlib.
+        evalnet: a trained :class:`~facecraft.metrics.evalnet.EvalNet`, or ``None`` to report only
+            dlib.
         prior_samples: ``G(z_r)`` images for epsilon-PII.
         original_embeddings: dlib embeddings of ``originals`` (computed once).
         pii_steps: critic steps of the epsilon-PII estimate.
@@ -65,7 +67,8 @@ class EvalContext:
     seed: int = 0
 
     def select(self, positions: torch.Tensor) -> "EvalContext":
-        """The same context restricted to the faces at ``positions`` (the oracles' galleries are unchanged)."""
+        """The same context restricted to the faces at ``positions`` (the oracles' galleries are
+        unchanged)."""
         p = positions.long()
         return dataclasses.replace(
             self,
@@ -76,7 +79,8 @@ class EvalContext:
         )
 
     def subset(self, n: int) -> "EvalContext":
-        """The same context restricted to the first ``n`` faces (the oracles' galleries are unchanged)."""
+        """The same context restricted to the first ``n`` faces (the oracles' galleries are
+        unchanged)."""
         if not 0 < n <= self.originals.shape[0]:
             raise ValueError(f"subset size must be in [1, {self.originals.shape[0]}], got {n}")
         return dataclasses.replace(
@@ -94,8 +98,8 @@ def _accuracies(
     ctx: EvalContext,
     keep_hits: bool = True,
 ) -> Dict[str, Any]:
-    """Top-1/top-5 Eval Acc of both oracles (the Eval-network needs ``images``), their intervals, the
-    exposed identities and, with ``keep_hits``, the per-face hits."""
+    """Top-1/top-5 Eval Acc of both oracles (the Eval-network needs ``images``), their intervals,
+    the exposed identities and, with ``keep_hits``, the per-face hits."""
     scores = {"dlib": dlib_scores}
     if ctx.evalnet is not None and images is not None:
         scores["evalnet"] = ctx.evalnet.scores(images.to(ctx.evalnet.device)).cpu()
@@ -144,8 +148,8 @@ def privacy_metrics(
     full: bool = True,
     progress: Optional[ProgressFn] = None,
 ) -> Dict[str, Any]:
-    """Eval Acc (both oracles) and FSIM of reconstructions of ``ctx.originals``; with ``full``, also SSIM,
-    PSNR and epsilon-PII (the per-epoch curves of adaptive attacks skip those)."""
+    """Eval Acc (both oracles) and FSIM of reconstructions of ``ctx.originals``; with ``full``, also
+    SSIM, PSNR and epsilon-PII (the per-epoch curves of adaptive attacks skip those)."""
     recon = recon.detach().float().cpu().clamp(0, 1)
     emb = ctx.dlib.embed(recon, progress=progress)
     out: Dict[str, Any] = {
@@ -196,3 +200,20 @@ def utility_metrics(
         )
     head.train(was)
     return {"mean_auc": float(mean_auc(logits, ctx.attributes))}
+
+
+def spread_over_identities(identities: torch.Tensor, n: Optional[int], seed: int) -> torch.Tensor:
+    """Sorted positions of ``n`` of the faces (all when ``n`` is None), taken round-robin over the
+    identities in a seeded order, so that every identity is represented before any has two."""
+    n_all = identities.shape[0]
+    n = n_all if n is None else min(int(n), n_all)
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n_all, generator=g)
+    rank = torch.zeros_like(identities)
+    seen: Dict[int, int] = {}
+    for i in order.tolist():
+        k = int(identities[i])
+        rank[i] = seen.get(k, 0)
+        seen[k] = rank[i].item() + 1
+    key = rank.double() * (n_all + 1) + torch.argsort(order).double()
+    return torch.sort(torch.argsort(key)[:n]).values

@@ -66,14 +66,16 @@ def exportable_defenses() -> List[str]:
 
 
 def check_exportable(name: str) -> None:
-    """Raise ``ValueError`` (one line, naming the exportable defences) unless defence ``name`` can be exported.
+    """Raise ``ValueError`` (one line, naming the exportable defences) unless defence ``name`` can
+    be exported.
 
     Asks the defence's class (``exportable``), so it needs nothing built or fitted.
     """
     if not getattr(get_defense_class(name), "exportable", False):
         raise ValueError(
-            f"defence {name!r} cannot be exported: its release is not one forward pass of fixed networks "
-            f"(per-image optimisation or random noise); exportable: {', '.join(exportable_defenses()) or 'none'}"
+            f"defence {name!r} cannot be exported: its release is not one forward pass of fixed "
+            f"networks (per-image optimisation or random noise); exportable: "
+            f"{', '.join(exportable_defenses()) or 'none'}"
         )
 
 
@@ -91,7 +93,8 @@ def export_module(
     image_size: int,
     sidecar: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, Any]:
-    """Write ``module`` (images in [0, 1] -> features) to ``path`` as ONNX or TorchScript, plus its sidecar.
+    """Write ``module`` (images in [0, 1] -> features) to ``path`` as ONNX or TorchScript, plus its
+    sidecar.
 
     A copy of the module is traced on CPU in float32 with a batch of 2 random
     images; the batch dimension stays dynamic in both formats. ONNX goes through
@@ -110,7 +113,8 @@ def export_module(
 
     Raises:
         ValueError: an unknown ``fmt``.
-        ImportError: ONNX export without the ``onnx`` / ``onnxscript`` packages (``pip install -e '.[edge]'``).
+        ImportError: ONNX export without the ``onnx`` / ``onnxscript`` packages (``pip install -e
+            '.[edge]'``).
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose from {FORMATS}")
@@ -137,7 +141,8 @@ def export_module(
             "channels": "RGB",
             "range": [0.0, 1.0],
         },
-        "normalisation": "none before the model: pass RGB in [0, 1] (the encoder maps it to [-1, 1] itself)",
+        "normalisation": "none before the model: pass RGB in [0, 1] "
+        "(the encoder maps it to [-1, 1] itself)",
         "output": {"name": OUTPUT_NAME, "shape": ["N", *feature_shape], "dtype": "float32"},
         "feature_shape": feature_shape,
         **dict(sidecar or {}),
@@ -179,10 +184,12 @@ def _write_torchscript(module: nn.Module, example: torch.Tensor, path: Path) -> 
 def privacy_summary(
     rows: Sequence[Mapping[str, Any]], cells: Optional[Union[str, Path]] = None
 ) -> Dict[str, Any]:
-    """The study's privacy rows of one setting, per attack: dlib top-1 Eval Acc with its intervals, mean AUC.
+    """The study's privacy rows of one setting, per attack: dlib top-1 Eval Acc with its intervals,
+    mean AUC.
 
     Args:
-        rows: finished cells of the setting (:meth:`facecraft.experiments.pipeline.StudyRunner.finished_rows`).
+        rows: finished cells of the setting
+            (:meth:`facecraft.experiments.runner.StudyRunner.finished_rows`).
         cells: where they were read (recorded).
     """
     out: Dict[str, Any] = {
@@ -207,11 +214,12 @@ def privacy_summary(
 def export_study_defense(
     runner: Any, setting: Any, path: Union[str, Path], *, fmt: str, attacks: Sequence[str]
 ) -> Dict[str, Any]:
-    """Build (or load) ``setting``'s defence in ``runner``'s study and export it with the study's privacy.
+    """Build (or load) ``setting``'s defence in ``runner``'s study and export it with the study's
+    privacy.
 
     Args:
-        runner: a :class:`~facecraft.experiments.pipeline.StudyRunner`.
-        setting: a :class:`~facecraft.experiments.pipeline.Setting` of an exportable defence.
+        runner: a :class:`~facecraft.experiments.runner.StudyRunner`.
+        setting: a :class:`~facecraft.experiments.grid.Setting` of an exportable defence.
         path: the model file.
         fmt: ``"onnx"`` or ``"torchscript"``.
         attacks: attacks whose finished cells are summarised in the sidecar.

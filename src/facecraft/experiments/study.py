@@ -32,6 +32,7 @@ from facecraft._torchutils import resolve_device, seeded
 from facecraft._validation import check_run_dir
 from facecraft.data.types import PreparedData
 from facecraft.experiments.config import RunConfig, config_to_dict
+from facecraft.experiments.evaluate import spread_over_identities
 from facecraft.experiments.images import save_grid
 from facecraft.models import Amortizer, Critic, Generator, SplitNetwork, build_target, feature_shape
 from facecraft.models.train import predict_logits, train_amortizer, train_target, train_wgan_gp
@@ -41,10 +42,10 @@ __all__ = [
     "UNLABELLED_DATASETS",
     "config_feature_shape",
     "machine_info",
-    "spread_over_identities",
 ]
 
-#: datasets without attribute labels: the target network (an attribute classifier) cannot be trained on them
+#: datasets without attribute labels: the target network (an attribute classifier) cannot be trained
+#: on them
 UNLABELLED_DATASETS = ("lfw", "folder")
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,8 @@ def machine_info(device: torch.device) -> Dict[str, Any]:
 
 
 def config_feature_shape(cfg: RunConfig) -> Tuple[int, ...]:
-    """The feature shape ``F`` of the encoder ``cfg`` describes (built untrained on the CPU; nothing is read)."""
+    """The feature shape ``F`` of the encoder ``cfg`` describes (built untrained on the CPU; nothing
+    is read)."""
     m = cfg.model
     return tuple(
         feature_shape(
@@ -77,23 +79,6 @@ def config_feature_shape(cfg: RunConfig) -> Tuple[int, ...]:
             cfg.data.image_size,
         )
     )
-
-
-def spread_over_identities(identities: torch.Tensor, n: Optional[int], seed: int) -> torch.Tensor:
-    """Sorted positions of ``n`` of the faces (all when ``n`` is None), taken round-robin over the
-    identities in a seeded order, so that every identity is represented before any has two."""
-    n_all = identities.shape[0]
-    n = n_all if n is None else min(int(n), n_all)
-    g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(n_all, generator=g)
-    rank = torch.zeros_like(identities)
-    seen: Dict[int, int] = {}
-    for i in order.tolist():
-        k = int(identities[i])
-        rank[i] = seen.get(k, 0)
-        seen[k] = rank[i].item() + 1
-    key = rank.double() * (n_all + 1) + torch.argsort(order).double()
-    return torch.sort(torch.argsort(key)[:n]).values
 
 
 class Study:
@@ -104,9 +89,9 @@ class Study:
         run_dir: where everything is stored.
         data_root: dataset folder or a parent of it (else ``FACECRAFT_DATA``).
         progress: ``progress(done, total, desc)`` for long loops.
-        run_started: when the invocation this study belongs to began (``time.time()``); worker processes
-            get their parent's, so a model one process trained is not recorded as "cached" when another
-            loads it (Default: None: now).
+        run_started: when the invocation this study belongs to began (``time.time()``); worker
+            processes get their parent's, so a model one process trained is not recorded as "cached"
+            when another loads it (Default: None: now).
     """
 
     def __init__(
@@ -125,15 +110,17 @@ class Study:
         )  # a device this machine lacks is refused before any write
         if cfg.data.dataset in UNLABELLED_DATASETS:
             raise ValueError(
-                f"--dataset {cfg.data.dataset}: the study's target network is an attribute classifier and "
-                f"{cfg.data.dataset} images carry no attribute labels, so `train target` could not run; use "
-                "celeba or celeba-official (facecraft.data.prepare_data still prepares it for other uses)"
+                f"--dataset {cfg.data.dataset}: the study's target network is an attribute "
+                f"classifier and {cfg.data.dataset} images carry no attribute labels, so `train "
+                "target` could not run; use celeba or celeba-official (facecraft.data.prepare_data "
+                "still prepares it for other uses)"
             )
         check_run_dir(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.data_root = data_root
         self.progress = progress
-        #: prepare the data split again even when a matching one is cached (``data prepare --force``)
+        #: prepare the data split again even when a matching one is cached (``data prepare
+        #: --force``)
         self.force_data = False
         self._cache: Dict[str, Any] = {}
         self.run_started = time.time() if run_started is None else float(run_started)
@@ -144,7 +131,8 @@ class Study:
             )  # both JSON-typed
         except (OSError, ValueError):
             same = False
-        if not same:  # rewritten only when it changes, so a refused command leaves the run directory as it was
+        # rewritten only when it changes, so a refused command leaves the run directory as it was
+        if not same:
             atomic_write_json(config_path, config_to_dict(cfg))
 
     # -- bookkeeping ---------------------------------------------------------------------------
@@ -219,7 +207,8 @@ class Study:
             data, m, t = self.data, self.cfg.model, self.cfg.target
             if not data.has_attributes:
                 raise ValueError(
-                    "the target network is an attribute classifier and this dataset has no attributes"
+                    "the target network is an attribute classifier and this dataset has no "
+                    "attributes"
                 )
             with seeded(self.cfg.seed + 1):
                 net = build_target(
@@ -337,7 +326,8 @@ class Study:
 
     # -- evaluation side -------------------------------------------------------------------------
     def eval_indices(self) -> torch.Tensor:
-        """Which ``eval_test`` images are protected and attacked (``eval['n_images']``, spread over identities)."""
+        """Which ``eval_test`` images are protected and attacked (``eval['n_images']``, spread over
+        identities)."""
 
         def run():
             idx = spread_over_identities(
@@ -349,7 +339,8 @@ class Study:
 
     @property
     def dlib_crop(self) -> float:
-        """The share of the image dlib's chip is cut from (``eval.dlib_crop``, default 0.75: CelebA chips)."""
+        """The share of the image dlib's chip is cut from (``eval.dlib_crop``, default 0.75: CelebA
+        chips)."""
         return float(self.cfg.eval.get("dlib_crop", 0.75))
 
     def dlib_oracle(self):

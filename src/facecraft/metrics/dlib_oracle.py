@@ -18,19 +18,10 @@ References:
     Identity Theft on Deep Models", NDSS 2024, https://arxiv.org/abs/2401.07205.
 
 Note:
-    *Chip geometry.* dlib's recogniser expects chips made by
-    ``dlib.get_face_chip(size=150, padding=0.25)``: the aligned face template
-    spans ``1 / (1 + 2 * padding)`` of the chip. Our CelebA chips were made with
-    ``get_face_chip(size=128, padding=0.5)`` (same alignment; template spans half
-    the chip), so dlib's framing is the central ``(1 + 2*0.25) / (1 + 2*0.5) = 0.75``
-    of our chip, resized to 150x150: ``crop_fraction=0.75``
-    (:data:`CELEBA_CROP_FRACTION`). This holds at any cached resolution (64 or
-    128). LFW deep-funneled frames are not dlib-aligned; the face fills roughly the
-    central half of the full frame, and dlib's framing is best matched by a
-    central crop of about :data:`LFW_FULL_FRAME_CROP_FRACTION` of the *full* frame
-    (measured, see the constant). If a cache keeps only a central fraction ``c``
-    of the LFW frame, pass ``crop_fraction = LFW_FULL_FRAME_CROP_FRACTION / c``
-    (capped at 1).
+    *Chip geometry.* ``crop_fraction`` is the central part of an input image
+    that matches dlib's chip framing: :data:`CELEBA_CROP_FRACTION` for our
+    CelebA chips, about :data:`LFW_FULL_FRAME_CROP_FRACTION` of a full LFW
+    frame (derivation and measurements in :mod:`facecraft.metrics.dlib_embedding`).
 
     *Scoring.* A query's score for an identity is the maximum cosine similarity
     to that identity's gallery images (``scoring="max"``), the mean
@@ -51,7 +42,6 @@ Note:
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from pathlib import Path
@@ -59,11 +49,19 @@ from typing import Any, Dict, Optional, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from facecraft._io import checkpoint_exists, load_checkpoint, save_checkpoint
+from facecraft._io import load_checkpoint, save_checkpoint
 from facecraft._validation import validate_images, validate_tensors
 from facecraft.metrics._common import ProgressFn
+from facecraft.metrics._gallery import SCORINGS, SIMILARITIES, check_labels, gallery_scores
+from facecraft.metrics.dlib_embedding import (
+    CELEBA_CROP_FRACTION,
+    DIM,
+    LFW_FULL_FRAME_CROP_FRACTION,
+    dlib_model_path,
+    embed_in_batches,
+    face_chips,
+)
 from facecraft.metrics.identity import feature_cosine, topk_accuracy
 
 __all__ = [
@@ -81,46 +79,14 @@ log = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-#: Central fraction of a ``get_face_chip(size=S, padding=0.5)`` chip that dlib's recogniser expects.
-CELEBA_CROP_FRACTION = 0.75
-#: Central fraction of a full LFW deep-funneled frame matching dlib's framing (face ~ central half).
-#: Measured top-1 (15 people, 4 gallery + 2 query images each, 125x125, centroid/cosine): 0.4: 26/30,
-#: 0.5: 26/30, 0.57: 27/30, 0.65: 25/30, 0.8: 23/30; a plateau over 0.4-0.65, we take its middle.
-LFW_FULL_FRAME_CROP_FRACTION = 0.55
-#: Gallery scoring rule: measured top-1 ceilings on private CelebA (40 identities, 64x64, 319 gallery
-#: / 158 query images) at crop 0.75: centroid/cosine 0.968, max/cosine 0.962, mean/cosine 0.949,
-#: all euclidean variants 0.962; differences are within one or two queries, centroid is also cheapest.
+#: Gallery scoring rule: measured top-1 ceilings on private CelebA (40 identities, 64x64, 319
+#: gallery / 158 query images) at crop 0.75: centroid/cosine 0.968, max/cosine 0.962, mean/cosine
+#: 0.949, all euclidean variants 0.962; differences are within one or two queries, centroid is
+#: also cheapest.
 DEFAULT_SCORING = "centroid"
 #: Similarity used by the default scoring rule.
 DEFAULT_SIMILARITY = "cosine"
-SCORINGS = ("max", "mean", "centroid")
-SIMILARITIES = ("cosine", "euclidean")
-
-_MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
-_CHIP = 150
-_DIM = 128
 _KIND = "dlib_gallery"
-
-
-def dlib_model_path() -> Path:
-    """Path of ``dlib_face_recognition_resnet_model_v1.dat`` inside ``face-recognition-models``.
-
-    The package is located without importing it (its ``__init__`` needs
-    ``pkg_resources``).
-
-    Raises:
-        ImportError: the package is not installed or lacks the model file.
-    """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or spec.origin is None:
-        raise ImportError(
-            "dlib's face-recognition model needs the package 'face-recognition-models'; "
-            "install it with `pip install face-recognition-models dlib-bin`"
-        )
-    path = Path(spec.origin).parent / "models" / _MODEL_FILE
-    if not path.exists():
-        raise ImportError(f"face-recognition-models is installed but {path} is missing")
-    return path
 
 
 class DlibOracle:
@@ -180,9 +146,10 @@ class DlibOracle:
         self.num_identities: int = 0
 
     def __repr__(self) -> str:
+        n_gallery = 0 if self.gallery_labels is None else len(self.gallery_labels)
         return (
             f"DlibOracle(crop_fraction={self.crop_fraction}, scoring={self.scoring!r}, "
-            f"similarity={self.similarity!r}, gallery={0 if self.gallery_labels is None else len(self.gallery_labels)} "
+            f"similarity={self.similarity!r}, gallery={n_gallery} "
             f"images of {self.num_identities} identities)"
         )
 
@@ -194,17 +161,7 @@ class DlibOracle:
         Args:
             images: ``(N, 3, S, S)`` float images in [0, 1].
         """
-        validate_images(images, channels=3)
-        s_h, s_w = images.shape[-2:]
-        ch, cw = max(1, round(s_h * self.crop_fraction)), max(1, round(s_w * self.crop_fraction))
-        top, left = (s_h - ch) // 2, (s_w - cw) // 2
-        x = images.detach()[:, :, top : top + ch, left : left + cw].to("cpu", torch.float32)
-        if (ch, cw) != (_CHIP, _CHIP):
-            x = F.interpolate(
-                x, size=(_CHIP, _CHIP), mode="bilinear", align_corners=False, antialias=True
-            )
-        x = x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
-        return np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
+        return face_chips(images, self.crop_fraction)
 
     @torch.no_grad()
     def embed(
@@ -237,31 +194,16 @@ class DlibOracle:
         n = images.shape[0]
         if n == 0:
             raise ValueError("expected at least one image, got an empty batch")
-        out, start = [], 0
-        if checkpoint_stem is not None and checkpoint_exists(checkpoint_stem):
-            tensors, meta = load_checkpoint(checkpoint_stem, kind="dlib-partial")
-            if meta.get("of") == n:  # else: another image set under the same stem; start over
-                out, start = [tensors["embeddings"]], tensors["embeddings"].shape[0]
-        last_saved = start
-        for i in range(start, n, self.batch_size):
-            batch = self.chips(images[i : i + self.batch_size])
-            vecs = self._model.compute_face_descriptor(list(batch))
-            out.append(torch.tensor(np.asarray([np.asarray(v) for v in vecs]), dtype=torch.float32))
-            end = min(i + self.batch_size, n)
-            if checkpoint_stem is not None and end < n and end - last_saved >= checkpoint_every:
-                save_checkpoint(
-                    checkpoint_stem,
-                    {"embeddings": torch.cat(out)},
-                    kind="dlib-partial",
-                    meta={"of": n},
-                )
-                last_saved = end
-            if progress is not None:
-                progress(end, n, "dlib embedding")
-        if checkpoint_stem is not None:
-            for suffix in (".safetensors", ".json"):
-                Path(str(checkpoint_stem) + suffix).unlink(missing_ok=True)
-        return torch.cat(out).to(images.device)
+        out = embed_in_batches(
+            self._model,
+            images,
+            self.chips,
+            self.batch_size,
+            progress=progress,
+            checkpoint_stem=checkpoint_stem,
+            checkpoint_every=checkpoint_every,
+        )
+        return out.to(images.device)
 
     # ------------------------------------------------------------------ gallery
 
@@ -287,7 +229,7 @@ class DlibOracle:
             ``self``.
         """
         validate_images(images, channels=3)
-        self._check_labels(labels, images.shape[0])
+        check_labels(labels, images.shape[0])
         emb = self.embed(images, progress=progress, checkpoint_stem=checkpoint_stem)
         return self.fit_embeddings(emb, labels.to(emb.device), num_identities=num_identities)
 
@@ -298,13 +240,14 @@ class DlibOracle:
         *,
         num_identities: Optional[int] = None,
     ) -> "DlibOracle":
-        """Use precomputed gallery embeddings ``(M, 128)`` with labels ``(M,)``; returns ``self``."""
+        """Use precomputed gallery embeddings ``(M, 128)`` with labels ``(M,)``; returns self."""
         validate_tensors([embeddings], dim_range=(2, 2))
-        if embeddings.shape[1] != _DIM or not embeddings.is_floating_point():
+        if embeddings.shape[1] != DIM or not embeddings.is_floating_point():
             raise ValueError(
-                f"expected float embeddings of shape (M, {_DIM}), got {embeddings.dtype} {tuple(embeddings.shape)}"
+                f"expected float embeddings of shape (M, {DIM}), "
+                f"got {embeddings.dtype} {tuple(embeddings.shape)}"
             )
-        self._check_labels(labels, embeddings.shape[0])
+        check_labels(labels, embeddings.shape[0])
         k = int(labels.max()) + 1
         if num_identities is not None:
             if num_identities < k:
@@ -325,33 +268,18 @@ class DlibOracle:
         """
         gal, lab = self._gallery()
         validate_tensors([embeddings], dim_range=(2, 2))
-        if embeddings.shape[1] != _DIM:
+        if embeddings.shape[1] != DIM:
             raise ValueError(
-                f"expected embeddings of shape (N, {_DIM}), got {tuple(embeddings.shape)}"
+                f"expected embeddings of shape (N, {DIM}), got {tuple(embeddings.shape)}"
             )
-        q = embeddings.detach().float().to(gal.device)
-        k = self.num_identities
-        if self.scoring == "centroid":
-            sums = torch.zeros(k, _DIM, dtype=gal.dtype, device=gal.device).index_add_(
-                0, lab, self._prep(gal)
-            )
-            counts = torch.bincount(lab, minlength=k).to(gal.dtype)
-            present = counts > 0
-            centroids = sums / counts.clamp_min(1).unsqueeze(1)
-            if self.similarity == "cosine":
-                centroids = F.normalize(centroids, dim=1)
-            sim = self._similarity(q, centroids)
-            return sim.masked_fill(~present.unsqueeze(0), float("-inf")).to(embeddings.device)
-        sim = self._similarity(q, self._prep(gal))  # (N, M)
-        idx = lab.unsqueeze(0).expand_as(sim)
-        init = torch.full((q.shape[0], k), float("-inf"), dtype=sim.dtype, device=sim.device)
-        if self.scoring == "max":
-            out = init.scatter_reduce(1, idx, sim, reduce="amax", include_self=True)
-        else:
-            out = init.scatter_reduce(1, idx, sim, reduce="mean", include_self=False)
-            counts = torch.bincount(lab, minlength=k)
-            out = out.masked_fill((counts == 0).unsqueeze(0), float("-inf"))
-        return out.to(embeddings.device)
+        return gallery_scores(
+            embeddings,
+            gal,
+            lab,
+            self.num_identities,
+            scoring=self.scoring,
+            similarity=self.similarity,
+        )
 
     def scores(
         self, images: torch.Tensor, *, progress: Optional[ProgressFn] = None
@@ -379,7 +307,7 @@ class DlibOracle:
         Returns:
             A scalar tensor in [0, 1] (see :func:`~facecraft.metrics.topk_accuracy`).
         """
-        self._check_labels(labels, images.shape[0])
+        check_labels(labels, images.shape[0])
         return topk_accuracy(self.scores(images, progress=progress), labels.to(images.device), k=k)
 
     def feature_similarity(
@@ -447,7 +375,8 @@ class DlibOracle:
         stored = float(meta["crop_fraction"])
         if crop_fraction is not None and abs(float(crop_fraction) - stored) > 1e-9:
             raise ValueError(
-                f"gallery at {stem} was embedded with crop_fraction={stored}, got crop_fraction={crop_fraction}"
+                f"gallery at {stem} was embedded with crop_fraction={stored}, "
+                f"got crop_fraction={crop_fraction}"
             )
         oracle = cls(
             crop_fraction=stored,
@@ -466,24 +395,3 @@ class DlibOracle:
         if self.gallery_embeddings is None or self.gallery_labels is None:
             raise RuntimeError("DlibOracle has no gallery; call fit() or load() first")
         return self.gallery_embeddings, self.gallery_labels
-
-    def _prep(self, g: torch.Tensor) -> torch.Tensor:
-        return F.normalize(g, dim=1) if self.similarity == "cosine" else g
-
-    def _similarity(self, q: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        if self.similarity == "cosine":
-            return F.normalize(q, dim=1) @ g.T
-        return -torch.cdist(q, g)
-
-    @staticmethod
-    def _check_labels(labels: torch.Tensor, n: int) -> None:
-        if not torch.is_tensor(labels):
-            raise TypeError(f"expected labels as a torch.Tensor, got {type(labels).__name__}")
-        if labels.is_floating_point() or labels.dtype == torch.bool:
-            raise TypeError(f"expected integer labels, got dtype {labels.dtype}")
-        if labels.shape != (n,):
-            raise ValueError(f"expected labels of shape ({n},), got {tuple(labels.shape)}")
-        if n == 0:
-            raise ValueError("expected at least one labelled image, got none")
-        if int(labels.min()) < 0:
-            raise ValueError(f"expected 0-based labels >= 0, got minimum {int(labels.min())}")

@@ -1,4 +1,4 @@
-"""The paper's Eval-network: an identity classifier trained on ``eval_train`` (CRAFTER.md section 5).
+"""The paper's Eval-network: an identity classifier trained on ``eval_train`` (CRAFTER.md sec. 5).
 
 The privacy oracle of the paper is a face classifier trained on the private
 ``eval_train`` images (identities shared with ``eval_test``). Its top-1
@@ -33,26 +33,31 @@ Note:
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from facecraft._io import (
     CheckpointError,
     checkpoint_exists,
     load_checkpoint,
-    optimizer_from_tensors,
-    optimizer_to_tensors,
     save_checkpoint,
 )
 from facecraft._torchutils import eval_mode, make_generator
 from facecraft._validation import validate_images
 from facecraft.metrics._common import ProgressFn
+from facecraft.metrics._evalnet_fit import (
+    check_config,
+    check_training_args,
+    load_partial,
+    recalibrate_batchnorm,
+    remove_partial,
+    save_partial,
+    train_epoch,
+)
 from facecraft.metrics.identity import feature_cosine, topk_accuracy
 from facecraft.models.target import build_target
 
@@ -131,7 +136,7 @@ class EvalNet(nn.Module):
         return self._batched(images, self.features, batch_size)
 
     def identify(self, images: torch.Tensor, labels: torch.Tensor, *, k: int = 1) -> torch.Tensor:
-        """Eval Acc: top-``k`` accuracy on ``images`` ``(N, 3, S, S)`` with 0-based ``labels`` ``(N,)``."""
+        """Eval Acc: top-``k`` accuracy on ``images`` ``(N, 3, S, S)``, 0-based labels ``(N,)``."""
         return topk_accuracy(self.scores(images), labels.to(images.device), k=k)
 
     def feature_similarity(
@@ -228,17 +233,7 @@ def train_evalnet(
         facecraft._io.CheckpointError: a checkpoint at ``checkpoint_stem`` was
             made with another configuration.
     """
-    _check_inputs(images, labels)
-    k = int(labels.max()) + 1 if num_identities is None else int(num_identities)
-    if k < int(labels.max()) + 1:
-        raise ValueError(
-            f"expected num_identities >= max(labels) + 1 = {int(labels.max()) + 1}, got {k}"
-        )
-    for name, v in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"expected a positive integer {name}, got {v!r}")
-    if not lr > 0:
-        raise ValueError(f"expected a positive lr, got {lr!r}")
+    k = check_training_args(images, labels, num_identities, epochs, batch_size, lr)
     dev = torch.device(device) if device is not None else images.device
 
     with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the global RNG
@@ -258,183 +253,36 @@ def train_evalnet(
     }
     stem = Path(checkpoint_stem) if checkpoint_stem is not None else None
     if stem is not None and checkpoint_exists(stem):
-        _, meta = load_checkpoint(stem, kind=_KIND)
-        _check_config(stem, meta.get("config", {}), config)
-        log.info("evalnet: loading finished checkpoint %s", stem)
-        return EvalNet.load(stem, device=dev)
+        return _load_finished(stem, config, dev)
 
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     rng = make_generator(seed)
-    start = 0
-    if stem is not None:
-        start = _load_partial(stem, net, opt, rng, config, dev)
+    start = load_partial(stem, net, opt, rng, config, dev) if stem is not None else 0
 
-    n = images.shape[0]
-    steps_per_epoch = math.ceil(n / batch_size)
-    total = epochs * steps_per_epoch
+    settings = {
+        "lr": lr,
+        "batch_size": batch_size,
+        "label_smoothing": label_smoothing,
+        "augment_flip": augment_flip,
+        "device": dev,
+    }
     t0 = time.time()
     for epoch in range(start, epochs):
-        net.train()
-        for g in opt.param_groups:
-            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
-        perm = torch.randperm(n, generator=rng)
-        running, correct = 0.0, 0
-        for b in range(steps_per_epoch):
-            idx = perm[b * batch_size : (b + 1) * batch_size]
-            x = _as_float(images[idx.to(images.device)], dev)
-            y = labels[idx.to(labels.device)].to(dev, torch.long)
-            if augment_flip:
-                flip = (torch.rand(x.shape[0], generator=rng) < 0.5).to(dev)
-                x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-            logits = net(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            running += float(loss.detach())
-            correct += int((logits.detach().argmax(1) == y).sum())
-            if progress is not None:
-                progress(
-                    epoch * steps_per_epoch + b + 1, total, f"evalnet epoch {epoch + 1}/{epochs}"
-                )
-        train_loss, train_acc = running / steps_per_epoch, correct / n
-        log.info(
-            "evalnet epoch %d/%d: loss %.4f, train acc %.3f",
-            epoch + 1,
-            epochs,
-            train_loss,
-            train_acc,
-        )
+        loss, acc = train_epoch(net, opt, rng, images, labels, epoch, epochs, progress, **settings)
         if stem is not None:
-            _save_partial(
-                stem,
-                net,
-                opt,
-                rng,
-                epoch + 1,
-                config,
-                {"train_loss": train_loss, "train_acc": train_acc},
-            )
-    _recalibrate_batchnorm(net, images, batch_size, dev)
+            extra = {"train_loss": loss, "train_acc": acc}
+            save_partial(stem, net, opt, rng, epoch + 1, config, extra)
+    recalibrate_batchnorm(net, images, batch_size, dev)
     net.eval()
     if stem is not None:
         net.save(stem, meta={"config": config, "step": epochs, "train_seconds": time.time() - t0})
-        for suffix in (".safetensors", ".json"):
-            _partial(stem).with_suffix(suffix).unlink(missing_ok=True)
+        remove_partial(stem)
     return net
 
 
-# ---------------------------------------------------------------------- helpers
-
-
-def _check_inputs(images: torch.Tensor, labels: torch.Tensor) -> None:
-    if not torch.is_tensor(images):
-        raise TypeError(f"expected images as a torch.Tensor, got {type(images).__name__}")
-    if images.dtype == torch.uint8:
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected images of shape (N, 3, S, S), got {tuple(images.shape)}")
-    else:
-        validate_images(images, channels=3)
-    if images.shape[0] == 0:
-        raise ValueError("expected at least one training image, got none")
-    if images.shape[-1] % 32 or images.shape[-2] % 32:
-        raise ValueError(
-            f"expected an image size divisible by 32, got {images.shape[-2]}x{images.shape[-1]}"
-        )
-    if not torch.is_tensor(labels) or labels.is_floating_point() or labels.dtype == torch.bool:
-        raise TypeError(
-            f"expected integer labels, got {getattr(labels, 'dtype', type(labels).__name__)}"
-        )
-    if labels.shape != (images.shape[0],):
-        raise ValueError(
-            f"expected labels of shape ({images.shape[0]},), got {tuple(labels.shape)}"
-        )
-    if int(labels.min()) < 0:
-        raise ValueError(f"expected 0-based labels >= 0, got minimum {int(labels.min())}")
-
-
-def _as_float(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    x = x.to(device)
-    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
-
-
-@torch.no_grad()
-def _recalibrate_batchnorm(
-    net: EvalNet, images: torch.Tensor, batch_size: int, device: torch.device
-) -> None:
-    """Re-estimate BatchNorm running statistics of the final weights in one pass (exact averages).
-
-    The exponential running averages lag behind the weights, which matters
-    for short trainings; one extra forward pass over the (unflipped) training
-    images replaces them with the final network's own statistics.
-    """
-    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    net.train()
-    try:
-        for i in range(0, images.shape[0], batch_size):
-            net(_as_float(images[i : i + batch_size], device))
-    finally:
-        for m, mom in zip(bns, saved):
-            m.momentum = mom
-
-
-def _partial(stem: Path) -> Path:
-    # no dot in the added part: facecraft._io derives file names with Path.with_suffix
-    return stem.with_name(stem.name + "-partial")
-
-
-def _check_config(stem: Path, stored: Dict[str, Any], config: Dict[str, Any]) -> None:
-    diff = {k: (stored.get(k), v) for k, v in config.items() if stored.get(k) != v}
-    if diff:
-        raise CheckpointError(
-            f"{stem}: checkpoint made with another configuration (stored, requested): {diff}"
-        )
-
-
-def _save_partial(
-    stem: Path,
-    net: EvalNet,
-    opt: torch.optim.Optimizer,
-    rng: torch.Generator,
-    epoch: int,
-    config: Dict[str, Any],
-    extra: Dict[str, Any],
-) -> None:
-    tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
-    opt_tensors, groups = optimizer_to_tensors(opt, "opt")
-    tensors.update(opt_tensors)
-    tensors["rng_state"] = rng.get_state()
-    save_checkpoint(
-        _partial(stem),
-        tensors,
-        kind=_KIND + "-partial",
-        meta={"step": epoch, "config": config, "optimizer": groups, **extra},
-    )
-
-
-def _load_partial(
-    stem: Path,
-    net: EvalNet,
-    opt: torch.optim.Optimizer,
-    rng: torch.Generator,
-    config: Dict[str, Any],
-    device: torch.device,
-) -> int:
-    p = _partial(stem)
-    if not checkpoint_exists(p):
-        return 0
-    tensors, meta = load_checkpoint(p, kind=_KIND + "-partial", device=device)
-    _check_config(p, meta.get("config", {}), config)
-    net.load_state_dict(
-        {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    )
-    optimizer_from_tensors(opt, tensors, meta["optimizer"], "opt")
-    rng.set_state(tensors["rng_state"].cpu())
-    log.info("evalnet: resuming %s after epoch %d", stem, meta["step"])
-    return int(meta["step"])
+def _load_finished(stem: Path, config: Dict[str, Any], device: torch.device) -> EvalNet:
+    """The finished network at ``stem``, after checking it was trained with ``config``."""
+    _, meta = load_checkpoint(stem, kind=_KIND)
+    check_config(stem, meta.get("config", {}), config)
+    log.info("evalnet: loading finished checkpoint %s", stem)
+    return EvalNet.load(stem, device=device)

@@ -28,7 +28,9 @@ __all__ = ["feature_cosine", "identity_accuracy", "topk_accuracy", "topk_hits"]
 
 
 def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, *, k: int = 1) -> torch.Tensor:
-    r"""Fraction of rows whose true label is among the ``k`` highest scores (the mean of :func:`topk_hits`).
+    r"""Fraction of rows whose true label is among the ``k`` highest scores.
+
+    The mean of :func:`topk_hits`.
 
     Args:
         scores: ``(N, K)`` scores (logits, similarities; higher = more likely).

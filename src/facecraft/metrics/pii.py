@@ -86,7 +86,8 @@ def epsilon_pii(
     Args:
         reconstructions: the attacker's reconstructions ``G(z*(F*))``, ``(N, 3, S, S)`` in [0, 1];
             ``S`` is 4 times a power of two (8, 16, 32, 64, 128, ...).
-        prior_samples: samples of the prior ``G(z_r)``, ``(M, 3, S, S)`` in [0, 1], same device and dtype.
+        prior_samples: samples of the prior ``G(z_r)``, ``(M, 3, S, S)`` in [0, 1], same device
+            and dtype.
         critic_width: channels of the critic's first convolution.
         steps: critic optimisation steps.
         batch_size: images drawn (with replacement) from each set per step.
@@ -108,37 +109,17 @@ def epsilon_pii(
         TypeError: non-float images.
         ValueError: shapes, devices, dtypes or settings are off.
     """
-    validate_images(reconstructions, channels=3)
-    validate_images(prior_samples, channels=3)
-    validate_tensors([reconstructions, prior_samples], dim_range=(4, 4), same_shape=False)
-    if reconstructions.shape[1:] != prior_samples.shape[1:]:
-        raise ValueError(
-            f"expected reconstructions and prior samples of the same image shape, got "
-            f"{tuple(reconstructions.shape[1:])} and {tuple(prior_samples.shape[1:])}"
-        )
-    if reconstructions.dtype != prior_samples.dtype:
-        raise TypeError(
-            f"expected one dtype, got {reconstructions.dtype} and {prior_samples.dtype}"
-        )
-    if reconstructions.shape[-1] != reconstructions.shape[-2]:
-        raise ValueError(
-            f"expected square images, got {reconstructions.shape[-2]}x{reconstructions.shape[-1]}"
-        )
-    need = 2 if holdout else 1
-    for name, t in (("reconstructions", reconstructions), ("prior_samples", prior_samples)):
-        if t.shape[0] < need:
-            raise ValueError(
-                f"expected at least {need} {name}{' (holdout splits in halves)' if holdout else ''}, "
-                f"got {t.shape[0]}"
-            )
-    for name, v in (("steps", steps), ("batch_size", batch_size), ("critic_width", critic_width)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"expected a positive integer {name}, got {v!r}")
-    if gp_weight < 0 or not lr > 0:
-        raise ValueError(f"expected gp_weight >= 0 and lr > 0, got gp_weight={gp_weight}, lr={lr}")
-    if generator is not None and generator.device.type != "cpu":
-        raise ValueError(f"expected a CPU torch.Generator, got one on {generator.device}")
-
+    _check_args(
+        reconstructions,
+        prior_samples,
+        holdout,
+        generator,
+        steps=steps,
+        batch_size=batch_size,
+        critic_width=critic_width,
+        gp_weight=gp_weight,
+        lr=lr,
+    )
     device, dtype = reconstructions.device, reconstructions.dtype
     rec = reconstructions.detach()
     pri = prior_samples.detach()
@@ -153,23 +134,9 @@ def epsilon_pii(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         critic = Critic(rec.shape[-1], width=critic_width).to(device=device, dtype=dtype)
-    gp_gen = make_generator(seed + 1, device)
-    opt = torch.optim.Adam(critic.parameters(), lr=lr, betas=betas)
-    critic.train()
-    for step in range(steps):
-        r = rec_fit[
-            torch.randint(0, rec_fit.shape[0], (batch_size,), generator=generator).to(device)
-        ]
-        p = pri_fit[
-            torch.randint(0, pri_fit.shape[0], (batch_size,), generator=generator).to(device)
-        ]
-        gap = critic(p).mean() - critic(r).mean()
-        loss = -gap + gp_weight * gradient_penalty(critic, p, r, generator=gp_gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if progress is not None:
-            progress(step + 1, steps, "epsilon-PII critic")
+    _fit_critic(
+        critic, rec_fit, pri_fit, seed, steps, batch_size, gp_weight, lr, betas, generator, progress
+    )
     critic.eval()
     with torch.no_grad():
         value = _mean_score(critic, pri_eval, batch_size) - _mean_score(
@@ -234,3 +201,87 @@ def _halves(
 def _mean_score(critic: Critic, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     total = sum(critic(x[i : i + batch_size]).sum() for i in range(0, x.shape[0], batch_size))
     return total / x.shape[0]
+
+
+def _check_args(
+    reconstructions: torch.Tensor,
+    prior_samples: torch.Tensor,
+    holdout: bool,
+    generator: Optional[torch.Generator],
+    *,
+    steps: int,
+    batch_size: int,
+    critic_width: int,
+    gp_weight: float,
+    lr: float,
+) -> None:
+    """Check :func:`epsilon_pii`'s arguments (raises ``TypeError`` or ``ValueError``)."""
+    validate_images(reconstructions, channels=3)
+    validate_images(prior_samples, channels=3)
+    validate_tensors([reconstructions, prior_samples], dim_range=(4, 4), same_shape=False)
+    if reconstructions.shape[1:] != prior_samples.shape[1:]:
+        raise ValueError(
+            f"expected reconstructions and prior samples of the same image shape, got "
+            f"{tuple(reconstructions.shape[1:])} and {tuple(prior_samples.shape[1:])}"
+        )
+    if reconstructions.dtype != prior_samples.dtype:
+        raise TypeError(
+            f"expected one dtype, got {reconstructions.dtype} and {prior_samples.dtype}"
+        )
+    if reconstructions.shape[-1] != reconstructions.shape[-2]:
+        raise ValueError(
+            f"expected square images, got {reconstructions.shape[-2]}x{reconstructions.shape[-1]}"
+        )
+    need = 2 if holdout else 1
+    for name, t in (("reconstructions", reconstructions), ("prior_samples", prior_samples)):
+        if t.shape[0] < need:
+            raise ValueError(
+                f"expected at least {need} {name}"
+                f"{' (holdout splits in halves)' if holdout else ''}, got {t.shape[0]}"
+            )
+    for name, v in (("steps", steps), ("batch_size", batch_size), ("critic_width", critic_width)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"expected a positive integer {name}, got {v!r}")
+    if gp_weight < 0 or not lr > 0:
+        raise ValueError(f"expected gp_weight >= 0 and lr > 0, got gp_weight={gp_weight}, lr={lr}")
+    if generator is not None and generator.device.type != "cpu":
+        raise ValueError(f"expected a CPU torch.Generator, got one on {generator.device}")
+
+
+def _fit_critic(
+    critic: Critic,
+    rec_fit: torch.Tensor,
+    pri_fit: torch.Tensor,
+    seed: int,
+    steps: int,
+    batch_size: int,
+    gp_weight: float,
+    lr: float,
+    betas: Tuple[float, float],
+    generator: Optional[torch.Generator],
+    progress: Optional[ProgressFn],
+) -> None:
+    """Maximise the WGAN-GP dual objective ``E[D(prior)] - E[D(recon)]`` over ``critic``.
+
+    ``steps`` Adam steps on batches drawn with replacement from the fit sets
+    (indices from ``generator``); the penalty's interpolation draws from a
+    generator seeded with ``seed + 1`` on the images' device.
+    """
+    device = rec_fit.device
+    gp_gen = make_generator(seed + 1, device)
+    opt = torch.optim.Adam(critic.parameters(), lr=lr, betas=betas)
+    critic.train()
+    for step in range(steps):
+        r = rec_fit[
+            torch.randint(0, rec_fit.shape[0], (batch_size,), generator=generator).to(device)
+        ]
+        p = pri_fit[
+            torch.randint(0, pri_fit.shape[0], (batch_size,), generator=generator).to(device)
+        ]
+        gap = critic(p).mean() - critic(r).mean()
+        loss = -gap + gp_weight * gradient_penalty(critic, p, r, generator=gp_gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if progress is not None:
+            progress(step + 1, steps, "epsilon-PII critic")

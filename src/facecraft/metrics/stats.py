@@ -57,7 +57,7 @@ HitsLike = Union[str, Sequence[Any], np.ndarray, Any]
 
 
 def as_hits(hits: HitsLike) -> np.ndarray:
-    """0/1 hits as a float array ``(N,)``; accepts a ``"0101"`` string, a list, an array or a tensor.
+    """0/1 hits as a float array ``(N,)``; takes a ``"0101"`` string, a list, an array or a tensor.
 
     Raises:
         ValueError: a value other than 0 or 1, or a string with other characters.
@@ -250,7 +250,10 @@ def compare_paired(
 
 
 def accuracy_summary(hits: HitsLike, groups: Any, *, seed: int = 0) -> Dict[str, Any]:
-    """Eval Acc with its intervals: ``{"acc", "n", "ci95" (identity bootstrap), "wilson95", "exposed"}``."""
+    """Eval Acc with its intervals.
+
+    Returns ``{"acc", "n", "ci95" (identity bootstrap), "wilson95", "exposed"}``.
+    """
     h = as_hits(hits)
     k, n = int(h.sum()), int(h.size)
     return {

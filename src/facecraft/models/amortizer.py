@@ -32,7 +32,8 @@ class Amortizer(nn.Module):
         n = math.log2(h / 2)
         if h != w or n != int(n) or n < 1:
             raise ValueError(
-                f"amortizer needs a square power-of-two feature of side >= 4, got {tuple(feature_shape)}"
+                "amortizer needs a square power-of-two feature of side >= 4, "
+                f"got {tuple(feature_shape)}"
             )
         chans = [2 * width, 8 * width, 16 * width] + [16 * width] * max(0, int(n) - 3)
         mods: List[nn.Module] = []

@@ -51,7 +51,8 @@ class Decoder(nn.Module):
         up = math.log2(image_size / h)
         if h != w or up != int(up) or up < 0:
             raise ValueError(
-                f"feature {tuple(feature_shape)} cannot be decoded to {image_size}x{image_size} images"
+                f"feature {tuple(feature_shape)} cannot be decoded to "
+                f"{image_size}x{image_size} images"
             )
         mods: List[nn.Module] = [
             nn.Conv2d(c_in, width, 3, 1, 1, bias=False),

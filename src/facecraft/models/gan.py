@@ -104,7 +104,9 @@ def gradient_penalty(
     fake: torch.Tensor,
     generator: Optional[torch.Generator] = None,
 ) -> torch.Tensor:
-    """WGAN-GP penalty ``E[(||grad D(x_hat)||_2 - 1)^2]`` on random interpolates (Gulrajani et al., eq. 3).
+    """WGAN-GP penalty ``E[(||grad D(x_hat)||_2 - 1)^2]`` on random interpolates.
+
+    Gulrajani et al., eq. 3.
 
     Args:
         critic: the critic ``D``.
