@@ -1,13 +1,15 @@
-"""``facecraft craft``, ``attack`` and ``export``: one release, protected, attacked or exported."""
+"""``facecraft craft``, ``attack``, ``export`` and ``audit``: one release, protected, attacked,
+exported or audited."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
+from facecraft._validation import check_number
 from facecraft.cli._common import (
     DataRootOpt,
     DeviceOpt,
@@ -16,6 +18,7 @@ from facecraft.cli._common import (
     ProfileOpt,
     _Bars,
     _config,
+    _exit_on_sigterm,
     _fail,
     _setup_logging,
     _with_faces,
@@ -161,3 +164,64 @@ def export_cmd(
         _fail(e)
     shape = record["feature_shape"]
     console.print(f"[green]wrote[/green] {output} and {sidecar_path(output)} (features {shape})")
+
+
+@app.command()
+def audit(
+    encoder: str = typer.Option(
+        ..., "--encoder", help="Your edge encoder: a TorchScript file, or MODULE:FUNCTION."
+    ),
+    features: Path = typer.Option(
+        ...,
+        "--features",
+        help="The release: .safetensors (features, identities[, images]) or a folder of faces.",
+    ),
+    gallery: Path = typer.Option(
+        ..., "--gallery", help="Labelled faces, one folder per identity (the oracle's gallery)."
+    ),
+    defense: Optional[str] = typer.Option(
+        None, "--defense", "-d", help="Also craft the released faces with this defence."
+    ),
+    image_size: Optional[int] = typer.Option(
+        None, "--image-size", help="Side of the images your encoder takes (default: profile's)."
+    ),
+    attack: Optional[List[str]] = typer.Option(
+        None, "--attack", "-a", help="Attack(s) to run (repeat; default: all four)."
+    ),
+    name: Optional[str] = typer.Option(
+        None, "--name", help="Sub-folder of OUT/audits for the report (default: a hash)."
+    ),
+    profile: str = ProfileOpt,
+    data_root: Optional[str] = DataRootOpt,
+    out: Path = OutOpt,
+    device: str = DeviceOpt,
+    verbose: bool = typer.Option(False, "-v"),
+) -> None:
+    """Audit your own encoder's release: how many faces each attack identifies, with intervals.
+
+    The attacker learns from the profile's public faces through your encoder.
+    dlib judges the faces it draws against your gallery.
+    With --defense the released faces are also crafted: a before/after report.
+    """
+    _setup_logging(verbose)
+    _exit_on_sigterm()
+    from facecraft.data import DataError
+    from facecraft.experiments.audit import AUDIT_ATTACKS, AuditRequest, run_audit
+
+    try:
+        check_number("--image-size", image_size, low=8, integer=True, optional=True)
+        cfg = _config(profile, None, device)
+        request = AuditRequest(
+            encoder=encoder,
+            features=features,
+            gallery=gallery,
+            image_size=image_size,
+            defense=defense,
+            attacks=tuple(attack or AUDIT_ATTACKS),
+            name=name,
+        )
+        with _Bars() as bars:
+            report_path = run_audit(cfg, out, request, data_root=data_root, progress=bars)
+    except (DataError, ValueError, TypeError) as e:
+        _fail(e)
+    console.print(f"[green]done[/green]: {report_path}")

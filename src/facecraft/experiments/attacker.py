@@ -26,7 +26,7 @@ from facecraft.experiments.config import config_to_dict
 from facecraft.experiments.grid import Setting, setting_stem
 from facecraft.experiments.study import Study
 
-__all__ = ["AttackerSide"]
+__all__ = ["AttackerSide", "build_attack"]
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -204,6 +204,12 @@ class AttackerSide:
             "defense": lambda: defense,
             "decoder_attack": lambda: self.decoder(setting, defense),
         }
-        params = inspect.signature(cls.__init__).parameters
-        wanted = {k: f() for k, f in provides.items() if k in params}
-        return create_attack(attack, **wanted, **self.attack_kwargs(attack))
+        return build_attack(attack, provides, self.attack_kwargs(attack))
+
+
+def build_attack(name: str, provides: Dict[str, Callable[[], Any]], kwargs: Dict[str, Any]) -> Any:
+    """``create_attack(name, ...)`` with the pieces of ``provides`` (name -> maker, called only when
+    needed) that the attack's constructor names as parameters, plus ``kwargs``."""
+    params = inspect.signature(get_attack_class(name).__init__).parameters
+    wanted = {k: make() for k, make in provides.items() if k in params}
+    return create_attack(name, **wanted, **kwargs)

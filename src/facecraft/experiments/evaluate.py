@@ -44,7 +44,9 @@ class EvalContext:
     """What every cell is judged against: the private images, their identities, the oracles.
 
     Attributes:
-        originals: ``eval_test`` images ``(N, 3, S, S)`` in [0, 1] that were protected and attacked.
+        originals: ``eval_test`` images ``(N, 3, S, S)`` in [0, 1] that were protected and attacked,
+            or ``None`` when only their release is known (an audited release of features): then
+            only Eval Acc is measured.
         labels: their 0-based identities ``(N,)``.
         attributes: their attributes ``(N, A)`` in {0, 1}, or ``None``.
         dlib: a fitted :class:`~facecraft.metrics.dlib_oracle.DlibOracle`.
@@ -55,13 +57,13 @@ class EvalContext:
         pii_steps: critic steps of the epsilon-PII estimate.
     """
 
-    originals: torch.Tensor
+    originals: Optional[torch.Tensor]
     labels: torch.Tensor
     attributes: Optional[torch.Tensor]
     dlib: Any
     evalnet: Any
     prior_samples: torch.Tensor
-    original_embeddings: torch.Tensor
+    original_embeddings: Optional[torch.Tensor]
     pii_steps: int = 300
     pii_width: int = 32
     seed: int = 0
@@ -72,24 +74,22 @@ class EvalContext:
         p = positions.long()
         return dataclasses.replace(
             self,
-            originals=self.originals[p],
+            originals=_rows(self.originals, p),
             labels=self.labels[p],
-            attributes=None if self.attributes is None else self.attributes[p],
-            original_embeddings=self.original_embeddings[p],
+            attributes=_rows(self.attributes, p),
+            original_embeddings=_rows(self.original_embeddings, p),
         )
 
     def subset(self, n: int) -> "EvalContext":
         """The same context restricted to the first ``n`` faces (the oracles' galleries are
         unchanged)."""
-        if not 0 < n <= self.originals.shape[0]:
-            raise ValueError(f"subset size must be in [1, {self.originals.shape[0]}], got {n}")
-        return dataclasses.replace(
-            self,
-            originals=self.originals[:n],
-            labels=self.labels[:n],
-            attributes=None if self.attributes is None else self.attributes[:n],
-            original_embeddings=self.original_embeddings[:n],
-        )
+        if not 0 < n <= self.labels.shape[0]:
+            raise ValueError(f"subset size must be in [1, {self.labels.shape[0]}], got {n}")
+        return self.select(torch.arange(n))
+
+
+def _rows(t: Optional[torch.Tensor], rows: torch.Tensor) -> Optional[torch.Tensor]:
+    return None if t is None else t[rows]
 
 
 def _accuracies(
@@ -149,14 +149,17 @@ def privacy_metrics(
     progress: Optional[ProgressFn] = None,
 ) -> Dict[str, Any]:
     """Eval Acc (both oracles) and FSIM of reconstructions of ``ctx.originals``; with ``full``, also
-    SSIM, PSNR and epsilon-PII (the per-epoch curves of adaptive attacks skip those)."""
+    SSIM, PSNR and epsilon-PII (the per-epoch curves of adaptive attacks skip those). Without
+    originals (``ctx.originals is None``) only Eval Acc: the others compare with the real face."""
     recon = recon.detach().float().cpu().clamp(0, 1)
     emb = ctx.dlib.embed(recon, progress=progress)
     out: Dict[str, Any] = {
         **_accuracies(ctx.dlib.scores_from_embeddings(emb), recon, ctx, keep_hits=full),
-        "fsim": float(feature_cosine(emb, ctx.original_embeddings)),
+        "fsim": _fsim(emb, ctx),
     }
-    if full:
+    if full and ctx.originals is None:
+        out.update(ssim=None, psnr=None, epsilon_pii=None)
+    elif full:
         g = torch.Generator().manual_seed(ctx.seed + 101)
         out["ssim"] = float(ssim(recon, ctx.originals))
         out["psnr"] = float(psnr(recon, ctx.originals))
@@ -178,11 +181,18 @@ def embedding_privacy_metrics(embeddings: torch.Tensor, ctx: EvalContext) -> Dic
     emb = embeddings.detach().float().cpu()
     return {
         **_accuracies(ctx.dlib.scores_from_embeddings(emb), None, ctx),
-        "fsim": float(feature_cosine(emb, ctx.original_embeddings)),
+        "fsim": _fsim(emb, ctx),
         "ssim": None,
         "psnr": None,
         "epsilon_pii": None,
     }
+
+
+def _fsim(embeddings: torch.Tensor, ctx: EvalContext) -> Optional[float]:
+    """Mean cosine of dlib embeddings to the originals' (``None`` without originals)."""
+    if ctx.original_embeddings is None:
+        return None
+    return float(feature_cosine(embeddings, ctx.original_embeddings))
 
 
 def utility_metrics(

@@ -95,7 +95,11 @@ def plot_adaptive(results: Dict[str, Any], *, oracle: str = "dlib") -> Optional[
 
 
 def plot_grid(
-    originals: torch.Tensor, recon: Dict[str, Dict[str, torch.Tensor]], attacks: Sequence[str]
+    originals: torch.Tensor,
+    recon: Dict[str, Dict[str, torch.Tensor]],
+    attacks: Sequence[str],
+    *,
+    raw_label: str = "raw",
 ) -> bytes:
     """Figure-2-style grid: first row raw faces; then one row per defence, one column per attack.
 
@@ -103,6 +107,7 @@ def plot_grid(
         originals: ``(k, 3, S, S)`` raw faces.
         recon: ``recon[defence_label][attack]`` -> ``(k, 3, S, S)`` reconstructions.
         attacks: column order.
+        raw_label: the first row's label.
     """
     k = max(1, originals.shape[0])
     # faces of a cell in two rows: on a page-wide figure each face stays large
@@ -120,7 +125,7 @@ def plot_grid(
     for j, a in enumerate(attacks):
         axes[0, j].imshow(_tile(originals, rows, cols))
         axes[0, j].set_title(a, fontsize=9)
-    axes[0, 0].set_ylabel("raw", rotation=0, ha="right", va="center", fontsize=9)
+    axes[0, 0].set_ylabel(raw_label, rotation=0, ha="right", va="center", fontsize=9)
     for i, d in enumerate(defs, start=1):
         axes[i, 0].set_ylabel(d, rotation=0, ha="right", va="center", fontsize=9)
         for j, a in enumerate(attacks):

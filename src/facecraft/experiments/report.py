@@ -85,13 +85,15 @@ def _title(results: Dict[str, Any]) -> str:
 
 
 def _warning(results: Dict[str, Any]) -> str:
-    """The banner of a run on synthetic faces (empty otherwise)."""
-    if not results.get("synthetic", False):
-        return ""
-    return (
-        "**SYNTHETIC DATA** — procedurally generated faces for a smoke test; no figure here is a "
-        "result."
-    )
+    """The banner of a run on synthetic faces, and the results' own ``note`` (empty otherwise)."""
+    parts = [results["note"]] if results.get("note") else []
+    if results.get("synthetic", False):
+        parts.insert(
+            0,
+            "**SYNTHETIC DATA** — procedurally generated faces for a smoke test; no figure here is "
+            "a result.",
+        )
+    return " ".join(parts)
 
 
 def _summary(results: Dict[str, Any]) -> str:
@@ -221,7 +223,9 @@ def build_report(run_dir: Path) -> Path:
             "was the run directory moved without its cells?"
         )
     originals = load_checkpoint(cells / "originals", kind="originals")[0]["images"]
-    figures = {"tradeoff": plot_tradeoff(results)}
+    figures = {}
+    if any(r.get("mean_auc") is not None for r in results["rows"]):  # an audit has no utility
+        figures["tradeoff"] = plot_tradeoff(results)
     adaptive = plot_adaptive(results)
     if adaptive:
         figures["adaptive"] = adaptive
@@ -230,7 +234,9 @@ def build_report(run_dir: Path) -> Path:
     # embedding attacks draw no face
     drawn = [a for a in attacks if any(a in per for per in recon.values())]
     if recon and drawn:
-        figures["grid"] = plot_grid(originals, recon, drawn)
+        figures["grid"] = plot_grid(
+            originals, recon, drawn, raw_label=results.get("grid_raw_label", "raw")
+        )
     return write_report(run_dir, figures=figures)["html"]
 
 
