@@ -10,15 +10,14 @@ training run into one such checkpoint.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -32,8 +31,6 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "read_json",
-    "file_lock",
-    "run_lock",
     "save_checkpoint",
     "load_checkpoint",
     "checkpoint_exists",
@@ -49,6 +46,9 @@ __all__ = [
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, or not the kind that was asked for."""
+
+
+log = logging.getLogger(__name__)
 
 
 def _umask_mode() -> int:
@@ -83,67 +83,6 @@ def atomic_write_text(path: PathLike, text: str) -> None:
 def atomic_write_json(path: PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
-
-
-@contextlib.contextmanager
-def file_lock(path: PathLike) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``<path>.lock`` (for read-modify-write of a file that
-    several worker processes update, e.g. a run's ``stages.json``)."""
-    lock = Path(str(path) + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-#: run directories this process holds (path -> depth), so a nested entry point does not wait on
-#: itself
-_RUN_LOCKS: Dict[str, int] = {}
-
-
-@contextlib.contextmanager
-def run_lock(run_dir: PathLike, on_wait: Optional[Callable[[str], None]] = None) -> Iterator[None]:
-    """Hold ``run_dir`` for this process: a second writer waits until the first is done (issue 20).
-
-    The lock is an exclusive ``flock`` on ``run_dir/.facecraft.lock`` holding the owner's pid; the
-    kernel drops it when the owner dies, so a killed run never leaves the directory locked. Nested
-    calls in one process pass through. ``on_wait(message)`` is called once when another process
-    holds the directory (the message names its pid), before waiting.
-    """
-    path = Path(run_dir).resolve() / ".facecraft.lock"
-    key = str(path)
-    if key in _RUN_LOCKS:
-        _RUN_LOCKS[key] += 1
-        try:
-            yield
-        finally:
-            _RUN_LOCKS[key] -= 1
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            if on_wait is not None:
-                on_wait(
-                    f"{run_dir} is in use by {holder}; waiting for it to finish (Ctrl-C to stop)"
-                )
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"facecraft pid {os.getpid()}\n")
-        fh.flush()
-        _RUN_LOCKS[key] = 1
-        try:
-            yield
-        finally:
-            del _RUN_LOCKS[key]
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def config_to_dict(cfg: Any) -> Dict[str, Any]:

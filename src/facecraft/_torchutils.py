@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from typing import Callable, Iterator, Optional, Union
+import os
+import platform
+from typing import Any, Callable, Dict, Iterator, Optional, Union
 
 import torch
 from torch import nn
 
 __all__ = [
+    "machine_info",
     "as_float_images",
     "query_in_batches",
     "resolve_device",
@@ -183,3 +186,25 @@ def modules_device(modules) -> torch.device:
         for p in m.parameters():
             return p.device
     return torch.device("cpu")
+
+
+def machine_info(device: torch.device) -> Dict[str, Any]:
+    """What the run ran on: CPU, cores, torch version, device (and GPU name)."""
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "facecraft": _version(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _version() -> str:
+    from facecraft import __version__
+
+    return __version__

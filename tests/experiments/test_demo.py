@@ -632,3 +632,44 @@ def test_a_new_defence_runs_through_demo_sweep_and_report_without_edits_elsewher
         assert build_report(sweep_report.parent) == sweep_report
     finally:
         DEFENSES.unregister("toy-scaled")
+
+
+@pytest.mark.slow
+def test_a_private_pool_from_another_face_set_reuses_the_public_models(
+    demo_run: Path, tmp_path: Path
+) -> None:
+    """Issue 17: the attacked people come from a set without attributes (here a folder of
+    synthetic faces; `--dataset lfw` the same way), the attacker and the target keep the study's
+    public data (their trained models are reused), utility is measured on the study's own faces."""
+    import numpy as np
+    from PIL import Image
+
+    from facecraft.data.synthetic import make_synthetic
+    from facecraft.experiments.private_pool import with_private_pool
+
+    pool = tmp_path / "people"
+    # five people with 12 faces (the pool: at least 10 each) and one with 2 (left out, as LFW's
+    # many people with a few images are)
+    made = make_synthetic(5, 12, 1, 2, 32, seed=5)
+    images = torch.cat([s.float_images() for s in (made.eval_train, made.eval_test, made.public)])
+    people = torch.cat(
+        [made.eval_train.identities, made.eval_test.identities, made.public.identities + 5]
+    )
+    for i, (img, who) in enumerate(zip(images, people.tolist())):
+        (pool / f"person{who}").mkdir(parents=True, exist_ok=True)
+        pixels = (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(pixels).save(pool / f"person{who}" / f"{i:03d}.png")
+    out = tmp_path / "run"
+    shutil.copytree(
+        demo_run, out, ignore=shutil.ignore_patterns("cells", "sweeps", "report*", "results.json")
+    )
+    cfg = with_private_pool(profile_config("tiny", device="cpu"), "folder", utility_faces=8)
+    run_demo(cfg, out, data_root=str(pool), attacks=["blackbox", "embedding"], defenses=["none"])
+    r = json.loads((out / "results.json").read_text())
+    k = 5
+    assert r["dataset"] == "folder" and r["n_identities"] == k
+    assert r["chance"] == pytest.approx(1 / k) and "study's own data" in r["utility_faces"]
+    assert all(0.0 < row["mean_auc"] <= 1.0 for row in r["rows"])
+    stages = json.loads((out / "stages.json").read_text())["stages"]
+    assert stages["target"]["cached"] and stages["prior"]["cached"]  # public models reused
+    assert not stages["dlib_oracle"]["cached"]  # the gallery is the pool's

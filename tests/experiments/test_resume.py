@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from facecraft._io import run_lock
+from facecraft._locks import run_lock
 
 
 def _alive(pid: int) -> bool:
@@ -34,7 +34,7 @@ def _read_line(proc: subprocess.Popen, timeout: float) -> str:
 
 def test_a_second_writer_waits_with_a_message_until_the_first_is_done(tmp_path: Path) -> None:
     code = (
-        "import sys\nfrom facecraft._io import run_lock\n"
+        "import sys\nfrom facecraft._locks import run_lock\n"
         "with run_lock(sys.argv[1], on_wait=lambda m: print('WAIT ' + m, flush=True)):\n"
         "    print('GOT', flush=True)\n"
     )
@@ -58,7 +58,7 @@ def test_a_second_writer_waits_with_a_message_until_the_first_is_done(tmp_path: 
 
 def test_the_lock_of_a_killed_writer_is_free(tmp_path: Path) -> None:
     code = (
-        "import sys, time\nfrom facecraft._io import run_lock\nwith run_lock(sys.argv[1]):\n"
+        "import sys, time\nfrom facecraft._locks import run_lock\nwith run_lock(sys.argv[1]):\n"
         "    print('GOT', flush=True)\n    time.sleep(60)\n"
     )
     first = subprocess.Popen(

@@ -185,6 +185,17 @@ def _config(profile: str, dataset: Optional[str], device: str) -> RunConfig:
     return cfg
 
 
+def _study_config(profile: str, dataset: Optional[str], device: str) -> RunConfig:
+    """The profile's config for a study: ``--dataset lfw`` or ``folder`` (no attributes) keeps the
+    profile's data for the attacker and the target and takes the private pool from that set."""
+    from facecraft.experiments.private_pool import with_private_pool
+    from facecraft.experiments.study import UNLABELLED_DATASETS
+
+    if dataset in UNLABELLED_DATASETS:
+        return with_private_pool(profile_config(profile, device=device), dataset)
+    return _config(profile, dataset, device)
+
+
 #: ``--faces``: how many private test faces are attacked (``eval.n_images``)
 FacesOpt = typer.Option(
     None,

@@ -22,6 +22,7 @@ from facecraft.cli._common import (
     _exit_on_sigterm,
     _fail,
     _setup_logging,
+    _study_config,
     _with_faces,
     _workers,
     app,
@@ -42,6 +43,12 @@ def demo(
         help="Defence settings run at once (processes); auto: one per CPU core, at most 2.",
     ),
     faces: Optional[str] = FacesOpt,
+    dataset: Optional[str] = typer.Option(
+        None,
+        "--dataset",
+        help="lfw or folder: private people from that set (the attacker and target keep the "
+        "profile's data); celeba or celeba-official: the study's data.",
+    ),
     attack: Optional[List[str]] = typer.Option(
         None, "--attack", "-a", help="Attack(s) to run (repeat; default: every one)."
     ),
@@ -67,7 +74,7 @@ def demo(
     try:
         with _Bars() as bars:
             result = run_demo(
-                _with_faces(_config(profile, None, device), faces),
+                _with_faces(_study_config(profile, dataset, device), faces),
                 out,
                 data_root=data_root,
                 progress=bars,
@@ -171,7 +178,7 @@ def evaluate(
 
     try:
         with _Bars() as bars:
-            cfg = _config(profile, dataset, device)
+            cfg = _study_config(profile, dataset, device)
             if skip_evalnet:
                 cfg = dataclasses.replace(cfg, eval={**cfg.eval, "oracles": ["dlib"]})
             report = run_demo(

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as nnf
 
 from facecraft._io import atomic_write_json, checkpoint_exists, config_hash, save_checkpoint
+from facecraft._locks import holds_run_dir
 from facecraft._torchutils import query_in_batches
 from facecraft._validation import check_path_name
 from facecraft.defenses import create_defense, get_defense_class
@@ -50,7 +51,6 @@ from facecraft.experiments.evaluate import (
 from facecraft.experiments.grid import EMBEDDING_ATTACKS, profile_setting
 from facecraft.experiments.report import build_report
 from facecraft.experiments.results import GRID_FACES, STATISTICS, peak_rss_mb
-from facecraft.experiments.runner import holds_run_dir
 from facecraft.experiments.study import Study
 
 __all__ = ["AUDIT_ATTACKS", "AuditRequest", "run_audit"]

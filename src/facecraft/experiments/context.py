@@ -18,7 +18,7 @@ from facecraft.experiments.config import RunConfig
 from facecraft.experiments.evaluate import EvalContext, spread_over_identities
 from facecraft.experiments.study import Study
 
-__all__ = ["attack_faces", "eval_context"]
+__all__ = ["attack_faces", "eval_context", "utility_context"]
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -31,11 +31,13 @@ def eval_context(
     samples."""
     s = study
     idx = s.eval_indices()
-    test = s.data.eval_test
+    test = s.private.eval_test
     originals = test.float_images(idx)
     dl = s.dlib_oracle()
     emb_stem = (
-        s.run_dir / "models" / f"dlib-eval-{s.key('dlib-eval', idx.tolist(), dl.crop_fraction)}"
+        s.run_dir
+        / "models"
+        / f"dlib-eval-{s.private_key('dlib-eval', idx.tolist(), dl.crop_fraction)}"
     )
     if checkpoint_exists(emb_stem):
         emb = load_checkpoint(emb_stem, kind="embeddings")[0]["embeddings"]
@@ -73,3 +75,25 @@ def attack_faces(cfg: RunConfig, attack: str, labels: torch.Tensor) -> Optional[
     if n is None or int(n) >= labels.shape[0]:
         return None
     return spread_over_identities(labels, int(n), cfg.seed + 29)
+
+
+def utility_context(study: Study) -> Optional[EvalContext]:
+    """Where utility is measured when the private pool has no attributes: ``eval.utility_faces`` of
+    the study's own private test faces (spread over identities, seeded) with their attributes;
+    ``None`` when the attacked faces carry attributes themselves (utility is measured on them)."""
+    if study.private is study.data or study.data.eval_test.attributes is None:
+        return None
+    test = study.data.eval_test
+    idx = spread_over_identities(
+        test.identities, study.cfg.eval.get("utility_faces", 512), study.cfg.seed + 19
+    )
+    return EvalContext(
+        originals=test.float_images(idx),
+        labels=test.identities[idx],
+        attributes=test.attributes[idx],
+        dlib=None,
+        evalnet=None,
+        prior_samples=torch.empty(0),
+        original_embeddings=None,
+        seed=study.cfg.seed,
+    )

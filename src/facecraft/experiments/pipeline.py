@@ -12,13 +12,14 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from facecraft._locks import holds_run_dir
 from facecraft._torchutils import torch_threads
 from facecraft.experiments.config import RunConfig
 from facecraft.experiments.grid import Setting, defense_grid, selected_attacks
 from facecraft.experiments.pool import run_settings, study_threads, train_shared
 from facecraft.experiments.report import build_report
 from facecraft.experiments.results import write_results
-from facecraft.experiments.runner import ProgressFn, StudyRunner, holds_run_dir
+from facecraft.experiments.runner import ProgressFn, StudyRunner
 from facecraft.experiments.study import Study
 
 __all__ = ["build_report", "run_demo"]

@@ -57,17 +57,18 @@ def write_results(
     out_dir = Path(out_dir or study.run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ceiling = oracle_ceiling(ctx)
-    data = study.data
+    data, private = study.data, study.private
     results = {
-        "dataset": cfg.data.dataset,
+        "dataset": cfg.data.dataset if private is data else private.manifest.get("dataset"),
         "profile": cfg.profile,
         "synthetic": bool(data.synthetic),
-        "n_identities": data.eval_train.num_identities,
+        "n_identities": private.eval_train.num_identities,
         "n_images": int(ctx.originals.shape[0]),
         "n_identities_attacked": int(ctx.labels.unique().numel()),
         # the attacked faces' identities, in the order of every row's per-face "hits" (paired tests)
         "labels": ctx.labels.tolist(),
-        "chance": 1.0 / data.eval_train.num_identities,
+        "chance": 1.0 / private.eval_train.num_identities,
+        "utility_faces": _utility_faces(study),
         "oracle_ceiling": ceiling["top1"],
         "oracle_ceiling_top5": ceiling["top5"],
         "statistics": STATISTICS,
@@ -102,3 +103,14 @@ def peak_rss_mb() -> float:
         for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
     )
     return round(peak * unit / 2**20, 1)
+
+
+def _utility_faces(study: Study) -> str:
+    """Which faces the mean AUC is measured on (the attacked ones, or the study's own)."""
+    if study.private is study.data:
+        return "the attacked faces"
+    n = study.cfg.eval.get("utility_faces", 512)
+    return (
+        f"{n} private test faces of the study's own data ({study.cfg.data.dataset}, attributes): "
+        f"the private pool ({study.private.manifest.get('dataset')}) has no attributes"
+    )

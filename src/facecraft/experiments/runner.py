@@ -17,8 +17,6 @@ what it needs.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 import time
 from pathlib import Path
@@ -31,7 +29,6 @@ from facecraft._io import (
     checkpoint_exists,
     load_checkpoint,
     read_json,
-    run_lock,
     save_checkpoint,
 )
 from facecraft._torchutils import query_in_batches
@@ -43,7 +40,7 @@ from facecraft.defenses import create_defense, get_defense_class
 from facecraft.defenses.base import FeatureDefense
 from facecraft.experiments.attacker import AttackerSide
 from facecraft.experiments.config import config_to_dict
-from facecraft.experiments.context import attack_faces, eval_context
+from facecraft.experiments.context import attack_faces, eval_context, utility_context
 from facecraft.experiments.evaluate import (
     EvalContext,
     embedding_privacy_metrics,
@@ -61,7 +58,7 @@ from facecraft.experiments.results import GRID_FACES
 from facecraft.experiments.scenario import train_scenario_utility
 from facecraft.experiments.study import Study
 
-__all__ = ["ProgressFn", "StudyRunner", "holds_run_dir"]
+__all__ = ["ProgressFn", "StudyRunner"]
 
 log = logging.getLogger(__name__)
 
@@ -363,14 +360,29 @@ class StudyRunner:
         cells."""
         defense = self.build_defense(setting)
         feats = self.released(setting, defense, ctx)
-        utility = {
-            **utility_metrics(feats[0], self.head(defense), ctx),
-            **self.train_scenario(setting, defense, feats[0], ctx),
-        }
+        utility = self.utility(setting, defense, feats[0], ctx)
         return [
             self.cell(setting, attack, defense, feats, ctx, utility)
             for attack in attacks_on(setting, attacks)
         ]
+
+    def utility(
+        self, setting: Setting, defense: FeatureDefense, released: torch.Tensor, ctx: EvalContext
+    ) -> Dict[str, Any]:
+        """Mean AUC of the cloud head on the release (inference scenario) and of a head trained on
+        releases (training scenario): on the attacked faces, or, for a private pool without
+        attributes, on the study's own private test faces (stored as
+        ``<stem>-utility-features``)."""
+        uctx = utility_context(self.study)
+        if uctx is not None:
+            desc = f"protect utility faces ({setting.label})"
+            images = uctx.originals
+            released = self.stored_release(setting, "utility-features", defense, images, desc)[0]
+            ctx = uctx
+        return {
+            **utility_metrics(released, self.head(defense), ctx),
+            **self.train_scenario(setting, defense, released, ctx),
+        }
 
     def finished_rows(self, setting: Setting, attacks: List[str]) -> List[Dict[str, Any]]:
         """The stored rows of one setting's finished cells (nothing is computed)."""
@@ -382,16 +394,3 @@ class StudyRunner:
         """The cloud head that reads ``defense``'s release: its own (a defence that retrains the
         network has one) or the target's."""
         return defense.head if defense.head is not None else self.study.target().head
-
-
-def holds_run_dir(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator: ``fn`` runs holding its ``run_dir`` argument (:func:`facecraft._io.run_lock`), so
-    two commands on one run directory never interleave; the second says so and waits."""
-    signature = inspect.signature(fn)
-
-    @functools.wraps(fn)
-    def held(*args: Any, **kwargs: Any) -> Any:
-        with run_lock(signature.bind(*args, **kwargs).arguments["run_dir"], on_wait=log.warning):
-            return fn(*args, **kwargs)
-
-    return held

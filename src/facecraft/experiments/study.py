@@ -18,30 +18,27 @@ Layout::
 from __future__ import annotations
 
 import logging
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 
-from facecraft import __version__
-from facecraft._io import atomic_write_json, config_hash, file_lock, read_json
-from facecraft._torchutils import resolve_device, seeded
+from facecraft._io import atomic_write_json, config_hash, read_json
+from facecraft._locks import file_lock
+from facecraft._torchutils import machine_info, resolve_device, seeded
 from facecraft._validation import check_run_dir
 from facecraft.data.types import PreparedData
 from facecraft.experiments.config import RunConfig, config_to_dict
 from facecraft.experiments.evaluate import spread_over_identities
 from facecraft.experiments.images import save_grid
+from facecraft.experiments.private_pool import pool_spec, prepare_pool
 from facecraft.models import Amortizer, Critic, Generator, SplitNetwork, build_target, feature_shape
 from facecraft.models.train import predict_logits, train_amortizer, train_target, train_wgan_gp
 
 __all__ = [
     "Study",
     "UNLABELLED_DATASETS",
-    "config_feature_shape",
-    "machine_info",
 ]
 
 #: datasets without attribute labels: the target network (an attribute classifier) cannot be trained
@@ -51,34 +48,6 @@ UNLABELLED_DATASETS = ("lfw", "folder")
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int, str], None]
-
-
-def machine_info(device: torch.device) -> Dict[str, Any]:
-    """What the run ran on: CPU, cores, torch version, device (and GPU name)."""
-    info = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-        "facecraft": __version__,
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def config_feature_shape(cfg: RunConfig) -> Tuple[int, ...]:
-    """The feature shape ``F`` of the encoder ``cfg`` describes (built untrained on the CPU; nothing
-    is read)."""
-    m = cfg.model
-    return tuple(
-        feature_shape(
-            build_target(m.target_arch, num_outputs=1, width=m.target_width).encoder,
-            cfg.data.image_size,
-        )
-    )
 
 
 class Study:
@@ -112,8 +81,9 @@ class Study:
             raise ValueError(
                 f"--dataset {cfg.data.dataset}: the study's target network is an attribute "
                 f"classifier and {cfg.data.dataset} images carry no attribute labels, so `train "
-                "target` could not run; use celeba or celeba-official (facecraft.data.prepare_data "
-                "still prepares it for other uses)"
+                "target` could not run on them; `facecraft demo --dataset "
+                f"{cfg.data.dataset}` takes only the private people from it "
+                "(facecraft.experiments.private_pool)"
             )
         check_run_dir(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -325,13 +295,32 @@ class Study:
         return self._timed("amortizer", run)
 
     # -- evaluation side -------------------------------------------------------------------------
+    @property
+    def private(self) -> PreparedData:
+        """Whose ``eval_train`` (gallery) and ``eval_test`` (attacked faces) the study uses: its own
+        data, or the private pool of another set (:mod:`facecraft.experiments.private_pool`)."""
+        if pool_spec(self.cfg) is None:
+            return self.data
+
+        def run():
+            pool = prepare_pool(self.cfg, self.run_dir, self.data_root, self.progress)
+            return pool, False, {"counts": pool.manifest.get("counts", {})}
+
+        return self._timed("private_pool", run)
+
+    def private_key(self, *parts: Any) -> str:
+        """:meth:`key` of what reads the private faces (also keyed by a separate pool's data)."""
+        if pool_spec(self.cfg) is None:
+            return self.key(*parts)
+        return self.key("private-pool", self.private.manifest.get("content_hash"), *parts)
+
     def eval_indices(self) -> torch.Tensor:
         """Which ``eval_test`` images are protected and attacked (``eval['n_images']``, spread over
         identities)."""
 
         def run():
             idx = spread_over_identities(
-                self.data.eval_test.identities, self.cfg.eval.get("n_images"), self.cfg.seed + 17
+                self.private.eval_test.identities, self.cfg.eval.get("n_images"), self.cfg.seed + 17
             )
             return idx, False, {"n_images": int(idx.numel())}
 
@@ -352,13 +341,13 @@ class Study:
             stem = (
                 self.run_dir
                 / "models"
-                / f"dlib-gallery-{self.key('dlib', self.cfg.eval.get('dlib_crop'))}"
+                / f"dlib-gallery-{self.private_key('dlib', self.cfg.eval.get('dlib_crop'))}"
             )
             crop = self.dlib_crop
             if (stem.parent / (stem.name + ".json")).exists():
                 return DlibOracle.load(stem), True, {}
             oracle = DlibOracle(crop_fraction=crop)
-            tr = self.data.eval_train
+            tr = self.private.eval_train
             oracle.fit(
                 tr.float_images(),
                 tr.identities,
@@ -378,10 +367,10 @@ class Study:
             from facecraft.metrics.evalnet import EvalNet, train_evalnet
 
             opts = dict(self.cfg.eval.get("evalnet", {}))
-            stem = self.model_stem("evalnet", opts)
+            stem = self.run_dir / "models" / f"evalnet-{self.private_key(opts)}"
             if (stem.parent / (stem.name + ".json")).exists():
                 return EvalNet.load(stem, device=self.device), True, {}
-            tr = self.data.eval_train
+            tr = self.private.eval_train
             net = train_evalnet(
                 tr.images,
                 tr.identities,

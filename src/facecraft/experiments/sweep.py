@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from facecraft._io import config_hash
+from facecraft._locks import holds_run_dir
 from facecraft._validation import check_number, check_path_name
 from facecraft.defenses import available_defenses, get_defense_class
 from facecraft.defenses.base import numeric_parameters
@@ -27,7 +28,7 @@ from facecraft.experiments.grid import defense_grid, selected_attacks
 from facecraft.experiments.pool import BACKENDS, run_settings, train_shared
 from facecraft.experiments.report import build_report
 from facecraft.experiments.results import write_results
-from facecraft.experiments.runner import ProgressFn, StudyRunner, holds_run_dir
+from facecraft.experiments.runner import ProgressFn, StudyRunner
 from facecraft.experiments.study import Study
 
 __all__ = ["SweepAxis", "parse_axis", "run_sweep", "sweep_config"]

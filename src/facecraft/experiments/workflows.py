@@ -22,11 +22,19 @@ from facecraft.defenses import create_defense, get_defense_class
 from facecraft.experiments.config import RunConfig
 from facecraft.experiments.grid import UNPROTECTED, profile_setting
 from facecraft.experiments.runner import StudyRunner
-from facecraft.experiments.study import Study, config_feature_shape
+from facecraft.experiments.study import Study
 from facecraft.metrics.identity import topk_hits
 from facecraft.metrics.stats import accuracy_summary
+from facecraft.models import build_target, feature_shape
 
-__all__ = ["ATTACKABLE", "SPLITS", "attack_release", "check_release", "craft_release"]
+__all__ = [
+    "ATTACKABLE",
+    "SPLITS",
+    "attack_release",
+    "check_release",
+    "config_feature_shape",
+    "craft_release",
+]
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -165,6 +173,18 @@ def _dlib_accuracy(scores: torch.Tensor, identities: torch.Tensor) -> Dict[str, 
         if k == 1:
             out["identities_exposed_dlib"] = summ["exposed"]
     return out
+
+
+def config_feature_shape(cfg: RunConfig) -> Tuple[int, ...]:
+    """The feature shape ``F`` of the encoder ``cfg`` describes (built untrained on the CPU; nothing
+    is read)."""
+    m = cfg.model
+    return tuple(
+        feature_shape(
+            build_target(m.target_arch, num_outputs=1, width=m.target_width).encoder,
+            cfg.data.image_size,
+        )
+    )
 
 
 def check_release(path: Path, tensors: Dict[str, Any], shape: Tuple[int, ...]) -> None:

@@ -46,6 +46,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from facecraft._torchutils import machine_info
 from facecraft.defenses.crafter import Crafter
 from facecraft.experiments.bench._shared import (
     ProgressFn,
@@ -56,7 +57,7 @@ from facecraft.experiments.bench._shared import (
 from facecraft.experiments.bench.batch import CraftBench
 from facecraft.experiments.bench.craft_config import CraftBenchConfig
 from facecraft.experiments.profiles import bench_defaults
-from facecraft.experiments.study import Study, machine_info
+from facecraft.experiments.study import Study
 
 __all__ = ["bench_craft", "craft_summary"]
 
