@@ -107,12 +107,10 @@ def _baselines() -> Settings:
 def _crafters() -> Settings:
     return {
         # Adam moves each feature by at most ~lr per outer step: the paper's 450 steps at lr 1e-2
-        # may travel 4.5, our 30 at 1e-2 only 0.3 (features have std 1.35; measured:
-        # max |F - Enc(X)| = 0.33, AUC drop 0.002, black-box Eval Acc 34% vs 38% unprotected), so
-        # lr 0.1 restores the reach. Outer step: 5 warm-started inversion steps, 10 Gauss-Newton
-        # CG iterations, 5 critic steps (the session-3 study, docs/sweep-small). The cheaper step
-        # of `bench craft`'s fast configuration (3, 4, 2) raised epsilon-PII instead of lowering
-        # it (docs/BENCHMARKS.md, session 4, run 3)
+        # may travel 4.5, our 30 at 1e-2 only 0.3 (features have std 1.35), so lr 0.1 restores
+        # the reach. Outer step: 5 warm-started inversion steps, 10 Gauss-Newton CG iterations,
+        # 5 critic steps. Why these, measured: docs/BENCHMARKS.md ("The small study and the
+        # sweep", "Issue 5: bench craft, run 3")
         # the reference step, in sweeps only (`-g crafter:beta=...`): the study's Crafter is
         # "crafter-fast" below
         "crafter": {
