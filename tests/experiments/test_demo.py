@@ -119,7 +119,9 @@ def test_demo_grid_shows_every_setting_and_a_sweep_one_per_defence(
     rows_drawn = []
     draw = report.plot_grid
     monkeypatch.setattr(
-        report, "plot_grid", lambda o, recon, a: rows_drawn.append(list(recon)) or draw(o, recon, a)
+        report,
+        "plot_grid",
+        lambda o, recon, a, **kw: rows_drawn.append(list(recon)) or draw(o, recon, a, **kw),
     )
     run = tmp_path / "run"
     shutil.copytree(demo_run, run)
