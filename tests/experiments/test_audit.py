@@ -211,3 +211,18 @@ def test_an_encoder_given_as_module_function(
         load_encoder("user_nets:missing")
     with pytest.raises(ValueError, match="no such file, and not MODULE:FUNCTION"):
         load_encoder(str(tmp_path / "nothing.pt"))
+
+
+def test_resize_square_is_the_encoders_and_the_reports_resize() -> None:
+    import torch.nn.functional as nnf
+
+    from facecraft.experiments.audit_inputs import ResizedEncoder, resize_square
+
+    x = torch.rand(2, 3, 40, 40, generator=torch.Generator().manual_seed(0)) * 1.2 - 0.1
+    assert resize_square(x, 40) is x and resize_square(x, 40, clamp=True) is x
+    for size, down in ((32, True), (48, False)):
+        plain = nnf.interpolate(x, size=(size, size), mode="bilinear", antialias=down)
+        assert torch.equal(resize_square(x, size), plain)
+        assert torch.equal(ResizedEncoder(nn.Identity(), size)(x), plain)
+        aa = nnf.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+        assert torch.equal(resize_square(x, size, antialias=True, clamp=True), aa.clamp(0, 1))

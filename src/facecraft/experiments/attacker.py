@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
+from torch import nn
 
 from facecraft._io import checkpoint_exists, load_checkpoint, save_checkpoint
 from facecraft._torchutils import eval_mode, query_in_batches
@@ -157,10 +158,8 @@ class AttackerSide:
         key, stem = self._per_encoder("decoder", "blackbox", setting)
         if key in self._decoders:
             return self._decoders[key]
-        kw = self.attack_kwargs("blackbox")
-        atk = DecoderAttack(defense.encoder, image_size=s.data.image_size, **kw)
         t0 = time.time()
-        atk.fit(s.data.public.images, progress=self.progress, checkpoint_stem=stem)
+        atk = self.train_decoder(defense.encoder, stem)
         s.record_stage(f"decoder[{key}]", time.time() - t0, cached=not atk.fit_trained)
         self._decoders[key] = atk
         return atk
@@ -175,19 +174,35 @@ class AttackerSide:
         key, stem = self._per_encoder("embedding", "embedding", setting, *sizes)
         if key in self._embedders:
             return self._embedders[key]
+        t0 = time.time()
+        atk = self.train_embedder(defense.encoder, stem)
+        s.record_stage(f"embedding[{key}]", time.time() - t0, cached=not atk.fit_trained)
+        self._embedders[key] = atk
+        return atk
+
+    def train_decoder(self, encoder: nn.Module, stem: Path) -> DecoderAttack:
+        """The black-box decoder against ``encoder``, trained on ``(Enc(X'), X')`` of the public
+        faces (or loaded from ``stem``)."""
+        kw = self.attack_kwargs("blackbox")
+        atk = DecoderAttack(encoder, image_size=self.study.data.image_size, **kw)
+        atk.fit(self.study.data.public.images, progress=self.progress, checkpoint_stem=stem)
+        return atk
+
+    def train_embedder(self, encoder: nn.Module, stem: Path) -> EmbeddingAttack:
+        """The embedding attack against ``encoder``: dlib's embedding regressed from ``encoder``'s
+        features of the :meth:`embedding_pool` (loaded from ``stem`` when stored there)."""
+        s = self.study
         atk = EmbeddingAttack(
             **{"seed": self.cfg.seed, **self.attack_kwargs("embedding")}, device=str(s.device)
         )
-        t0 = time.time()
         if checkpoint_exists(stem):
             atk.load(stem)
         else:
-            with eval_mode(defense.encoder):
+            pool = self.embedding_pool()
+            with eval_mode(encoder):
                 images = s.data.public.images if pool is None else s.data.public.images[pool]
-                feats = query_in_batches(defense.encoder, images, s.device, 256).cpu()
+                feats = query_in_batches(encoder, images, s.device, 256).cpu()
             atk.fit(feats, self.public_embeddings(), progress=self.progress, checkpoint_stem=stem)
-        s.record_stage(f"embedding[{key}]", time.time() - t0, cached=not atk.fit_trained)
-        self._embedders[key] = atk
         return atk
 
     def make_attack(self, attack: str, setting: Setting, defense: FeatureDefense):

@@ -23,14 +23,12 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as nnf
 
 from facecraft._io import atomic_write_json, checkpoint_exists, config_hash, save_checkpoint
 from facecraft._locks import holds_run_dir
 from facecraft._torchutils import query_in_batches
 from facecraft._validation import check_path_name
-from facecraft.defenses import create_defense, get_defense_class
-from facecraft.defenses.base import FeatureDefense
+from facecraft.defenses import get_defense_class
 from facecraft.experiments.audit_attacker import AuditAttacker
 from facecraft.experiments.audit_inputs import (
     ResizedEncoder,
@@ -39,6 +37,7 @@ from facecraft.experiments.audit_inputs import (
     load_encoder,
     load_face_folder,
     load_release,
+    resize_square,
 )
 from facecraft.experiments.config import RunConfig, config_to_dict
 from facecraft.experiments.context import prior_samples
@@ -51,6 +50,7 @@ from facecraft.experiments.evaluate import (
 from facecraft.experiments.grid import EMBEDDING_ATTACKS, profile_setting
 from facecraft.experiments.report import build_report
 from facecraft.experiments.results import GRID_FACES, STATISTICS, peak_rss_mb
+from facecraft.experiments.runner import study_defense
 from facecraft.experiments.study import Study
 
 __all__ = ["AUDIT_ATTACKS", "AuditRequest", "run_audit"]
@@ -199,11 +199,8 @@ def _context(study: Study, side: AuditAttacker, inputs: Dict[str, Any]) -> EvalC
 
 
 def _resize(images: torch.Tensor, study: Study) -> torch.Tensor:
-    s = study.data.image_size
-    if images.shape[-1] == s:
-        return images
-    out = nnf.interpolate(images, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
-    return out.clamp(0, 1)
+    """``images`` at the study's image size (antialiased, clamped to [0, 1])."""
+    return resize_square(images, study.data.image_size, antialias=True, clamp=True)
 
 
 def _crafted(
@@ -217,14 +214,8 @@ def _crafted(
     ``name`` through the user's encoder."""
     setting = profile_setting(cfg, name)
     study = side.study
-    provides = {
-        "generator": lambda: study.prior()[0],
-        "amortizer": side.amortizer,
-        "image_size": lambda: study.data.image_size,
-    }
-    extra = {k: provides[k]() for k in get_defense_class(name).study_inputs}
-    d: FeatureDefense = create_defense(
-        name, encoder=side.encoder, head=None, **extra, **setting.kwargs
+    d = study_defense(
+        study, name, side.amortizer, encoder=side.encoder, head=None, **setting.kwargs
     )
     if d.fits_on == "prior":
         fit_name, fit_cfg = d.fit_key() or (name, setting.kwargs)

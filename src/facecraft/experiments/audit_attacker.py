@@ -13,8 +13,6 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from torch import nn
 
-from facecraft._io import checkpoint_exists
-from facecraft._torchutils import eval_mode, query_in_batches
 from facecraft.attacks import DecoderAttack, EmbeddingAttack, get_attack_class
 from facecraft.experiments.attacker import AttackerSide, build_attack
 from facecraft.experiments.config import config_to_dict
@@ -77,30 +75,17 @@ class AuditAttacker(AttackerSide):
         """The black-box decoder trained on ``(Enc(X'), X')`` of the public faces."""
         if self._decoder is None:
             kw = self.attack_kwargs("blackbox")
-            atk = DecoderAttack(self.encoder, image_size=self.study.data.image_size, **kw)
             stem = self.stem("decoder", kw, config_to_dict(self.cfg.model))
-            atk.fit(self.study.data.public.images, progress=self.progress, checkpoint_stem=stem)
-            self._decoder = atk
+            self._decoder = self.train_decoder(self.encoder, stem)
         return self._decoder
 
     def user_embedder(self) -> EmbeddingAttack:
         """The embedding regressor from the user's features of the public pool to dlib's."""
         if self._embedder is None:
             kw = {"seed": self.cfg.seed, **self.attack_kwargs("embedding")}
-            atk = EmbeddingAttack(**kw, device=str(self.study.device))
             pool = self.embedding_pool()
             stem = self.stem("embedding", kw, [] if pool is None else [int(pool.numel())])
-            if checkpoint_exists(stem):
-                atk.load(stem)
-            else:
-                public = self.study.data.public
-                images = public.images if pool is None else public.images[pool]
-                with eval_mode(self.encoder):
-                    feats = query_in_batches(self.encoder, images, self.study.device, 256).cpu()
-                atk.fit(
-                    feats, self.public_embeddings(), progress=self.progress, checkpoint_stem=stem
-                )
-            self._embedder = atk
+            self._embedder = self.train_embedder(self.encoder, stem)
         return self._embedder
 
     def attack(self, name: str) -> Any:

@@ -35,6 +35,7 @@ __all__ = [
     "load_encoder",
     "load_face_folder",
     "load_release",
+    "resize_square",
 ]
 
 
@@ -48,12 +49,26 @@ class ResizedEncoder(nn.Module):
         self.size = int(size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.size or x.shape[-2] != self.size:
-            down = x.shape[-1] > self.size
-            x = nnf.interpolate(
-                x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=down
-            )
-        return self.encoder(x)
+        return self.encoder(resize_square(x, self.size))
+
+
+def resize_square(
+    x: torch.Tensor, size: int, *, antialias: Optional[bool] = None, clamp: bool = False
+) -> torch.Tensor:
+    """Images ``(N, C, H, W)`` bilinearly resized to ``size`` x ``size`` (``x`` itself at that
+    size).
+
+    Args:
+        x: the images.
+        size: the side of the result.
+        antialias: antialias the resize (``None``: only when it shrinks the width).
+        clamp: clamp a resized result to [0, 1].
+    """
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    aa = x.shape[-1] > size if antialias is None else antialias
+    out = nnf.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=aa)
+    return out.clamp(0, 1) if clamp else out
 
 
 def load_encoder(spec: str) -> Tuple[nn.Module, str]:

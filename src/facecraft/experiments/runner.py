@@ -32,10 +32,7 @@ from facecraft._io import (
     save_checkpoint,
 )
 from facecraft._torchutils import query_in_batches
-from facecraft.attacks import (
-    AdaptiveEmbeddingAttack,
-    EmbeddingAttack,
-)
+from facecraft.attacks import AdaptiveEmbeddingAttack, EmbeddingAttack
 from facecraft.defenses import create_defense, get_defense_class
 from facecraft.defenses.base import FeatureDefense
 from facecraft.experiments.attacker import AttackerSide
@@ -58,11 +55,26 @@ from facecraft.experiments.results import GRID_FACES
 from facecraft.experiments.scenario import train_scenario_utility
 from facecraft.experiments.study import Study
 
-__all__ = ["ProgressFn", "StudyRunner"]
+__all__ = ["ProgressFn", "StudyRunner", "study_defense"]
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int, str], None]
+
+
+def study_defense(
+    study: Study, name: str, amortizer: Callable[[], Any], **kwargs: Any
+) -> FeatureDefense:
+    """``create_defense(name, **kwargs)`` plus the study inputs the defence asks for
+    (``study_inputs``): the prior's generator, ``amortizer()`` and the image size, each made only
+    when asked for."""
+    provides: Dict[str, Callable[[], Any]] = {
+        "generator": lambda: study.prior()[0],
+        "amortizer": amortizer,
+        "image_size": lambda: study.data.image_size,
+    }
+    extra = {k: provides[k]() for k in get_defense_class(name).study_inputs}
+    return create_defense(name, **extra, **kwargs)
 
 
 class StudyRunner:
@@ -137,15 +149,8 @@ class StudyRunner:
         loaded) where it learns on public faces (``fits_on``)."""
         s = self.study
         target = s.target()
-        provides: Dict[str, Callable[[], Any]] = {
-            "generator": lambda: s.prior()[0],
-            "amortizer": s.amortizer,
-            "image_size": lambda: s.data.image_size,
-        }
-        inputs = get_defense_class(setting.name).study_inputs
-        extra = {k: provides[k]() for k in inputs}
-        d = create_defense(
-            setting.name, encoder=target.encoder, head=target.head, **extra, **setting.kwargs
+        d = study_defense(
+            s, setting.name, s.amortizer, encoder=target.encoder, head=target.head, **setting.kwargs
         )
         if d.fits_on is not None:
             t0 = time.time()
@@ -216,9 +221,8 @@ class StudyRunner:
         scope: Dict[str, Any] = {
             "n_faces": int(ctx.labels.shape[0] if faces is None else faces.numel())
         }
-        if (
-            faces is not None
-        ):  # this attack runs on a subset: positions into results.json's "labels"
+        # this attack runs on a subset: positions into results.json's "labels"
+        if faces is not None:
             ctx, feats = ctx.select(faces), (feats[0][faces], feats[1])
             scope["faces"] = faces.tolist()
         if attack in ADAPTIVE_ATTACKS:
@@ -242,9 +246,8 @@ class StudyRunner:
         """A cell of an attack that draws faces (adaptive ones first learn from the public
         releases)."""
         stem = self.stem(setting)
-        atk = self.attacker.make_attack(
-            attack, setting, defense
-        )  # a decoder it trains is its own stage
+        # a decoder it trains is its own stage
+        atk = self.attacker.make_attack(attack, setting, defense)
         t0 = time.time()
         history: List[Dict[str, Any]] = []
         if attack in ADAPTIVE_ATTACKS:
