@@ -113,6 +113,76 @@ def test_task_utility_with_given_attributes(tiny_target, tiny_gan, private_image
         c(private_images, attributes=attrs[:3])
 
 
+def test_logits_utility_is_zero_at_the_original_and_its_gradient_matches_finite_differences(
+    tiny_target, private_images
+):
+    head = tiny_target.head.eval()
+    f0 = tiny_target.encoder(private_images).detach()
+    outer = OuterLoop(utility="logits")
+    targets = outer.utility_targets(f0, head, None)
+    assert torch.equal(targets, head(f0).detach())
+    with torch.no_grad():
+        assert float(outer.utility_loss(f0, f0, targets, head)) == 0.0
+    f = (f0 + 0.3 * torch.randn(f0.shape, generator=torch.Generator().manual_seed(1))).double()
+    f.requires_grad_(True)
+    head64 = head.double()
+    try:
+        loss = outer.utility_loss(f, f0.double(), targets.double(), head64)
+        assert float(loss) > 0
+        (grad,) = torch.autograd.grad(loss, f)
+        d = torch.randn(f.shape, generator=torch.Generator().manual_seed(2), dtype=f.dtype)
+        eps = 1e-5
+        with torch.no_grad():
+            up = outer.utility_loss(f + eps * d, f0.double(), targets.double(), head64)
+            dn = outer.utility_loss(f - eps * d, f0.double(), targets.double(), head64)
+        assert float((up - dn) / (2 * eps)) == pytest.approx(float((grad * d).sum()), rel=1e-5)
+    finally:
+        head.float()
+
+
+def test_logits_utility_keeps_the_heads_scores_closer_than_the_feature_utility(
+    tiny_target, tiny_gan, private_images
+):
+    # at a beta where both move the features about as far, the logits utility changes the head's
+    # scores less per unit of feature change: it spends its moves where the head does not look
+    head = tiny_target.head.eval()
+    f0 = tiny_target.encoder(private_images).detach()
+    ratios = {}
+    for utility in ("feature", "logits"):
+        c = _crafter(
+            tiny_target, tiny_gan, utility=utility, beta=1.0, **{**SMALL, "outer_steps": 6}
+        )
+        f = c(private_images)
+        with torch.no_grad():
+            moved = (f - f0).pow(2).mean()
+            scores = (head(f) - head(f0)).pow(2).mean()
+        assert moved > 0
+        ratios[utility] = float(scores / moved)
+    assert ratios["logits"] < ratios["feature"]
+
+
+def test_release_noise_is_calibrated_fresh_per_call_and_restarted_by_reseed(
+    tiny_target, tiny_gan, private_images
+):
+    plain = _crafter(tiny_target, tiny_gan, **SMALL)(private_images)
+    c = _crafter(tiny_target, tiny_gan, release_noise=0.5, **SMALL)
+    assert c.randomized and not _crafter(tiny_target, tiny_gan, **SMALL).randomized
+    c.reseed("release")
+    a, b = c(private_images), c(private_images)
+    assert not torch.equal(a, b)  # the stream advances: fresh noise per query (A3 applies)
+    c.reseed("release")
+    assert torch.equal(c(private_images), a)  # same seed and key, same release
+    d = _crafter(tiny_target, tiny_gan, release_noise=0.5, **SMALL)
+    d.reseed("other")
+    assert not torch.equal(d(private_images), a)
+    # the crafting is the plain Crafter's; the noise is 0.5 std of each Enc(X)'s entries
+    f0 = tiny_target.encoder(private_images).detach()
+    ratio = (a - plain).flatten(1).std(dim=1) / f0.flatten(1).std(dim=1)
+    assert torch.allclose(ratio, torch.full_like(ratio, 0.5), rtol=0.1)
+    with pytest.raises(ValueError, match="release_noise"):
+        _crafter(tiny_target, tiny_gan, release_noise=-1.0)
+
+
 def test_constructor_validation(tiny_target, tiny_gan):
     with pytest.raises(ValueError, match="unknown IHVP solver"):
         _crafter(tiny_target, tiny_gan, solver="lbfgs")
@@ -120,6 +190,8 @@ def test_constructor_validation(tiny_target, tiny_gan):
         _crafter(tiny_target, tiny_gan, utility="identity")
     with pytest.raises(ValueError, match="needs the cloud head"):
         Crafter(tiny_target.encoder, None, tiny_gan[0], utility="task")
+    with pytest.raises(ValueError, match="needs the cloud head"):
+        Crafter(tiny_target.encoder, None, tiny_gan[0], utility="logits")
     with pytest.raises(ValueError, match="beta"):
         _crafter(tiny_target, tiny_gan, beta=-1.0)
 
@@ -155,7 +227,7 @@ def test_flat_arguments_are_grouped_and_read_back(tiny_target, tiny_gan):
         critic_lr=1e-3, persistent_critic=False,
         critic_pretrain_steps=13, critic_pretrain_faces=17,
         solver="cg", neumann_alpha=0.004, neumann_iters=19, cg_iters=21, cg_tol=1e-5,
-        damping=0.3, seed=23,
+        damping=0.3, release_noise=0.2, seed=23,
     )  # fmt: skip
     c = _crafter(tiny_target, tiny_gan, **flat)
     assert c.outer == OuterLoop(7, 0.03, 0.25, "task", 50.0)
@@ -320,7 +392,7 @@ def test_fit_pretrains_the_critic_once_and_reloads_it(
 
 def test_crafter_fast_is_crafter_with_the_fast_step(tiny_target, tiny_gan):
     from facecraft.defenses import create_defense
-    from facecraft.defenses.crafter import FAST_STEP, FastCrafter
+    from facecraft.defenses.crafter_fast import FAST_STEP, FastCrafter
 
     d = create_defense(
         "crafter-fast",

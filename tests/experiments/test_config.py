@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from facecraft.defenses.crafter import FAST_STEP
+from facecraft.defenses.crafter_fast import FAST_STEP
 from facecraft.experiments import config, profiles
 from facecraft.experiments.config import RunConfig, config_from_dict, config_to_dict
 

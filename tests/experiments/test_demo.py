@@ -196,6 +196,26 @@ def test_sweep_axis_parsing_and_config() -> None:
         sweep_config(profile_config("tiny"), [])
 
 
+def test_sweep_fixed_arguments_reach_the_swept_defence_only() -> None:
+    from facecraft.experiments.sweep import parse_axis, parse_fixed, sweep_config
+
+    assert parse_fixed("crafter-fast:utility=task") == ("crafter-fast", "utility", "task")
+    assert parse_fixed("crafter:outer_steps= 7") == ("crafter", "outer_steps", 7)
+    assert parse_fixed("crafter:warm_start=false") == ("crafter", "warm_start", False)
+    assert parse_fixed("noise:sigma=0.5") == ("noise", "sigma", 0.5)
+    for bad in ("crafter", "crafter:utility", "nosuch:p=1", "crafter:nosuch=1"):
+        with pytest.raises(ValueError):
+            parse_fixed(bad)
+    axes = [parse_axis("crafter-fast:beta=0.1"), parse_axis("noise:sigma=1")]
+    cfg = sweep_config(profile_config("tiny"), axes, fixed=[("crafter-fast", "utility", "task")])
+    assert cfg.defenses["crafter-fast"]["kwargs"]["utility"] == "task"
+    assert "utility" not in cfg.defenses["noise"]["kwargs"]
+    with pytest.raises(ValueError, match="not swept"):
+        sweep_config(profile_config("tiny"), axes, fixed=[("disco", "ratio", 0.5)])
+    with pytest.raises(ValueError, match="swept parameter"):
+        sweep_config(profile_config("tiny"), axes, fixed=[("noise", "sigma", 2.0)])
+
+
 @pytest.mark.slow
 def test_cli_craft_then_attack_any_release(demo_run: Path) -> None:
     from typer.testing import CliRunner

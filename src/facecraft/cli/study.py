@@ -18,7 +18,6 @@ from facecraft.cli._common import (
     ProfileOpt,
     _Bars,
     _check_out,
-    _config,
     _exit_on_sigterm,
     _fail,
     _setup_logging,
@@ -98,7 +97,14 @@ def sweep(
     grid: List[str] = typer.Option(
         ..., "--grid", "-g", help="DEFENCE:PARAM=V1,V2,... (repeat), e.g. noise:sigma=0.5,1,2"
     ),
+    fixed: Optional[List[str]] = typer.Option(
+        None,
+        "--set",
+        "-s",
+        help="DEFENCE:KEY=VALUE held fixed over the sweep (repeat), e.g. crafter-fast:utility=task",
+    ),
     profile: str = typer.Option("small", "--profile", "-p", help="tiny, small or paper."),
+    dataset: Optional[str] = DatasetOpt,
     data_root: Optional[str] = DataRootOpt,
     out: Path = typer.Option(Path("runs/small"), "--out", "-o", callback=_check_out),
     attack: Optional[List[str]] = typer.Option(
@@ -125,13 +131,15 @@ def sweep(
     _exit_on_sigterm()
     from facecraft._validation import check_path_name
     from facecraft.data import DataError
-    from facecraft.experiments.sweep import parse_axis, run_sweep, sweep_config
+    from facecraft.experiments.sweep import parse_axis, parse_fixed, run_sweep, sweep_config
 
     try:
         if name is not None:
             check_path_name(name, "--name")
         cfg = sweep_config(
-            _with_faces(_config(profile, None, device), faces), [parse_axis(g) for g in grid]
+            _with_faces(_study_config(profile, dataset, device), faces),
+            [parse_axis(g) for g in grid],
+            fixed=[parse_fixed(f) for f in fixed or []],
         )
         if skip_evalnet:
             cfg = dataclasses.replace(cfg, eval={**cfg.eval, "oracles": ["dlib"]})

@@ -25,7 +25,8 @@ the frozen settings of its inverse-Hessian-vector product.
 from facecraft.defenses.advlearn import AdversarialLearning
 from facecraft.defenses.amortized_crafter import AmortizedCrafter, FeatureCrafter
 from facecraft.defenses.base import FeatureDefense
-from facecraft.defenses.crafter import Crafter, FastCrafter
+from facecraft.defenses.crafter import Crafter
+from facecraft.defenses.crafter_fast import FastCrafter
 from facecraft.defenses.crafter_z import CrafterZ
 from facecraft.defenses.critic_pretraining import fit_defender_critic
 from facecraft.defenses.disco import DISCO, ChannelPruner

@@ -245,6 +245,12 @@ def numeric_parameters(cls: type) -> List[str]:
     ]
 
 
+def scalar_parameters(cls: type) -> List[str]:
+    """Constructor parameters of a defence class whose default is a number, string or bool (what a
+    sweep may fix with ``--set``)."""
+    return [p.name for p in _init_parameters(cls) if _scalar(p.default)]
+
+
 def _scalar(value: Any) -> bool:
     return isinstance(value, (int, float, str, bool))
 

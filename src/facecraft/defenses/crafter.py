@@ -28,7 +28,8 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from facecraft._torchutils import frozen
+from facecraft._torchutils import derive_seed, frozen, make_generator
+from facecraft._validation import check_number
 from facecraft.defenses._critic import CriticConfig, CriticDefense
 from facecraft.defenses.base import ConfigField
 from facecraft.defenses.best_response import BestResponse, InnerInversion
@@ -38,10 +39,11 @@ from facecraft.defenses.critic_pretraining import (
     pretrained_critic,
 )
 from facecraft.defenses.hypergrad import IHVPSolver
+from facecraft.defenses.noise import add_relative_noise
 from facecraft.defenses.outer_loop import UTILITIES, OuterLoop
 from facecraft.defenses.registry import register_defense
 
-__all__ = ["FAST_STEP", "UTILITIES", "Crafter", "FastCrafter"]
+__all__ = ["UTILITIES", "Crafter"]
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -66,7 +68,8 @@ class Crafter(CriticDefense):
 
     Args:
         encoder: the edge encoder ``Enc`` (images in [0, 1] -> features).
-        head: the cloud head ``f`` (features -> logits); needed for ``utility="task"``.
+        head: the cloud head ``f`` (features -> logits); needed for ``utility="task"`` or
+            ``"logits"``.
         generator: the attacker's prior ``G`` (with a ``latent_dim`` attribute).
         amortizer: the attacker's ``Amor: F -> z`` for the inner warm start (Default: None).
         critic: an initial critic ``D'`` (e.g. the attacker's prior critic or one the
@@ -75,13 +78,20 @@ class Crafter(CriticDefense):
             :class:`~facecraft.models.Critic` of width ``critic_width``).
         seed: seeds every random draw (critic initialisation, prior samples,
             gradient-penalty interpolation, random inner starts); each :meth:`protect`
-            call restarts from it: same seed and input, same output (Default: 0).
+            call restarts from it: same seed and input, same output (Default: 0), except
+            for the ``release_noise`` stream below.
+        release_noise: when > 0, Gaussian noise of this many standard deviations of each
+            ``Enc(X)``'s entries is added to the crafted feature (a randomised release: Crafter
+            plus calibrated noise, issue 15; ours). Its stream advances across calls and
+            :meth:`reseed` restarts it, like :class:`~facecraft.defenses.noise.GaussianNoise`'s
+            (Default: 0).
 
     Outer problem (:attr:`outer`, an :class:`OuterLoop`):
         beta: utility weight ``beta`` (Default: 1.0; the paper uses 0.5, 1, 2, 10 on CelebA).
         utility: ``"feature"``: ``L_u = ||F - F0||^2 / dim(F)``; ``"task"``:
             BCE of ``head(F)`` against ``attributes`` (given to :meth:`protect`) or
-            the pseudo-labels ``head(F0) > 0`` (Default: ``"feature"``).
+            the pseudo-labels ``head(F0) > 0``; ``"logits"`` (ours):
+            ``||head(F) - head(F0)||^2 / K`` (Default: ``"feature"``).
         outer_steps: Adam steps on ``F`` (Default: 450, the paper's).
         lr: Adam learning rate on ``F`` (Default: 1e-2, the paper's).
         loss_scale: multiplies ``L_p + beta * L_u`` before the Adam step, as the
@@ -218,12 +228,15 @@ class Crafter(CriticDefense):
         warm_offset: bool = False,
         persistent_critic: bool = True,
         loss_scale: float = 100.0,
+        release_noise: float = 0.0,
         seed: int = 0,
     ) -> None:
         super().__init__(encoder, head)
+        check_number("release_noise", release_noise, low=0.0)
+        self.release_noise = release_noise
         self.outer = OuterLoop(outer_steps, lr, beta, utility, loss_scale)
-        if utility == "task" and head is None:
-            raise ValueError("utility='task' needs the cloud head")
+        if utility != "feature" and head is None:
+            raise ValueError(f"utility={utility!r} needs the cloud head")
         self._check_generator(generator)
         self.inner = InnerInversion(
             inner_steps, inner_lr, inner_momentum, init_steps, warm_start, warm_offset
@@ -237,6 +250,7 @@ class Crafter(CriticDefense):
         self.amortizer = amortizer
         self.critic = critic
         self.seed = seed
+        self._noise_gen = make_generator(derive_seed(seed, "release-noise"), "cpu")
 
     @classmethod
     def name(cls) -> str:
@@ -350,49 +364,20 @@ class Crafter(CriticDefense):
                     desc="crafter",
                     inversion=float(inv),
                 )
+        if self.release_noise > 0:
+            return add_relative_noise(feat.detach(), f0, self.release_noise, self._noise_gen)
         return feat.detach()
+
+    @property
+    def randomized(self) -> bool:  # type: ignore[override]
+        """True with ``release_noise > 0`` (a randomised release)."""
+        return self.release_noise > 0
+
+    def reseed(self, key: str) -> None:
+        """Restart the ``release_noise`` stream at ``derive_seed(seed, key)`` (see
+        :meth:`FeatureDefense.reseed`); the crafting itself restarts from ``seed`` at every
+        call."""
+        self._noise_gen = make_generator(derive_seed(self.seed, key), "cpu")
 
 
 register_defense("crafter", Crafter)
-
-
-#: The fast step of ``facecraft bench craft`` (docs/BENCHMARKS.md, session 6) and the one definition
-#: of ``crafter-fast``: a critic pre-trained on public faces and fine-tuned briefly, a short inner
-#: solve from ``Amor(F)`` plus the last correction, Gauss-Newton CG and a larger utility weight.
-FAST_STEP: Dict[str, Any] = {
-    "critic_pretrain_steps": 200,
-    "critic_pretrain_faces": 256,
-    "critic_steps": 2,
-    "critic_width": 16,
-    "warm_start": True,
-    "warm_offset": True,
-    "inner_steps": 5,
-    "init_steps": 40,
-    "solver": "gn-cg",
-    "cg_iters": 1,
-    "lr": 0.1,
-    "beta": 5.0,
-    "outer_steps": 10,
-}
-
-
-class FastCrafter(Crafter):
-    """Crafter with :data:`FAST_STEP` as defaults: issue 5's fast configuration, ``crafter-fast``.
-
-    Same algorithm and arguments as :class:`Crafter` (any of them overrides the
-    preset); :meth:`fit` must run on public faces first (it trains the critic).
-    """
-
-    relative_cost = 6
-
-    def __init__(
-        self, encoder: nn.Module, head: Optional[nn.Module], generator: nn.Module, **kwargs: Any
-    ) -> None:
-        super().__init__(encoder, head, generator, **{**FAST_STEP, **kwargs})
-
-    @classmethod
-    def name(cls) -> str:
-        return "crafter-fast"
-
-
-register_defense("crafter-fast", FastCrafter)

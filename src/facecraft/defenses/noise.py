@@ -25,7 +25,17 @@ from facecraft._validation import check_number
 from facecraft.defenses.base import FeatureDefense
 from facecraft.defenses.registry import register_defense
 
-__all__ = ["GaussianNoise"]
+__all__ = ["GaussianNoise", "add_relative_noise"]
+
+
+def add_relative_noise(
+    f: torch.Tensor, ref: torch.Tensor, sigma: float, gen: torch.Generator
+) -> torch.Tensor:
+    """``f + sigma * std(ref_n) * e``, ``e ~ N(0, I)`` drawn from ``gen`` on the CPU: each sample's
+    noise scaled by the standard deviation of its reference feature's entries (module docstring)."""
+    e = torch.randn(f.shape, generator=gen, dtype=f.dtype).to(f.device)
+    scale = ref.flatten(1).std(dim=1).view((-1,) + (1,) * (f.dim() - 1))
+    return f + sigma * scale * e
 
 
 class GaussianNoise(FeatureDefense):
@@ -87,10 +97,9 @@ class GaussianNoise(FeatureDefense):
             f = self.encoder(images)
             if self.sigma == 0:
                 return f
-            e = torch.randn(f.shape, generator=self._gen, dtype=f.dtype).to(f.device)
             if self.relative:
-                scale = f.flatten(1).std(dim=1).view((-1,) + (1,) * (f.dim() - 1))
-                return f + self.sigma * scale * e
+                return add_relative_noise(f, f, self.sigma, self._gen)
+            e = torch.randn(f.shape, generator=self._gen, dtype=f.dtype).to(f.device)
             return f + self.sigma * e
 
 

@@ -27,8 +27,8 @@ from facecraft._validation import check_number
 
 __all__ = ["UTILITIES", "OuterLoop"]
 
-#: the utility losses ``L_u`` Crafter supports.
-UTILITIES = ("feature", "task")
+#: the utility losses ``L_u`` Crafter supports: the paper's two, and ``"logits"`` (ours).
+UTILITIES = ("feature", "task", "logits")
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,10 @@ class OuterLoop:
         lr: Adam learning rate, > 0 (Default: 1e-2, the paper's).
         beta: utility weight, >= 0 (Default: 1.0).
         utility: ``"feature"``: ``L_u = ||F - F0||^2 / dim(F)``; ``"task"``: BCE of
-            ``head(F)`` against binary targets (Default: ``"feature"``).
+            ``head(F)`` against binary targets; ``"logits"`` (an extension of ours):
+            ``||head(F) - head(F0)||^2 / K``, which keeps the cloud head's scores, hence the
+            ranking a mean AUC reads, and leaves ``F`` free where the head does not look
+            (Default: ``"feature"``).
         loss_scale: multiplies the loss before the Adam step, > 0, as the authors'
             code does (x100). Adam is scale-invariant except for its ``eps`` (1e-8),
             which would otherwise swamp hypergradients of order 1e-8 (Default: 100.0).
@@ -67,13 +70,17 @@ class OuterLoop:
     def utility_targets(
         self, f0: torch.Tensor, head: Optional[nn.Module], attributes: Optional[torch.Tensor]
     ) -> Optional[torch.Tensor]:
-        """The binary targets ``(N, K)`` of ``utility="task"`` (None for ``"feature"``).
+        """The targets ``(N, K)`` of the head-based utilities (None for ``"feature"``).
 
-        ``attributes`` when given (one row per feature of ``f0``), else the
-        pseudo-labels ``head(F0) > 0``.
+        ``"logits"``: ``head(F0)``. ``"task"``: ``attributes`` when given (one row per feature of
+        ``f0``), else the pseudo-labels ``head(F0) > 0``.
         """
-        if self.utility != "task":
+        if self.utility == "feature":
             return None
+        if self.utility == "logits":
+            assert head is not None  # checked by Crafter
+            with torch.no_grad():
+                return head(f0)
         if attributes is None:
             assert head is not None  # a task utility needs the head (checked by Crafter)
             with torch.no_grad():
@@ -96,6 +103,8 @@ class OuterLoop:
         if self.utility == "feature":
             return (feat - f0).flatten(1).pow(2).mean(dim=1).mean()
         assert head is not None and targets is not None
+        if self.utility == "logits":
+            return (head(feat) - targets).pow(2).mean()
         return nnf.binary_cross_entropy_with_logits(head(feat), targets)
 
     def step(

@@ -22,7 +22,7 @@ from facecraft._io import config_hash
 from facecraft._locks import holds_run_dir
 from facecraft._validation import check_number, check_path_name
 from facecraft.defenses import available_defenses, get_defense_class
-from facecraft.defenses.base import numeric_parameters
+from facecraft.defenses.base import numeric_parameters, scalar_parameters
 from facecraft.experiments.config import RunConfig, config_to_dict
 from facecraft.experiments.grid import defense_grid, selected_attacks
 from facecraft.experiments.pool import BACKENDS, run_settings, train_shared
@@ -31,7 +31,7 @@ from facecraft.experiments.results import write_results
 from facecraft.experiments.runner import ProgressFn, StudyRunner
 from facecraft.experiments.study import Study
 
-__all__ = ["SweepAxis", "parse_axis", "run_sweep", "sweep_config"]
+__all__ = ["SweepAxis", "parse_axis", "parse_fixed", "run_sweep", "sweep_config"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,13 +73,55 @@ def parse_axis(text: str) -> SweepAxis:
     return SweepAxis(name.strip(), param.strip(), values)
 
 
+def parse_fixed(text: str) -> Tuple[str, str, Any]:
+    """Parse ``"defence:key=value"`` (the ``--set`` option of ``facecraft sweep``): a constructor
+    argument held fixed over the sweep, e.g. ``crafter-fast:utility=task``. The value is read as
+    an int, a float, ``true``/``false``, or else kept as a string."""
+    try:
+        name, rest = text.split(":", 1)
+        key, raw = (part.strip() for part in rest.split("=", 1))
+    except ValueError:
+        raise ValueError(
+            f"expected DEFENCE:KEY=VALUE (e.g. crafter-fast:utility=task), got {text!r}"
+        ) from None
+    name = name.strip()
+    if name not in available_defenses():
+        raise ValueError(f"unknown defence {name!r}; choose from {sorted(available_defenses())}")
+    valid = scalar_parameters(get_defense_class(name))
+    if key not in valid:
+        raise ValueError(f"{name} has no parameter {key!r} to set; choose from {', '.join(valid)}")
+    value: Any = raw
+    if raw.lower() in ("true", "false"):
+        value = raw.lower() == "true"
+    else:
+        for kind in (int, float):
+            try:
+                value = kind(raw)
+                break
+            except ValueError:
+                continue
+    return name, key, value
+
+
 def sweep_config(
-    cfg: RunConfig, axes: Sequence[SweepAxis], *, include_none: bool = True
+    cfg: RunConfig,
+    axes: Sequence[SweepAxis],
+    *,
+    include_none: bool = True,
+    fixed: Sequence[Tuple[str, str, Any]] = (),
 ) -> RunConfig:
     """``cfg`` with its defence grid replaced by ``axes`` (each keeps the profile's other kwargs for
-    that defence), plus the unprotected reference ``none`` unless ``include_none`` is False."""
+    that defence, and takes the ``fixed`` ``(defence, key, value)`` arguments of
+    :func:`parse_fixed`), plus the unprotected reference ``none`` unless ``include_none`` is
+    False."""
     if not axes:
         raise ValueError("a sweep needs at least one DEFENCE:PARAM=VALUES axis")
+    swept = {ax.defense: ax.param for ax in axes}
+    for name, key, _ in fixed:
+        if name not in swept:
+            raise ValueError(f"--set {name}:{key}=...: {name} is not swept (no -g {name}:...)")
+        if key == swept[name]:
+            raise ValueError(f"--set {name}:{key}=...: {key} is the swept parameter")
     defenses: Dict[str, Dict[str, Any]] = {"none": {}} if include_none else {}
     for ax in axes:
         if ax.defense in defenses and ax.defense != "none":
@@ -89,6 +131,7 @@ def sweep_config(
             for k, v in cfg.defenses.get(ax.defense, {}).get("kwargs", {}).items()
             if k != ax.param
         }
+        kwargs.update({key: value for name, key, value in fixed if name == ax.defense})
         defenses[ax.defense] = {
             "kwargs": kwargs,
             "sweep": {"param": ax.param, "values": list(ax.values)},

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from facecraft.data.config import DataConfig
-from facecraft.defenses.crafter import FAST_STEP
+from facecraft.defenses.crafter_fast import FAST_STEP
 from facecraft.experiments.config import (
     AmortizerTrainConfig,
     ModelConfig,
@@ -145,7 +145,7 @@ def _crafters() -> Settings:
             "sweep": {"param": "beta", "values": [1.0]},
             "demo": False,
         },
-        # the study's Crafter: bench craft's fast step (crafter.FAST_STEP: a critic pre-trained
+        # the study's Crafter: bench craft's fast step (crafter_fast.FAST_STEP: a critic pre-trained
         # once on public faces, equal white-box epsilon-PII at ~30x less time per step) for as
         # many outer steps as "crafter" above, so the two differ only in their step
         "crafter-fast": {
@@ -203,7 +203,7 @@ BENCH: Dict[str, Any] = {
         "persistent_critic": True,
         "lr": 0.1,
     },
-    # the step registered as ``crafter-fast`` (crafter.FAST_STEP), one source for both: its
+    # the step registered as ``crafter-fast`` (crafter_fast.FAST_STEP), one source for both: its
     # critic pre-training goes to "fast_critic", its outer steps are the benchmark's
     "fast": {
         **{
