@@ -250,7 +250,7 @@ class Crafter(CriticDefense):
         self.amortizer = amortizer
         self.critic = critic
         self.seed = seed
-        self._noise_gen = make_generator(derive_seed(seed, "release-noise"), "cpu")
+        self.reseed("release-noise")
 
     @classmethod
     def name(cls) -> str:

@@ -77,20 +77,17 @@ class OuterLoop:
         """
         if self.utility == "feature":
             return None
-        if self.utility == "logits":
-            assert head is not None  # checked by Crafter
-            with torch.no_grad():
-                return head(f0)
-        if attributes is None:
-            assert head is not None  # a task utility needs the head (checked by Crafter)
-            with torch.no_grad():
-                return (head(f0) > 0).to(f0.dtype)
-        if attributes.shape[0] != f0.shape[0]:
-            raise ValueError(
-                f"attributes: expected {f0.shape[0]} rows (one per image), "
-                f"got {attributes.shape[0]}"
-            )
-        return attributes.to(device=f0.device, dtype=f0.dtype)
+        if self.utility == "task" and attributes is not None:
+            if attributes.shape[0] != f0.shape[0]:
+                raise ValueError(
+                    f"attributes: expected {f0.shape[0]} rows (one per image), "
+                    f"got {attributes.shape[0]}"
+                )
+            return attributes.to(device=f0.device, dtype=f0.dtype)
+        assert head is not None  # a head-based utility needs the head (checked by Crafter)
+        with torch.no_grad():
+            scores = head(f0)
+        return scores if self.utility == "logits" else (scores > 0).to(f0.dtype)
 
     def utility_loss(
         self,
